@@ -1,0 +1,459 @@
+"""What the administrator's verbs do, apart from parsing arguments and printing.
+
+Takes a `Context` and plain values; produces what changed (for the verb to say) or raises
+`Refused` with a one-line reason (exit 1). Every change is made in one store transaction
+together with its receipt, and moves the store's directory version so that a running daemon
+picks it up without a restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.context import Context
+from gateway.fields import normalise_school
+from gateway.gpg import Gpg, normalise_fingerprint
+from gateway.imports import parse_duo_csv, parse_pupils_csv
+from gateway.intake import register_candidates
+from gateway.keyadmin import (
+    KeyRefused,
+    export_public,
+    generate_gateway_key,
+    import_pinned,
+    list_key_infos,
+)
+from gateway.model import Child
+from gateway.names import names_match, pseudonym_text
+from gateway.passwords import hash_password
+from gateway.store import Store, chain_problems
+from gateway.tlsdev import make_dev_tls
+from gateway.vault import create_secrets
+
+
+class Refused(Exception):
+    """The operation was refused; the message is one line for the administrator."""
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def _address_ok(address: str) -> bool:
+    local, at, domain = address.partition("@")
+    return bool(at and local and "." in domain and not any(c in address for c in " <>,\r\n"))
+
+
+# -- keys init --------------------------------------------------------------------------------
+
+async def keys_init(config: Config, now: dt.datetime) -> list[str]:
+    """Create what is missing: gateway key, development TLS pair, secrets. Says what it did."""
+    done = []
+    config.keys.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not config.smtp.tls_cert.exists() or not config.smtp.tls_key.exists():
+        make_dev_tls(config.smtp.tls_cert, config.smtp.tls_key,
+                     [config.smtp.hostname, "localhost", "127.0.0.1"])
+        done.append(f"created a development TLS certificate {config.smtp.tls_cert} "
+                    f"(its CA: {config.smtp.tls_cert.parent / 'ca.pem'})")
+    for path in create_secrets(config.secrets_dir):
+        done.append(f"created secret {path}")
+    gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary)
+    store = await Store.open(config.storage.path)
+    try:
+        current = [r for r in await store.gateway_keys() if r["state"] == "current"]
+        if not current:
+            fpr = generate_gateway_key(gpg, config.gateway.address)
+            async with store.transaction() as tx:
+                await tx.add_gateway_key(fpr, now)
+                await tx.receipt("key.created", at=now, fingerprint=fpr, role="gateway")
+            done.append(f"created gateway key {fpr}")
+        else:
+            done.append(f"gateway key {current[0]['fingerprint']} already present")
+    finally:
+        await store.close()
+    return done
+
+
+def keys_export(ctx: Context) -> str:
+    fprs = [ctx.snapshot.signing_key] if ctx.snapshot.signing_key else []
+    if not fprs:
+        raise Refused("there is no gateway key yet: run `hwc-gateway keys init`")
+    return export_public(ctx.gpg, fprs)
+
+
+def keys_list(ctx: Context, now: dt.datetime, within_days: int | None) -> list[dict[str, Any]]:
+    owners: dict[str, str] = {}
+    for name, sender in ctx.snapshot.senders.items():
+        for fpr in sender.fingerprints:
+            owners[fpr] = f"sender {name}"
+    return [_key_row(info, owners, now) for info in list_key_infos(ctx.gpg)
+            if within_days is None or (info.expires is not None
+                                       and info.expires <= now + dt.timedelta(days=within_days))]
+
+
+def _key_row(info: Any, owners: dict[str, str], now: dt.datetime) -> dict[str, Any]:
+    return {"fingerprint": info.fingerprint, "owner": owners.get(info.fingerprint, ""),
+            "user_ids": list(info.user_ids), "capabilities": info.capabilities,
+            "expires": info.expires.isoformat() if info.expires else None,
+            "state": info.unusable_reason("sign", now) or "valid"}
+
+
+# -- senders ----------------------------------------------------------------------------------
+
+async def senders_add(ctx: Context, name: str, key_data: bytes, fingerprint: str,
+                      password: str, allow_from: list[str]) -> str:
+    if not name or any(c in name for c in " \t\r\n\0:"):
+        raise Refused("NAME must be one word without spaces or colons (it is the SMTP login)")
+    if len(password) < 12:
+        raise Refused("the password must be at least 12 characters")
+    bad = [a for a in allow_from if not _address_ok(a)]
+    if bad:
+        raise Refused(f"--allow-from {bad[0]!r} is not an e-mail address")
+    if name in (await ctx.refresh()).senders:
+        raise Refused(f"sender {name} exists already (use `senders add-key` for a second key)")
+    now = ctx.clock()
+    info = _import(ctx.gpg, key_data, fingerprint, "sign", now)
+    async with ctx.store.transaction() as tx:
+        await tx.add_sender(name, hash_password(password), info.fingerprint,
+                            [a.lower() for a in allow_from], now)
+        await tx.receipt("sender.added", at=now, sender=name, fingerprint=info.fingerprint,
+                         operator=_operator())
+    return f"sender {name} added with key {info.fingerprint}"
+
+
+async def senders_add_key(ctx: Context, name: str, key_data: bytes, fingerprint: str) -> str:
+    await _require_sender(ctx, name)
+    now = ctx.clock()
+    info = _import(ctx.gpg, key_data, fingerprint, "sign", now)
+    async with ctx.store.transaction() as tx:
+        await tx.add_sender_key(name, info.fingerprint, now)
+        await tx.receipt("sender.key_added", at=now, sender=name, fingerprint=info.fingerprint,
+                         operator=_operator())
+    return f"sender {name}: key {info.fingerprint} pinned"
+
+
+async def senders_remove_key(ctx: Context, name: str, fingerprint: str) -> str:
+    await _require_sender(ctx, name)
+    fpr = normalise_fingerprint(fingerprint) or fingerprint
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        if not await tx.remove_sender_key(name, fpr):
+            raise Refused(f"sender {name} has no key {fpr}")
+        await tx.receipt("sender.key_removed", at=now, sender=name, fingerprint=fpr,
+                         operator=_operator())
+    return f"sender {name}: key {fpr} no longer accepted"
+
+
+async def senders_remove(ctx: Context, name: str) -> str:
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        if not await tx.remove_sender(name):
+            raise Refused(f"there is no sender {name}")
+        await tx.receipt("sender.removed", at=now, sender=name, operator=_operator())
+    return f"sender {name} removed"
+
+
+async def senders_list(ctx: Context) -> list[dict[str, Any]]:
+    keys = await ctx.store.sender_keys()
+    addresses = await ctx.store.sender_addresses()
+    usable = {n: s.fingerprints for n, s in (await ctx.refresh()).senders.items()}
+    return [{"name": r["name"], "created": r["created_at"],
+             "keys": [{"fingerprint": k["fingerprint"],
+                       "usable": k["fingerprint"] in usable.get(r["name"], frozenset())}
+                      for k in keys if k["sender"] == r["name"]],
+             "allow_from": [a["address"] for a in addresses if a["sender"] == r["name"]]}
+            for r in await ctx.store.senders()]
+
+
+async def _require_sender(ctx: Context, name: str) -> None:
+    if name not in (await ctx.refresh()).senders:
+        raise Refused(f"there is no sender {name}")
+
+
+def _import(gpg: Gpg, data: bytes, fingerprint: str, purpose: Any, now: dt.datetime) -> Any:
+    try:
+        return import_pinned(gpg, data, fingerprint, purpose, now)
+    except KeyRefused as exc:
+        raise Refused(str(exc)) from None
+
+
+# -- schools ----------------------------------------------------------------------------------
+
+def _school_code(code: str) -> str:
+    norm = normalise_school(code)
+    if norm is None or len(norm) != 6:
+        raise Refused("CODE must be a 6-character DUO vestigingscode such as 12AB00")
+    return norm
+
+
+async def schools_import_duo(ctx: Context, data: bytes) -> str:
+    try:
+        parsed = parse_duo_csv(data)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    now = ctx.clock()
+    changed = 0
+    async with ctx.store.transaction() as tx:
+        for school in parsed.schools:
+            changed += await tx.upsert_school(school.code, school.name, school.place or "")
+        await tx.receipt("schools.imported", at=now, schools=len(parsed.schools),
+                         changed=changed, refused=len(parsed.refused), operator=_operator())
+    lines = [f"{len(parsed.schools)} schools read, {changed} added or renamed, "
+             f"{len(parsed.refused)} rows refused; contacts and keys unchanged"]
+    lines += [f"  row {p.row}: {p.problem}" for p in parsed.refused[:50]]
+    return "\n".join(lines)
+
+
+async def schools_add(ctx: Context, code: str, name: str | None, email: str, key_data: bytes,
+                      fingerprint: str, route: str | None) -> str:
+    code = _school_code(code)
+    if not _address_ok(email):
+        raise Refused(f"--email {email!r} is not an e-mail address")
+    if route is not None and not _route_ok(route):
+        raise Refused("--route must be HOST:PORT")
+    existing = await ctx.store.school(code)
+    if existing is None and not name:
+        raise Refused(f"school {code} is not in the directory: give --name (or import DUO data)")
+    now = ctx.clock()
+    info = _import(ctx.gpg, key_data, fingerprint, "encrypt", now)
+    async with ctx.store.transaction() as tx:
+        if name or existing is None:
+            await tx.upsert_school(code, name or "", existing["place"] if existing else "")
+        if route is not None:
+            await tx.set_school_route(code, route)
+        previous = await tx.set_contact(code, email.lower(), info.fingerprint)
+        await tx.receipt("school.contact_set", at=now, school=code, contact=email.lower(),
+                         fingerprint=info.fingerprint, previous=previous, operator=_operator())
+    return f"school {code}: contact {email.lower()} with key {info.fingerprint}" + (
+        f" (replacing {previous})" if previous and previous != info.fingerprint else "") + (
+        f", route {route}" if route else "")
+
+
+async def schools_set_key(ctx: Context, code: str, email: str, key_data: bytes,
+                          fingerprint: str) -> str:
+    code = _school_code(code)
+    contacts = {c["email"] for c in await ctx.store.contacts(code)}
+    if email.lower() not in contacts:
+        raise Refused(f"school {code} has no contact {email.lower()}")
+    return await schools_add(ctx, code, None, email, key_data, fingerprint, None)
+
+
+async def schools_remove(ctx: Context, code: str) -> str:
+    code = _school_code(code)
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        if not await tx.remove_school(code):
+            raise Refused(f"there is no school {code}")
+        await tx.receipt("school.removed", at=now, school=code, operator=_operator())
+    return f"school {code} removed with its contacts"
+
+
+async def schools_list(ctx: Context) -> list[dict[str, Any]]:
+    contacts = await ctx.store.contacts()
+    usable = {c.email for cs in (await ctx.refresh()).contacts.values() for c in cs}
+    return [{"code": r["code"], "name": r["name"], "place": r["place"], "route": r["route"],
+             "contacts": [{"email": c["email"], "fingerprint": c["fingerprint"],
+                           "usable": c["email"] in usable}
+                          for c in contacts if c["school"] == r["code"]]}
+            for r in await ctx.store.schools()]
+
+
+def _route_ok(route: str) -> bool:
+    host, _, port = route.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+# -- pupils -----------------------------------------------------------------------------------
+
+async def pupils_import(ctx: Context, data: bytes, force: bool) -> str:
+    try:
+        parsed = parse_pupils_csv(data)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    before, _ = await ctx.store.register_summary()
+    if before and len(parsed.pupils) < before / 2 and not force:
+        raise Refused(f"the file has {len(parsed.pupils)} usable rows, the register {before}: "
+                      "this would remove more than half of it (use --force if intended)")
+    rows = []
+    for pupil in parsed.pupils:
+        record = {"name": pupil.name, "birthdate": pupil.birthdate.isoformat(), "bsn": pupil.bsn}
+        rows.append((ctx.vault.digest("register-bsn", pupil.bsn) if pupil.bsn else None,
+                     ctx.vault.digest("register-birthdate", pupil.birthdate.isoformat()),
+                     pupil.school, ctx.vault.seal(record, f"pupil:{pupil.school}")))
+    now = ctx.clock()
+    schools = len({p.school for p in parsed.pupils})
+    async with ctx.store.transaction() as tx:
+        total = await tx.replace_register(rows)
+        await tx.receipt("register.imported", at=now, rows=total, schools=schools,
+                         refused=len(parsed.refused), previous=before, operator=_operator())
+    unknown = sorted({p.school for p in parsed.pupils} - set((await ctx.refresh()).schools))
+    lines = [f"register replaced: {total} pupils at {schools} schools, "
+             f"{len(parsed.refused)} rows refused (was {before} pupils)"]
+    lines += [f"  row {p.row}: {p.problem}" for p in parsed.refused[:50]]
+    if unknown:
+        lines.append(f"  note: {len(unknown)} school codes are not in the directory yet "
+                     f"(e.g. {', '.join(unknown[:5])})")
+    return "\n".join(lines)
+
+
+# -- held children ----------------------------------------------------------------------------
+
+def split_child_id(child_id: str) -> tuple[str, int]:
+    ref, _, n = child_id.rpartition("-")
+    if not ref or not n.isdigit():
+        raise Refused("ID must be a child reference such as HWC-20261128-ABCD1234-1")
+    return ref, int(n)
+
+
+async def held_list(ctx: Context) -> list[dict[str, Any]]:
+    now = ctx.clock()
+    rows = await ctx.store.children(state="held")
+    out = []
+    for r in rows:
+        signal = await ctx.store.signal(r["ref"])
+        accepted = signal["accepted_at"] if signal else r["updated_at"]
+        age = now - dt.datetime.fromisoformat(accepted.replace("Z", "+00:00"))
+        out.append({"id": f"{r['ref']}-{r['n']}", "signal": r["ref"], "reason": r["reason"],
+                    "school": r["school"], "accepted": accepted,
+                    "age_minutes": int(age.total_seconds() // 60)})
+    return out
+
+
+async def held_show(ctx: Context, child_id: str) -> dict[str, Any]:
+    """Decrypt one held child for the administrator; the look itself is a receipt."""
+    ref, n = split_child_id(child_id)
+    row = await ctx.store.child(ref, n)
+    if row is None or row["state"] != "held" or row["blob"] is None:
+        raise Refused(f"{child_id} is not a held child")
+    record = ctx.vault.open(row["blob"], child_id)
+    name, birthdate = str(record["name"]), str(record["birthdate"])
+    candidates = []
+    child = Child(name, dt.date.fromisoformat(birthdate), record.get("bsn"), record.get("school"))
+    by_bsn, same_birthdate = await register_candidates(ctx.store, ctx.vault, child)
+    for pupil in ([by_bsn] if by_bsn else []) + same_birthdate:
+        if pupil is by_bsn or names_match(name, pupil.name):
+            school = ctx.snapshot.schools.get(pupil.school)
+            candidates.append({"name": pupil.name, "birthdate": pupil.birthdate.isoformat(),
+                               "school": pupil.school, "school_name": school.name if school
+                               else "(not in the directory)",
+                               "why": "same BSN" if pupil is by_bsn else "name and birth date"})
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        await tx.receipt("held.shown", at=now, ref=child_id, operator=_operator())
+    return {"id": child_id, "reason": row["reason"], "name": name, "birthdate": birthdate,
+            "bsn": record.get("bsn"), "school_hint": record.get("school"),
+            "candidates": candidates}
+
+
+async def held_route(ctx: Context, child_id: str, school: str) -> str:
+    ref, n = split_child_id(child_id)
+    code = _school_code(school)
+    snapshot = await ctx.refresh()
+    if code not in snapshot.schools:
+        raise Refused(f"school {code} is not in the directory")
+    if not snapshot.contacts.get(code):
+        raise Refused(f"school {code} has no contact with a usable key: add one with "
+                      "`schools add` first")
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        if not await tx.set_child_state(ref, n, "routed", now, school=code, expect=("held",)):
+            raise Refused(f"{child_id} is not a held child")
+        await tx.receipt("routed_by_hand", at=now, ref=child_id, school=code,
+                         operator=_operator())
+    return f"{child_id} routed to {code}; the running daemon seals and delivers it"
+
+
+async def held_drop(ctx: Context, child_id: str, reason: str) -> str:
+    ref, n = split_child_id(child_id)
+    if not reason.strip():
+        raise Refused("--reason must say why (it goes into the receipt)")
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        if not await tx.set_child_state(ref, n, "dropped", now, reason=reason[:200], erase=True,
+                                        expect=("held",)):
+            raise Refused(f"{child_id} is not a held child")
+        await tx.receipt("dropped", at=now, ref=child_id, reason=reason[:200],
+                         operator=_operator())
+    return f"{child_id} dropped; its data is erased"
+
+
+# -- queue, receipts, status ------------------------------------------------------------------
+
+async def queue_list(ctx: Context) -> list[dict[str, Any]]:
+    return [{"notice": r["id"], "ref": r["ref"], "school": r["school"], "state": r["state"],
+             "attempts": r["attempts"], "next_attempt": r["next_attempt_at"],
+             "last_reply": r["last_reply"]}
+            for r in await ctx.store.notices(states=("queued",))]
+
+
+async def receipts_verify(store: Store) -> tuple[int, list[str]]:
+    rows = await store.receipts()
+    return len(rows), chain_problems(rows)
+
+
+async def receipts_find(ctx: Context, name: str, birthdate: dt.date) -> list[dict[str, Any]]:
+    pseudonym = ctx.vault.pseudonym(pseudonym_text(name), birthdate.isoformat())
+    return [_receipt_row(r) for r in await ctx.store.receipts_by_pseudonym(pseudonym)]
+
+
+def _receipt_row(r: Any) -> dict[str, Any]:
+    return {"seq": r.seq, "at": r.at, "event": r.event, "ref": r.ref, "school": r.school,
+            **r.detail}
+
+
+async def receipts_list(ctx: Context, since: dt.datetime | None) -> list[dict[str, Any]]:
+    return [_receipt_row(r) for r in await ctx.store.receipts(since=since)]
+
+
+@dataclass(frozen=True)
+class Status:
+    data: dict[str, Any]
+    attention: list[str]
+
+
+async def status(ctx: Context, listener_up: bool) -> Status:
+    now = ctx.clock()
+    counts = await ctx.store.counts()
+    queued = await ctx.store.notices(states=("queued",))
+    oldest = min((r["created_at"] for r in queued), default=None)
+    attention = []
+    if not listener_up:
+        attention.append("the listener is not answering")
+    if counts.get("child.held"):
+        attention.append(f"{counts['child.held']} held children wait for an administrator")
+    if counts.get("notice.failed"):
+        attention.append(f"{counts['notice.failed']} notices failed")
+    if ctx.snapshot.signing_key is None:
+        attention.append("there is no gateway key")
+    expiring = keys_list(ctx, now, 30)
+    if expiring:
+        attention.append(f"{len(expiring)} keys expire within 30 days")
+    count, problems = await receipts_verify(ctx.store)
+    if problems:
+        attention.append("the receipt chain is broken: run `receipts verify`")
+    data = {"listener": {"address": str(ctx.config.smtp.listen), "up": listener_up},
+            "counts": counts, "queued": len(queued), "oldest_queued": oldest,
+            "held": counts.get("child.held", 0), "signing_key": ctx.snapshot.signing_key,
+            "keys_expiring_30_days": [k["fingerprint"] for k in expiring],
+            "receipts": count, "attention": attention}
+    return Status(data, attention)
+
+
+def read_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise Refused(f"cannot read {path}: {exc.strerror}") from None
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)

@@ -1,0 +1,348 @@
+"""`hwc-gateway [--config PATH] VERB ...`: the one command (SPEC §7).
+
+Parses arguments, loads the config, opens the context, calls the verb in `admin` (or the daemon,
+or the demo) and prints. Exit 0 on success, 1 on a refused operation with a one-line reason, 2 on
+usage errors. Read-only verbs change nothing; every verb that changes state says what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import admin
+from gateway.admin import Refused, dumps
+from gateway.config import Config, ConfigError, load_config
+from gateway.context import Context, open_context, utc_now
+from gateway.fields import parse_date
+from gateway.logs import configure
+from gateway.vault import VaultError
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hwc-gateway",
+        description="Secure mail gateway for Handle with Care signals.")
+    p.add_argument("--config", default=os.environ.get("HWC_GATEWAY_CONFIG", "config.toml"),
+                   help="configuration file (default: $HWC_GATEWAY_CONFIG or ./config.toml)")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    verbs.add_parser("serve", help="run the daemon in the foreground")
+    verbs.add_parser("check-config", help="validate the config, report every problem")
+    verbs.add_parser("demo", help="a self-contained run on temporary state")
+    status = verbs.add_parser("status", help="is everything all right? (exit 1 if not)")
+    status.add_argument("--json", action="store_true")
+
+    keys = verbs.add_parser("keys", help="the gateway's keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    init = keys.add_parser("init", help="create the gateway key, dev TLS pair and secrets")
+    init.add_argument("--if-missing", action="store_true",
+                      help="say nothing when everything exists already")
+    keys.add_parser("export", help="print the gateway's public key for senders")
+    klist = keys.add_parser("list", help="every key with owner, capabilities, expiry, state")
+    klist.add_argument("--expiring-within", type=int, metavar="DAYS")
+    klist.add_argument("--json", action="store_true")
+
+    senders = verbs.add_parser("senders", help="sender organisations").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    sadd = senders.add_parser("add", help="register a sender organisation")
+    sadd.add_argument("name")
+    sadd.add_argument("--key", required=True, metavar="FILE", help="the sender's public key")
+    sadd.add_argument("--fingerprint", required=True, metavar="FPR")
+    sadd.add_argument("--password-stdin", action="store_true",
+                      help="read the SMTP password from standard input (else prompt)")
+    sadd.add_argument("--allow-from", nargs="+", default=[], metavar="ADDR",
+                      help="envelope sender addresses this sender may use")
+    sak = senders.add_parser("add-key", help="pin a second key (the sender rotates)")
+    sak.add_argument("name")
+    sak.add_argument("--key", required=True, metavar="FILE")
+    sak.add_argument("--fingerprint", required=True, metavar="FPR")
+    srk = senders.add_parser("remove-key", help="stop accepting one of a sender's keys")
+    srk.add_argument("name")
+    srk.add_argument("fingerprint", metavar="FPR")
+    slist = senders.add_parser("list", help="registered senders")
+    slist.add_argument("--json", action="store_true")
+    srem = senders.add_parser("remove", help="remove a sender")
+    srem.add_argument("name")
+
+    schools = verbs.add_parser("schools", help="the school directory").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    duo = schools.add_parser("import-duo", help="load school names and codes from DUO's CSV")
+    duo.add_argument("file")
+    scadd = schools.add_parser("add", help="onboard a school contact with its pinned key")
+    scadd.add_argument("code")
+    scadd.add_argument("--name", help="school name (needed when the code is not imported)")
+    scadd.add_argument("--email", required=True, metavar="ADDR")
+    scadd.add_argument("--key", required=True, metavar="FILE")
+    scadd.add_argument("--fingerprint", required=True, metavar="FPR")
+    scadd.add_argument("--route", metavar="HOST:PORT", help="the school's own mail server")
+    setkey = schools.add_parser("set-key", help="replace a contact's key")
+    setkey.add_argument("code")
+    setkey.add_argument("--email", required=True, metavar="ADDR")
+    setkey.add_argument("--key", required=True, metavar="FILE")
+    setkey.add_argument("--fingerprint", required=True, metavar="FPR")
+    sclist = schools.add_parser("list", help="schools with their contacts")
+    sclist.add_argument("--json", action="store_true")
+    scrm = schools.add_parser("remove", help="remove a school and its contacts")
+    scrm.add_argument("code")
+
+    pupils = verbs.add_parser("pupils", help="the pupil register").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    pimp = pupils.add_parser("import", help="replace the register (bsn;naam;geboortedatum;"
+                                            "vestigingscode)")
+    pimp.add_argument("file")
+    pimp.add_argument("--force", action="store_true",
+                      help="allow an import that removes more than half of the register")
+
+    held = verbs.add_parser("held", help="children the gateway could not route").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    hlist = held.add_parser("list", help="held children (no names)")
+    hlist.add_argument("--json", action="store_true")
+    hshow = held.add_parser("show", help="decrypt one held child (recorded as a receipt)")
+    hshow.add_argument("id")
+    hshow.add_argument("--json", action="store_true")
+    hroute = held.add_parser("route", help="send a held child to a school")
+    hroute.add_argument("id")
+    hroute.add_argument("--school", required=True, metavar="CODE")
+    hdrop = held.add_parser("drop", help="drop a held child and erase its data")
+    hdrop.add_argument("id")
+    hdrop.add_argument("--reason", required=True)
+
+    queue = verbs.add_parser("queue", help="notices not yet delivered").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    qlist = queue.add_parser("list", help="notices waiting, with attempts and next try")
+    qlist.add_argument("--json", action="store_true")
+
+    receipts = verbs.add_parser("receipts", help="the receipt log").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    rlist = receipts.add_parser("list", help="receipts, oldest first")
+    rlist.add_argument("--since", metavar="T", help="ISO date or time (UTC)")
+    rlist.add_argument("--json", action="store_true")
+    receipts.add_parser("verify", help="check the hash chain")
+    rfind = receipts.add_parser("find", help="receipts about one child, by pseudonym")
+    rfind.add_argument("--name", required=True)
+    rfind.add_argument("--birthdate", required=True, metavar="D")
+    rfind.add_argument("--json", action="store_true")
+    return p
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _listing(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool) -> str:
+    return dumps(rows) if as_json else _table(rows, columns)
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+    first = getpass.getpass("SMTP password for the sender: ")
+    if getpass.getpass("again: ") != first:
+        raise Refused("the passwords differ")
+    return first
+
+
+def _listener_up(config: Config) -> bool:
+    try:
+        with socket.create_connection((config.smtp.listen.host, config.smtp.listen.port),
+                                      timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+async def _with_context(config: Config, fn: Callable[[Context], Awaitable[int]]) -> int:
+    try:
+        ctx = await open_context(config)
+    except VaultError as exc:
+        raise Refused(str(exc)) from None
+    try:
+        return await fn(ctx)
+    finally:
+        await ctx.close()
+
+
+def _since(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused("--since must be an ISO date or time, e.g. 2026-11-28") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+async def _run_verb(args: argparse.Namespace, config: Config) -> int:  # noqa: C901
+    verb, action = args.verb, getattr(args, "action", None)
+
+    if verb == "keys" and action == "init":
+        done = await admin.keys_init(config, utc_now())
+        if not (args.if_missing and all("already present" in d for d in done)):
+            print("\n".join(done))
+        return EXIT_OK
+
+    async def run(ctx: Context) -> int:
+        out: str
+        if verb == "serve":
+            from gateway.daemon import serve
+            await serve(ctx)
+            return EXIT_OK
+        if verb == "status":
+            st = await admin.status(ctx, _listener_up(config))
+            if args.json:
+                print(dumps(st.data))
+            else:
+                d = st.data
+                print(f"listener  {d['listener']['address']}: "
+                      f"{'up' if d['listener']['up'] else 'DOWN'}")
+                print(f"queue     {d['queued']} waiting (oldest since {d['oldest_queued'] or '-'})")
+                print(f"held      {d['held']} children")
+                print(f"counts    {', '.join(f'{k}={v}' for k, v in sorted(d['counts'].items()))}")
+                print(f"key       {d['signing_key'] or 'none'}")
+                print(f"receipts  {d['receipts']}")
+                print("attention " + ("; ".join(st.attention) if st.attention else "none"))
+            return EXIT_REFUSED if st.attention else EXIT_OK
+        if verb == "keys":
+            if action == "export":
+                out = admin.keys_export(ctx)
+            else:
+                out = _listing(admin.keys_list(ctx, ctx.clock(), args.expiring_within),
+                               ["fingerprint", "owner", "capabilities", "expires", "state"],
+                               args.json)
+        elif verb == "senders":
+            if action == "add":
+                out = await admin.senders_add(ctx, args.name, admin.read_file(args.key),
+                                              args.fingerprint, _password(args.password_stdin),
+                                              args.allow_from)
+            elif action == "add-key":
+                out = await admin.senders_add_key(ctx, args.name, admin.read_file(args.key),
+                                                  args.fingerprint)
+            elif action == "remove-key":
+                out = await admin.senders_remove_key(ctx, args.name, args.fingerprint)
+            elif action == "remove":
+                out = await admin.senders_remove(ctx, args.name)
+            else:
+                rows = await admin.senders_list(ctx)
+                out = dumps(rows) if args.json else _table(
+                    [{**r, "keys": " ".join(k["fingerprint"] + ("" if k["usable"] else "(unusable)")
+                                            for k in r["keys"]),
+                      "allow_from": " ".join(r["allow_from"])} for r in rows],
+                    ["name", "keys", "allow_from", "created"])
+        elif verb == "schools":
+            if action == "import-duo":
+                out = await admin.schools_import_duo(ctx, admin.read_file(args.file))
+            elif action == "add":
+                out = await admin.schools_add(ctx, args.code, args.name, args.email,
+                                              admin.read_file(args.key), args.fingerprint,
+                                              args.route)
+            elif action == "set-key":
+                out = await admin.schools_set_key(ctx, args.code, args.email,
+                                                  admin.read_file(args.key), args.fingerprint)
+            elif action == "remove":
+                out = await admin.schools_remove(ctx, args.code)
+            else:
+                rows = await admin.schools_list(ctx)
+                out = dumps(rows) if args.json else _table(
+                    [{**r, "contacts": " ".join(c["email"] + ("" if c["usable"] else "(no usable key)")
+                                                for c in r["contacts"])} for r in rows],
+                    ["code", "name", "place", "route", "contacts"])
+        elif verb == "pupils":
+            out = await admin.pupils_import(ctx, admin.read_file(args.file), args.force)
+        elif verb == "held":
+            if action == "list":
+                out = _listing(await admin.held_list(ctx),
+                               ["id", "reason", "school", "accepted", "age_minutes"], args.json)
+            elif action == "show":
+                shown = await admin.held_show(ctx, args.id)
+                out = dumps(shown) if args.json else _show_held(shown)
+            elif action == "route":
+                out = await admin.held_route(ctx, args.id, args.school)
+            else:
+                out = await admin.held_drop(ctx, args.id, args.reason)
+        elif verb == "queue":
+            out = _listing(await admin.queue_list(ctx),
+                           ["notice", "ref", "school", "attempts", "next_attempt", "last_reply"],
+                           args.json)
+        elif verb == "receipts":
+            if action == "verify":
+                count, problems = await admin.receipts_verify(ctx.store)
+                if problems:
+                    print("\n".join(problems))
+                    print(f"receipt chain BROKEN: {len(problems)} problems in {count} receipts")
+                    return EXIT_REFUSED
+                out = f"receipt chain intact: {count} receipts"
+            elif action == "find":
+                birthdate = parse_date(args.birthdate)
+                if birthdate is None:
+                    raise Refused("--birthdate must be a date like 12-04-2016 or 2016-04-12")
+                out = _listing(await admin.receipts_find(ctx, args.name, birthdate),
+                               ["seq", "at", "event", "ref", "school"], args.json)
+            else:
+                out = _listing(await admin.receipts_list(ctx, _since(args.since)),
+                               ["seq", "at", "event", "ref", "school"], args.json)
+        else:  # pragma: no cover - argparse allows nothing else
+            raise Refused(f"unknown verb {verb}")
+        print(out)
+        return EXIT_OK
+
+    return await _with_context(config, run)
+
+
+def _show_held(shown: dict[str, Any]) -> str:
+    lines = [f"{shown['id']}  held: {shown['reason']}",
+             f"  name:        {shown['name']}",
+             f"  birthdate:   {shown['birthdate']}",
+             f"  bsn:         {shown['bsn'] or '-'}",
+             f"  school hint: {shown['school_hint'] or '-'}",
+             "  candidates in the register:"]
+    lines += [f"    {c['school']} {c['school_name']}: {c['name']} ({c['birthdate']}; {c['why']})"
+              for c in shown["candidates"]] or ["    none"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure()
+    if args.verb == "demo":
+        from gateway.demo import run_demo
+        return run_demo()
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(f"{args.config}: configuration has {len(exc.problems)} problem(s):",
+              file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.verb == "check-config":
+        print(f"{config.path}: configuration is valid")
+        return EXIT_OK
+    try:
+        return asyncio.run(_run_verb(args, config))
+    except Refused as exc:
+        print(f"hwc-gateway: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

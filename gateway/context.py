@@ -1,0 +1,69 @@
+"""What every stage of a running gateway shares: config, store, gpg, vault, clock, directory.
+
+Built once by `open_context` (for the daemon, the demo and the command line alike) and closed
+with `close`. The directory snapshot is replaced, never mutated: a stage that took it keeps a
+consistent view for the whole message it works on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.config import Config
+from gateway.directory import Snapshot, load_snapshot
+from gateway.gpg import Gpg
+from gateway.store import Store
+from gateway.vault import Vault
+
+Clock = Callable[[], dt.datetime]
+
+# A key can expire while nothing else changes: re-read the directory at least this often.
+SNAPSHOT_MAX_AGE = dt.timedelta(minutes=5)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@dataclass
+class Context:
+    config: Config
+    store: Store
+    gpg: Gpg
+    vault: Vault
+    clock: Clock = utc_now
+    snapshot: Snapshot = field(default_factory=lambda: Snapshot("", utc_now()))
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def today(self) -> dt.date:
+        """The calendar date where the schools are, for plausibility checks of birth dates."""
+        return self.clock().astimezone(zoneinfo.ZoneInfo(self.config.schedule.timezone)).date()
+
+    async def refresh(self, force: bool = False) -> Snapshot:
+        """Reload the directory when the command line changed it, or when it is old."""
+        now = self.clock()
+        stale = now - self.snapshot.loaded_at > SNAPSHOT_MAX_AGE
+        if force or stale or await self.store.directory_version() != self.snapshot.version:
+            self.snapshot = await load_snapshot(self.store, self.gpg, now)
+        return self.snapshot
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+async def open_context(config: Config, clock: Clock = utc_now) -> Context:
+    gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary,
+              timeout=config.keys.gpg_timeout_seconds)
+    vault = Vault.load(config.secrets_dir)
+    store = await Store.open(config.storage.path)
+    ctx = Context(config, store, gpg, vault, clock)
+    try:
+        await ctx.refresh(force=True)
+    except Exception:
+        await store.close()
+        raise
+    return ctx

@@ -1,0 +1,89 @@
+"""The directory snapshot: senders, schools, contacts and gateway keys as the pipeline sees them.
+
+Takes the store and the gpg adapter; produces an immutable `Snapshot`, rebuilt whenever the
+command line changes something (the store's directory version moves) and at least every few
+minutes (a key can expire while nothing else changes). Each contact key and sender key is
+checked with gpg's own listing: a key that is expired, revoked or cannot do its job is left
+out, so nothing downstream can pick it (DESIGN invariant 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+
+from gateway.config import HostPort
+from gateway.gpg import Gpg
+from gateway.keyinfo import KeyInfo, key_info
+from gateway.model import Contact, School, Sender
+from gateway.store import Store, from_iso
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    loaded_at: dt.datetime
+    senders: dict[str, Sender] = field(default_factory=dict)
+    schools: dict[str, School] = field(default_factory=dict)
+    contacts: dict[str, tuple[Contact, ...]] = field(default_factory=dict)  # usable ones only
+    routes: dict[str, HostPort] = field(default_factory=dict)
+    signing_key: str | None = None  # the gateway's current key
+    decrypt_keys: frozenset[str] = frozenset()  # keys whose signals are still opened
+
+
+def parse_route(text: str | None) -> HostPort | None:
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    return HostPort(host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def key_infos(gpg: Gpg, fingerprints: list[str], secret: bool = False) -> dict[str, KeyInfo]:
+    """gpg's view of the given keys, by primary fingerprint (missing keys are absent)."""
+    if not fingerprints:
+        return {}
+    return {info.fingerprint: info
+            for info in map(key_info, gpg.list_keys(secret=secret, fingerprints=fingerprints))}
+
+
+async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime) -> Snapshot:
+    version = await store.directory_version()
+    sender_rows = await store.senders()
+    sender_keys = await store.sender_keys()
+    addresses = await store.sender_addresses()
+    school_rows = await store.schools()
+    contact_rows = await store.contacts()
+    gateway_rows = await store.gateway_keys()
+
+    wanted = sorted({r["fingerprint"] for r in sender_keys} | {r["fingerprint"] for r in contact_rows})
+    infos = await asyncio.to_thread(key_infos, gpg, wanted)
+
+    def usable(fpr: str, purpose: str) -> bool:
+        info = infos.get(fpr)
+        return info is not None and info.unusable_reason(
+            "encrypt" if purpose == "encrypt" else "sign", now) is None
+
+    senders = {
+        r["name"]: Sender(
+            name=r["name"], password_hash=r["password_hash"],
+            fingerprints=frozenset(k["fingerprint"] for k in sender_keys
+                                   if k["sender"] == r["name"] and usable(k["fingerprint"], "sign")),
+            allowed_from=frozenset(a["address"].lower() for a in addresses
+                                   if a["sender"] == r["name"]))
+        for r in sender_rows}
+    contacts: dict[str, list[Contact]] = {}
+    for c in contact_rows:
+        if usable(c["fingerprint"], "encrypt"):
+            contacts.setdefault(c["school"], []).append(Contact(c["email"], c["fingerprint"]))
+    schools = {r["code"]: School(r["code"], r["name"], len(contacts.get(r["code"], [])))
+               for r in school_rows}
+    routes = {r["code"]: route for r in school_rows if (route := parse_route(r["route"]))}
+
+    signing = next((r["fingerprint"] for r in gateway_rows if r["state"] == "current"), None)
+    decrypt = frozenset(
+        r["fingerprint"] for r in gateway_rows
+        if r["state"] == "current" or (r["state"] == "previous" and r["decrypt_until"]
+                                       and from_iso(r["decrypt_until"]) > now))
+    return Snapshot(version, now, senders, schools,
+                    {k: tuple(v) for k, v in contacts.items()}, routes, signing, decrypt)

@@ -1,0 +1,133 @@
+"""Intake: from a received message to a durably stored signal, or a typed refusal.
+
+Takes the raw message of an authenticated sender; runs open (decrypt + verify), extract (parse +
+minimise), the replay check and resolve (per child, against the register and directory); then
+stores the signal, its children (their data sealed in the vault) and the receipts in one
+transaction. Produces `Accepted` only after that transaction committed: the receive stage says
+250 on nothing less (DESIGN invariant 1). Refusals are `Rejection`s for the SMTP reply; any
+other failure propagates and becomes a 451 there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from email import policy
+from email.parser import BytesHeaderParser
+
+from gateway.directory import Snapshot
+from gateway.extract import parse_signal
+from gateway.gpg import Gpg
+from gateway.model import Child, Decision, Held, Pupil, Rejection, Routed, Sender
+from gateway.names import pseudonym_text
+from gateway.opener import open_message
+from gateway.resolve import resolve_child
+from gateway.store import Store
+from gateway.vault import Vault
+
+REPLAY_WINDOW = dt.timedelta(days=30)
+_REF_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+
+
+@dataclass(frozen=True)
+class Accepted:
+    ref: str
+    duplicate: bool
+    children: int = 0
+    held: int = 0
+
+
+def new_reference(now: dt.datetime) -> str:
+    """Our own reference: date plus 40 random bits; says nothing about the sender's case."""
+    suffix = "".join(secrets.choice(_REF_ALPHABET) for _ in range(8))
+    return f"HWC-{now:%Y%m%d}-{suffix}"
+
+
+def message_id_of(raw: bytes) -> str | None:
+    """The outer Message-ID, as a replay key only (it is not signed, so never trusted alone)."""
+    try:
+        value = BytesHeaderParser(policy=policy.compat32).parsebytes(raw).get("Message-ID")
+    except Exception:
+        return None
+    text = " ".join(str(value).split()) if value else ""
+    return text[:250] or None
+
+
+def child_record(child: Child) -> dict[str, str | None]:
+    """What the vault keeps of a child until delivery: the fields and the routing aids."""
+    return {"name": child.name, "birthdate": child.birthdate.isoformat(), "bsn": child.bsn,
+            "school": child.school_hint}
+
+
+def pupil_from_record(record: dict[str, str | None], school: str) -> Pupil:
+    return Pupil(name=str(record["name"]),
+                 birthdate=dt.date.fromisoformat(str(record["birthdate"])),
+                 school=school, bsn=record.get("bsn"))
+
+
+async def register_candidates(store: Store, vault: Vault,
+                              child: Child) -> tuple[Pupil | None, list[Pupil]]:
+    """The register pupils that could be this child: by BSN, and by birth date."""
+    bsn_index = vault.digest("register-bsn", child.bsn) if child.bsn else None
+    birth_index = vault.digest("register-birthdate", child.birthdate.isoformat())
+    by_bsn, same_birthdate = None, []
+    for row in await store.pupils_by_index(bsn_index, birth_index):
+        pupil = pupil_from_record(vault.open(row["blob"], f"pupil:{row['school']}"), row["school"])
+        if bsn_index is not None and row["bsn_index"] == bsn_index:
+            by_bsn = pupil
+        if row["birthdate_index"] == birth_index:
+            same_birthdate.append(pupil)
+    return by_bsn, same_birthdate
+
+
+async def decide(store: Store, vault: Vault, snapshot: Snapshot, child: Child) -> Decision:
+    by_bsn, same_birthdate = await register_candidates(store, vault, child)
+    return resolve_child(child, by_bsn=by_bsn, same_birthdate=same_birthdate,
+                         directory=snapshot.schools)
+
+
+async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: Vault,
+                 snapshot: Snapshot, now: dt.datetime, today: dt.date) -> Accepted | Rejection:
+    opened = await open_message(raw, gpg, sender.fingerprints)
+    if isinstance(opened, Rejection):
+        return opened
+    signal = parse_signal(opened.entity, today=today)
+    if isinstance(signal, Rejection):
+        return signal
+    # Replay is recognised on the signed content, not only on headers an attacker can change.
+    digest = vault.digest("signal", opened.entity)
+    message_id = message_id_of(raw)
+    decisions = [await decide(store, vault, snapshot, child) for child in signal.children]
+
+    async with store.transaction() as tx:
+        earlier = await tx.find_duplicate(sender.name, message_id, signal.reference, digest,
+                                          now - REPLAY_WINDOW)
+        if earlier is not None:
+            await tx.receipt("duplicate", at=now, ref=earlier, sender=sender.name)
+            return Accepted(earlier, duplicate=True)
+        ref = new_reference(now)
+        await tx.insert_signal(ref, sender.name, message_id, signal.reference, digest,
+                               len(signal.children), now)
+        await tx.receipt("accepted", at=now, ref=ref, sender=sender.name,
+                         signer=opened.signer, children=len(signal.children))
+        held = 0
+        for n, (child, decision) in enumerate(zip(signal.children, decisions, strict=True), 1):
+            child_ref = f"{ref}-{n}"
+            pseudonym = vault.pseudonym(pseudonym_text(child.name), child.birthdate.isoformat())
+            blob = vault.seal(child_record(child), child_ref)
+            if isinstance(decision, Routed):
+                await tx.insert_child(ref, n, "routed", decision.school, None, blob, pseudonym, now)
+                await tx.receipt("resolved", at=now, ref=child_ref, school=decision.school,
+                                 pseudonym=pseudonym, rule=decision.rule)
+            else:
+                held += 1
+                await tx.insert_child(ref, n, "held", decision.school, decision.reason, blob,
+                                      pseudonym, now)
+                await tx.receipt("held", at=now, ref=child_ref, school=decision.school,
+                                 pseudonym=pseudonym, reason=decision.reason)
+    return Accepted(ref, duplicate=False, children=len(signal.children), held=held)
+
+
+def held_reason(decision: Decision) -> str | None:
+    return decision.reason if isinstance(decision, Held) else None

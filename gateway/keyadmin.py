@@ -1,0 +1,97 @@
+"""Key custody for the command line: the gateway's own key and the keys pinned for others.
+
+Takes key files and the fingerprint the administrator vouches for; produces imported keys or a
+`KeyRefused` with a one-line reason. A file is first read in a throwaway GnuPG home: only the one
+key whose primary fingerprint equals the pinned one is carried over (any other key in the file is
+ignored), and only when it is neither expired nor revoked and can do its job (a school key
+encrypts, a sender key signs). Nothing here ever asks a keyserver or WKD.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from gateway.gpg import SAFE_OPTIONS, Gpg, normalise_fingerprint
+from gateway.keyinfo import KeyInfo, Purpose, key_info
+
+
+class KeyRefused(Exception):
+    """A key cannot be pinned or used; the message is one line for the administrator."""
+
+
+def _gpg_cmd(binary: str, home: Path, *args: str) -> list[str]:
+    return [binary, "--homedir", str(home), "--batch", "--no-tty", "--quiet", *SAFE_OPTIONS,
+            *args]
+
+
+def inspect_key_file(data: bytes, fingerprint: str, purpose: Purpose, now: dt.datetime,
+                     binary: str = "gpg") -> tuple[KeyInfo, bytes]:
+    """Check the pinned key in `data`; return its info and a minimal export of it alone."""
+    fpr = normalise_fingerprint(fingerprint)
+    if fpr is None:
+        raise KeyRefused("--fingerprint must be the full fingerprint (40 hex digits)")
+    scratch = Path(tempfile.mkdtemp(prefix="hwc-keycheck-"))
+    try:
+        scratch.chmod(0o700)
+        subprocess.run(_gpg_cmd(binary, scratch, "--import", "--import-options",
+                                "import-minimal"),
+                       input=data, capture_output=True, timeout=60, check=False)
+        probe = Gpg(scratch, binary=binary)
+        infos = {i.fingerprint: i for i in map(key_info, probe.list_keys())}
+        info = infos.get(fpr)
+        if info is None:
+            raise KeyRefused(f"the key file holds no key with fingerprint {fpr}"
+                             + (f" (it holds {', '.join(sorted(infos))})" if infos else ""))
+        reason = info.unusable_reason(purpose, now)
+        if reason is not None:
+            raise KeyRefused(f"key {fpr} is {reason}" if reason in ("expired", "revoked")
+                             else f"key {fpr} {reason}: a {_role(purpose)} key must {purpose}")
+        exported = subprocess.run(_gpg_cmd(binary, scratch, "--export", "--export-options",
+                                           "export-minimal", fpr),
+                                  capture_output=True, timeout=60, check=True).stdout
+        return info, exported
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(scratch), "--kill", "all"],
+                       capture_output=True, check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _role(purpose: Purpose) -> str:
+    return "school" if purpose == "encrypt" else "sender"
+
+
+def import_pinned(gpg: Gpg, data: bytes, fingerprint: str, purpose: Purpose,
+                  now: dt.datetime) -> KeyInfo:
+    """Pin one key into the gateway's keyring after `inspect_key_file` accepted it."""
+    info, minimal = inspect_key_file(data, fingerprint, purpose, now)
+    result = gpg.call_sync(lambda g: g.import_keys(minimal))
+    if info.fingerprint not in (result.fingerprints or []):
+        raise KeyRefused(f"gpg did not import key {info.fingerprint}")
+    return info
+
+
+def generate_gateway_key(gpg: Gpg, address: str, years: int = 2) -> str:
+    """A new ed25519/cv25519 gateway key without passphrase (development and `keys init`)."""
+    params = gpg.call_sync(lambda g: g.gen_key_input(
+        key_type="EDDSA", key_curve="ed25519", key_usage="sign",
+        subkey_type="ECDH", subkey_curve="cv25519", subkey_usage="encrypt",
+        name_real="hwc-gateway", name_email=address, expire_date=f"{years}y",
+        no_protection=True))
+    result = gpg.call_sync(lambda g: g.gen_key(params))
+    fpr = str(result.fingerprint or "")
+    if not fpr:
+        raise KeyRefused("gpg could not create the gateway key")
+    return fpr
+
+
+def export_public(gpg: Gpg, fingerprints: list[str]) -> str:
+    return str(gpg.call_sync(lambda g: g.export_keys(fingerprints, armor=True,
+                                                     minimal=True)))
+
+
+def list_key_infos(gpg: Gpg, secret: bool = False) -> list[KeyInfo]:
+    return [key_info(k) for k in gpg.list_keys(secret=secret)]

@@ -1,0 +1,207 @@
+"""The open stage: the only code that decrypts and verifies a signal.
+
+Takes the raw message as received and the fingerprints pinned for the authenticated sender;
+produces `Opened` (the exact bytes of the signed inner MIME entity and the signer's primary
+fingerprint) or a `Rejection` (NOT_ENCRYPTED → 554 5.7.5, BAD_SIGNATURE → 554 5.7.7).
+It trusts gpg's status lines, not python-gnupg's summary fields (LIBRARIES.md: `fingerprint`
+is set even for a bad signature and shows only the last of several), and nothing in the
+message itself: a Content-Type is a claim, a user ID is a claim, only a fingerprint is a fact.
+
+Accepted shapes (RFC 3156): a top-level `multipart/encrypted; protocol="application/pgp-encrypted"`
+whose ciphertext is either signed-and-encrypted in one OpenPGP message (§6.2) or holds a
+`multipart/signed` entity at its top (§6.1). Exactly one signature covers the whole payload;
+a signed part wrapped in anything unsigned is refused ("Johnny, you are fired", USENIX 2019).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import cast
+
+from gateway.gpg import Gpg, GpgResult
+from gateway.model import RejectClass, Rejection
+
+
+@dataclass(frozen=True)
+class Opened:
+    entity: bytes  # the signed MIME entity, exactly as signed
+    signer: str  # primary-key fingerprint of the one valid signature
+
+    def __repr__(self) -> str:
+        return f"Opened(<{len(self.entity)} bytes>, signer={self.signer})"
+
+
+def _not_encrypted(detail: str) -> Rejection:
+    return Rejection(RejectClass.NOT_ENCRYPTED, detail)
+
+
+def _bad_signature(detail: str) -> Rejection:
+    return Rejection(RejectClass.BAD_SIGNATURE, detail)
+
+
+_SIGNATURE_PROBLEMS = ("BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "NO_PUBKEY")
+
+
+def decryption_verdict(result: GpgResult) -> Rejection | None:
+    """None when gpg really decrypted with one of our keys and the integrity check passed.
+
+    A signed-only OpenPGP message also "decrypts" (gpg just unwraps it), so the proof of
+    encryption is DECRYPTION_OKAY together with END_DECRYPTION; EFAIL is met by requiring that
+    no DECRYPTION_FAILED was seen and that the data was integrity-protected (MDC or AEAD).
+    """
+    keys = {key for key, _ in result.status}
+    if "NEED_PASSPHRASE_SYM" in keys or ("SYMKEY_ENC" in keys and "ENC_TO" not in keys):
+        return _not_encrypted("symmetric encryption is not accepted; encrypt to the gateway key")
+    if "DECRYPTION_FAILED" in keys or "DECRYPTION_OKAY" not in keys:
+        if "BEGIN_DECRYPTION" not in keys and "ENC_TO" not in keys:
+            return _not_encrypted("message is not encrypted")
+        return _not_encrypted("message cannot be decrypted with a gateway key")
+    if "END_DECRYPTION" not in keys:
+        return _not_encrypted("message cannot be decrypted with a gateway key")
+    for info in result.keywords("DECRYPTION_INFO"):
+        mdc_method, _, rest = info.partition(" ")
+        aead = rest.split(" ")[1] if len(rest.split(" ")) > 1 else "0"
+        if mdc_method == "0" and aead == "0":
+            return _not_encrypted("ciphertext is not integrity protected")
+    return None
+
+
+def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Rejection:
+    """The signer's primary fingerprint when there is exactly one good signature by a pinned key.
+
+    Counted from status lines: NEWSIG starts each signature, VALIDSIG's tenth field is the
+    primary-key fingerprint (a subkey may have made the signature).
+    """
+    sigs = len(result.keywords("NEWSIG"))
+    problems = [k for k, _ in result.status if k in _SIGNATURE_PROBLEMS]
+    if sigs == 0 and not problems:
+        return _bad_signature("message is not signed")
+    if sigs > 1 or len(result.keywords("GOODSIG")) > 1:
+        return _bad_signature("more than one signature")
+    if "EXPKEYSIG" in problems or "REVKEYSIG" in problems or "EXPSIG" in problems:
+        return _bad_signature("signing key is expired or revoked")
+    if "NO_PUBKEY" in problems or "ERRSIG" in problems:
+        return _bad_signature("signature is not by a key pinned for this sender")
+    if problems or len(result.keywords("GOODSIG")) != 1 or result.returncode != 0:
+        return _bad_signature("signature is not valid")
+    valid = result.keywords("VALIDSIG")
+    if len(valid) != 1:
+        return _bad_signature("signature is not valid")
+    fields = valid[0].split()
+    primary = fields[9] if len(fields) >= 10 else fields[0]
+    if primary not in pinned:
+        return _bad_signature("signature is not by a key pinned for this sender")
+    return primary
+
+
+def _parse(data: bytes) -> EmailMessage:
+    return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(data))
+
+
+def encrypted_payload(raw: bytes) -> bytes | Rejection:
+    """The armored ciphertext of an RFC 3156 §4 message, or why it is not one."""
+    try:
+        msg = _parse(raw)
+        ctype = msg.get_content_type()
+        protocol = str(msg.get_param("protocol", "", header="content-type")).lower()
+    except Exception:
+        return _not_encrypted("message is not PGP/MIME encrypted")
+    if ctype != "multipart/encrypted" or protocol != "application/pgp-encrypted":
+        return _not_encrypted("message is not PGP/MIME encrypted (RFC 3156)")
+    parts = msg.get_payload()
+    if not isinstance(parts, list) or len(parts) != 2:
+        return _not_encrypted("multipart/encrypted must have exactly two parts")
+    control, body = parts
+    if control.get_content_type() != "application/pgp-encrypted":
+        return _not_encrypted("first part must be application/pgp-encrypted")
+    control_text = control.get_payload(decode=True) or b""
+    if b"version: 1" not in control_text.lower():
+        return _not_encrypted("application/pgp-encrypted part must say Version: 1")
+    if body.get_content_type() != "application/octet-stream":
+        return _not_encrypted("second part must be application/octet-stream")
+    data = body.get_payload(decode=True) or b""
+    if b"-----BEGIN PGP MESSAGE-----" not in data:
+        return _not_encrypted("second part holds no OpenPGP message")
+    return bytes(data)
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def signed_parts(entity: bytes) -> tuple[bytes, bytes] | Rejection | None:
+    """For a top-level `multipart/signed` entity: (signed bytes, signature); None if not one.
+
+    RFC 3156 §5: the signature covers the first body part *exactly*, including its MIME headers,
+    with CRLF line endings; the CRLF before the next boundary belongs to the delimiter (RFC 2046
+    §5.1.1). Re-serialising with `email` would change the bytes, so the split is done on bytes.
+    """
+    try:
+        msg = _parse(entity)
+        if msg.get_content_type() != "multipart/signed":
+            return None
+        protocol = str(msg.get_param("protocol", "", header="content-type")).lower()
+        boundary = msg.get_boundary()
+    except Exception:
+        return _bad_signature("signed entity cannot be parsed")
+    if protocol != "application/pgp-signature" or not boundary:
+        return _bad_signature("multipart/signed is not an OpenPGP signature (RFC 3156)")
+    data = _crlf(entity)
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        return _bad_signature("signed entity cannot be parsed")
+    body = b"\r\n" + data[head_end + 4:]
+    delim = re.compile(rb"\r\n--" + re.escape(boundary.encode("ascii", "replace"))
+                       + rb"(--)?[ \t]*\r\n")
+    marks = list(delim.finditer(body))
+    # preamble | part 1 | part 2 | closing delimiter: anything else is not the shape we sign.
+    if len(marks) != 3 or marks[0].group(1) or marks[1].group(1) or not marks[2].group(1):
+        return _bad_signature("multipart/signed must hold exactly one part and one signature")
+    signed = body[marks[0].end():marks[1].start()]
+    sig_part = _parse(body[marks[1].end():marks[2].start()])
+    if sig_part.get_content_type() != "application/pgp-signature":
+        return _bad_signature("second part of multipart/signed must be application/pgp-signature")
+    signature = sig_part.get_payload(decode=True) or b""
+    return signed, bytes(signature)
+
+
+def _contains_encrypted(entity: bytes) -> bool:
+    try:
+        return any(part.get_content_type() == "multipart/encrypted"
+                   for part in _parse(entity).walk())
+    except Exception:
+        return False
+
+
+async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str]) -> Opened | Rejection:
+    """Decrypt and verify one received message against the sender's pinned fingerprints."""
+    ciphertext = encrypted_payload(raw)
+    if isinstance(ciphertext, Rejection):
+        return ciphertext
+    result = await gpg.decrypt(ciphertext)
+    problem = decryption_verdict(result)
+    if problem is not None:
+        return problem
+    entity = result.data
+    inner = signed_parts(entity)
+    if isinstance(inner, Rejection):
+        return inner
+    if result.keywords("NEWSIG") or any(k in _SIGNATURE_PROBLEMS for k, _ in result.status):
+        if inner is not None:
+            # A combined signature *and* a signed entity inside: two signatures.
+            return _bad_signature("more than one signature")
+        signer = signature_verdict(result, pinned)
+    elif inner is None:
+        return _bad_signature("message is not signed")
+    else:
+        entity, signature = inner
+        signer = signature_verdict(await gpg.verify_detached(signature, entity), pinned)
+    if isinstance(signer, Rejection):
+        return signer
+    if _contains_encrypted(entity):
+        return _not_encrypted("nested encryption is not accepted")
+    return Opened(entity=entity, signer=signer)

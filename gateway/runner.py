@@ -1,0 +1,200 @@
+"""The runner: owns the loop that moves stored children through seal and deliver.
+
+Takes a `Context`; each `step` seals every routed child (one notice per school per signal)
+and makes one delivery attempt for every notice that is due, then returns how much it did.
+`run` repeats `step` until stopped, sleeping until the next retry is due or something wakes it
+(a new signal, a `held route` from the command line, a directory change).
+
+State lives only in the store: a notice is claimed with a lease, so after a crash a stale lease
+simply expires and the notice is tried again, with the same bytes and the same Message-ID
+(DESIGN invariant 2). Nothing is deleted on error; one failing notice never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+
+from gateway import deliver
+from gateway.context import Context
+from gateway.deliver import Result
+from gateway.gpg import GpgError
+from gateway.logs import get_logger, safe_exception
+from gateway.seal import NoticeChild, make_message_id, seal_notice
+from gateway.store import from_iso
+
+log = get_logger("runner")
+
+LEASE = dt.timedelta(minutes=10)
+POLL_SECONDS = 1.0  # how quickly a change made by the command line is noticed
+
+
+@dataclass
+class StepReport:
+    sealed: int = 0
+    attempted: int = 0
+    held: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return not (self.sealed or self.attempted or self.held)
+
+
+async def seal_routed(ctx: Context) -> StepReport:
+    """Seal every routed child; a school without a usable key gets its children held."""
+    report = StepReport()
+    snapshot = await ctx.refresh()
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for row in await ctx.store.children(state="routed"):
+        groups[(row["ref"], row["school"])].append(row["n"])
+    for (ref, school), numbers in groups.items():
+        now = ctx.clock()
+        contacts = snapshot.contacts.get(school, ())
+        signer = snapshot.signing_key
+        if not contacts or signer is None:
+            reason = ("school has no contact with a usable key" if not contacts
+                      else "the gateway has no signing key")
+            async with ctx.store.transaction() as tx:
+                for n in numbers:
+                    await tx.set_child_state(ref, n, "held", now, reason=reason,
+                                             expect=("routed",))
+                    await tx.receipt("held", at=now, ref=f"{ref}-{n}", school=school,
+                                     reason=reason)
+            log.warning("child.held", ref=ref, school=school, reason=reason, count=len(numbers))
+            report.held += len(numbers)
+            continue
+        children = []
+        for n in numbers:
+            row = await ctx.store.child(ref, n)
+            if row is None or row["blob"] is None:
+                continue
+            record = ctx.vault.open(row["blob"], f"{ref}-{n}")
+            children.append(NoticeChild(str(record["name"]),
+                                        dt.date.fromisoformat(str(record["birthdate"])),
+                                        f"{ref}-{n}"))
+        recipients = [c.email for c in contacts]
+        fingerprints = [c.fingerprint for c in contacts]
+        message_id = make_message_id(ctx.config.gateway.address.rpartition("@")[2])
+        try:
+            message = await seal_notice(
+                ctx.gpg, children, sender=ctx.config.gateway.address, recipients=recipients,
+                fingerprints=fingerprints, signer=signer, message_id=message_id,
+                teacher_text=ctx.config.gateway.teacher_text, now=now)
+        except GpgError as exc:
+            # A key became unusable between the snapshot and now: retry with a fresh one.
+            log.error("notice.seal_failed", ref=ref, school=school, **safe_exception(exc))
+            await ctx.refresh(force=True)
+            continue
+        async with ctx.store.transaction() as tx:
+            notice_id = await tx.insert_notice(ref, school, message_id, recipients,
+                                               fingerprints, message, numbers, now)
+            await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
+                             children=[f"{ref}-{n}" for n in numbers],
+                             fingerprints=fingerprints, signer=signer)
+        log.info("notice.sealed", ref=ref, school=school, notice=notice_id,
+                 children=len(numbers))
+        report.sealed += 1
+    return report
+
+
+async def deliver_due(ctx: Context) -> StepReport:
+    """One attempt for each due notice, concurrently; returns how many were attempted."""
+    report = StepReport()
+    now = ctx.clock()
+    rows = await ctx.store.due_notices(now)
+    claimed = []
+    for row in rows:
+        async with ctx.store.transaction() as tx:
+            if await tx.claim_notice(row["id"], now + LEASE, now):
+                claimed.append(row["id"])
+    results = await asyncio.gather(*(deliver_one(ctx, notice_id) for notice_id in claimed),
+                                   return_exceptions=True)
+    for notice_id, result in zip(claimed, results, strict=True):
+        if isinstance(result, BaseException):
+            # The lease runs out and the notice is tried again; never dropped on our error.
+            log.error("notice.attempt_crashed", notice=notice_id, **safe_exception(result))
+    report.attempted = len(claimed)
+    return report
+
+
+async def deliver_one(ctx: Context, notice_id: int) -> None:
+    row = await ctx.store.notice(notice_id)
+    if row is None:
+        return
+    snapshot = ctx.snapshot
+    destination = snapshot.routes.get(row["school"]) or ctx.config.delivery.relay
+    recipients = json.loads(row["recipients"])
+    attempt = int(row["attempts"])
+    if destination is None:
+        outcome = deliver.Outcome(Result.TEMPORARY, "no route: the school has no route and no"
+                                  " relay is configured")
+    else:
+        outcome = await deliver.send(
+            row["message"], mail_from=ctx.config.gateway.address, recipients=recipients,
+            destination=destination, context=deliver.tls_context(ctx.config.delivery.ca_file),
+            timeout=ctx.config.delivery.timeout_seconds,
+            local_hostname=ctx.config.smtp.hostname)
+    now = ctx.clock()
+    ref, school = row["ref"], row["school"]
+    code = outcome.reply[:3] if outcome.reply[:3].isdigit() else None
+    give_up = from_iso(row["created_at"]) + dt.timedelta(
+        hours=ctx.config.delivery.give_up_after_hours)
+    async with ctx.store.transaction() as tx:
+        if outcome.result is Result.DELIVERED:
+            await tx.finish_notice(notice_id, "delivered", outcome.reply, now, "delivered")
+            await tx.receipt("delivered", at=now, ref=ref, school=school, notice=notice_id,
+                             attempt=attempt, reply=outcome.reply, message_id=row["message_id"])
+        elif outcome.result is Result.PERMANENT or now >= give_up:
+            await tx.finish_notice(notice_id, "failed", outcome.reply, now, "failed")
+            await tx.receipt("failed", at=now, ref=ref, school=school, notice=notice_id,
+                             attempt=attempt, reply=outcome.reply)
+        else:
+            next_at = deliver.next_attempt_at(attempt, now, ctx.config.delivery.retry_min_seconds,
+                                              ctx.config.delivery.retry_max_seconds)
+            await tx.defer_notice(notice_id, outcome.reply, next_at)
+            await tx.receipt("deferred", at=now, ref=ref, school=school, notice=notice_id,
+                             attempt=attempt, reply=outcome.reply,
+                             next_attempt_at=next_at.isoformat())
+    event = {"delivered": "notice.delivered", "failed": "notice.failed"}.get(
+        tx.receipts[-1].event, "notice.deferred")
+    log_fn = log.info if event == "notice.delivered" else log.warning
+    log_fn(event, ref=ref, school=school, notice=notice_id, attempt=attempt, smtp_code=code)
+
+
+async def step(ctx: Context) -> StepReport:
+    sealed = await seal_routed(ctx)
+    delivered = await deliver_due(ctx)
+    return StepReport(sealed.sealed, delivered.attempted, sealed.held)
+
+
+async def drain(ctx: Context, max_steps: int = 100) -> None:
+    """Run steps until nothing is left to do right now (tests, the demo, `serve` start-up)."""
+    for _ in range(max_steps):
+        if (await step(ctx)).idle:
+            return
+
+
+async def run(ctx: Context, stop: asyncio.Event) -> None:
+    """The daemon's loop: step, then wait for a wake-up, the next due retry, or a poll tick."""
+    while not stop.is_set():
+        try:
+            report = await step(ctx)
+        except Exception as exc:
+            log.error("runner.step_failed", **safe_exception(exc))
+            report = StepReport()
+        if not report.idle:
+            continue
+        ctx.wake.clear()
+        waiters = [asyncio.ensure_future(ctx.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=POLL_SECONDS,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w

@@ -1,0 +1,497 @@
+"""The store: the only module that runs SQL.
+
+Takes plain values (strings, ints, bytes: personal data only ever as vault blobs or keyed
+digests); produces rows as small dataclasses or dicts. One SQLite file in WAL mode with
+`synchronous=FULL`, so a committed transaction survives power loss: the receive stage answers
+250 only after `commit` returns (DESIGN invariant 1). Writers take `BEGIN IMMEDIATE`, so the
+daemon and the command line can both write; SQLite serialises them and `busy_timeout` waits.
+
+Receipts are appended in the same transaction as the state change they record, chained by
+SHA-256 over the previous hash and the canonical entry; UPDATE on receipts is refused by a
+trigger, and `verify_receipts` finds an edited, inserted or deleted row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+SCHEMA_VERSION = 1
+GENESIS = "0" * 64
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS senders (
+    name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sender_keys (
+    sender TEXT NOT NULL REFERENCES senders(name) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL, added_at TEXT NOT NULL, PRIMARY KEY (sender, fingerprint));
+CREATE TABLE IF NOT EXISTS sender_addresses (
+    sender TEXT NOT NULL REFERENCES senders(name) ON DELETE CASCADE,
+    address TEXT NOT NULL, PRIMARY KEY (sender, address));
+CREATE TABLE IF NOT EXISTS schools (
+    code TEXT PRIMARY KEY, name TEXT NOT NULL, place TEXT NOT NULL DEFAULT '', route TEXT);
+CREATE TABLE IF NOT EXISTS contacts (
+    school TEXT NOT NULL REFERENCES schools(code) ON DELETE CASCADE,
+    email TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (school, email));
+CREATE TABLE IF NOT EXISTS pupils (
+    id INTEGER PRIMARY KEY, bsn_index TEXT, birthdate_index TEXT NOT NULL,
+    school TEXT NOT NULL, blob BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS pupils_bsn ON pupils(bsn_index);
+CREATE INDEX IF NOT EXISTS pupils_birthdate ON pupils(birthdate_index);
+CREATE TABLE IF NOT EXISTS gateway_keys (
+    fingerprint TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL,
+    decrypt_until TEXT);
+CREATE TABLE IF NOT EXISTS signals (
+    ref TEXT PRIMARY KEY, sender TEXT NOT NULL, message_id TEXT, sender_ref TEXT,
+    content_digest TEXT NOT NULL, accepted_at TEXT NOT NULL, children INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS signals_message_id ON signals(sender, message_id);
+CREATE INDEX IF NOT EXISTS signals_sender_ref ON signals(sender, sender_ref);
+CREATE INDEX IF NOT EXISTS signals_digest ON signals(sender, content_digest);
+CREATE TABLE IF NOT EXISTS children (
+    ref TEXT NOT NULL REFERENCES signals(ref), n INTEGER NOT NULL, state TEXT NOT NULL,
+    school TEXT, reason TEXT, blob BLOB, pseudonym TEXT, notice_id INTEGER,
+    updated_at TEXT NOT NULL, PRIMARY KEY (ref, n));
+CREATE INDEX IF NOT EXISTS children_state ON children(state);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY, ref TEXT NOT NULL, school TEXT NOT NULL, message_id TEXT NOT NULL,
+    recipients TEXT NOT NULL, fingerprints TEXT NOT NULL, message BLOB NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,
+    lease_until TEXT, created_at TEXT NOT NULL, last_reply TEXT);
+CREATE INDEX IF NOT EXISTS notices_due ON notices(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS receipts (
+    seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, ref TEXT, school TEXT,
+    detail TEXT NOT NULL, pseudonym TEXT, prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS receipts_ref ON receipts(ref);
+CREATE INDEX IF NOT EXISTS receipts_pseudonym ON receipts(pseudonym);
+CREATE TRIGGER IF NOT EXISTS receipts_append_only BEFORE UPDATE ON receipts
+    BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
+"""
+
+
+def iso(t: dt.datetime) -> str:
+    """Times are stored as UTC ISO strings of fixed width, so text order is time order."""
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    seq: int
+    at: str
+    event: str
+    ref: str | None
+    school: str | None
+    detail: dict[str, Any]
+    pseudonym: str | None
+    prev: str
+    hash: str
+
+
+def receipt_hash(prev: str, seq: int, at: str, event: str, ref: str | None, school: str | None,
+                 detail: str, pseudonym: str | None) -> str:
+    """The chain link: SHA-256 over the previous hash and the canonical JSON of the entry."""
+    canonical = json.dumps([prev, seq, at, event, ref, school, detail, pseudonym],
+                           ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def chain_problems(rows: Iterable[Receipt]) -> list[str]:
+    """Every break in the chain: a changed entry, a missing or an inserted one."""
+    problems = []
+    prev, expected_seq = GENESIS, None
+    for r in rows:
+        if expected_seq is not None and r.seq != expected_seq:
+            problems.append(f"receipt {expected_seq}: missing (next is {r.seq})")
+        if r.prev != prev:
+            problems.append(f"receipt {r.seq}: does not follow the previous receipt")
+        detail = json.dumps(r.detail, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+        if receipt_hash(r.prev, r.seq, r.at, r.event, r.ref, r.school, detail,
+                        r.pseudonym) != r.hash:
+            problems.append(f"receipt {r.seq}: content does not match its hash")
+        prev, expected_seq = r.hash, r.seq + 1
+    return problems
+
+
+class Tx:
+    """A write transaction: the connection plus the receipt appender that shares it."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self.receipts: list[Receipt] = []
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        return await self.db.execute(sql, params)
+
+    async def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        await self.db.executemany(sql, params)
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        async with self.db.execute(sql, params) as cur:
+            row: sqlite3.Row | None = await cur.fetchone()
+            return row
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def receipt(self, event: str, *, at: dt.datetime, ref: str | None = None,
+                      school: str | None = None, pseudonym: str | None = None,
+                      **detail: Any) -> Receipt:
+        last = await self.one("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1")
+        seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
+        at_text = iso(at)
+        detail_text = json.dumps(detail, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+        digest = receipt_hash(prev, seq, at_text, event, ref, school, detail_text, pseudonym)
+        await self.execute(
+            "INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, at_text, event, ref, school, detail_text, pseudonym, prev, digest))
+        receipt = Receipt(seq, at_text, event, ref, school, detail, pseudonym, prev, digest)
+        self.receipts.append(receipt)
+        return receipt
+
+    async def bump_directory_version(self) -> None:
+        """Tell a running daemon that senders, schools, keys or the register changed."""
+        await self.execute(
+            "INSERT INTO meta (key, value) VALUES ('directory_version', '1') ON CONFLICT(key)"
+            " DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+
+    # -- senders ----------------------------------------------------------------------------
+
+    async def add_sender(self, name: str, password_hash: str, fingerprint: str,
+                         allow_from: Sequence[str], at: dt.datetime) -> None:
+        await self.execute("INSERT INTO senders (name, password_hash, created_at) VALUES (?, ?, ?)",
+                           (name, password_hash, iso(at)))
+        await self.add_sender_key(name, fingerprint, at)
+        await self.executemany("INSERT OR IGNORE INTO sender_addresses (sender, address)"
+                               " VALUES (?, ?)", [(name, a) for a in allow_from])
+
+    async def add_sender_key(self, name: str, fingerprint: str, at: dt.datetime) -> None:
+        await self.execute("INSERT OR IGNORE INTO sender_keys (sender, fingerprint, added_at)"
+                           " VALUES (?, ?, ?)", (name, fingerprint, iso(at)))
+        await self.bump_directory_version()
+
+    async def remove_sender_key(self, name: str, fingerprint: str) -> int:
+        cur = await self.execute("DELETE FROM sender_keys WHERE sender = ? AND fingerprint = ?",
+                                 (name, fingerprint))
+        await self.bump_directory_version()
+        return cur.rowcount
+
+    async def remove_sender(self, name: str) -> int:
+        cur = await self.execute("DELETE FROM senders WHERE name = ?", (name,))
+        await self.bump_directory_version()
+        return cur.rowcount
+
+    # -- schools ----------------------------------------------------------------------------
+
+    async def upsert_school(self, code: str, name: str, place: str) -> bool:
+        """Insert or rename a school; contacts, keys and routes already set are kept."""
+        cur = await self.execute(
+            "INSERT INTO schools (code, name, place) VALUES (?, ?, ?) ON CONFLICT(code) DO UPDATE"
+            " SET name = excluded.name, place = excluded.place"
+            " WHERE name != excluded.name OR place != excluded.place", (code, name, place))
+        await self.bump_directory_version()
+        return cur.rowcount > 0
+
+    async def set_school_route(self, code: str, route: str | None) -> None:
+        await self.execute("UPDATE schools SET route = ? WHERE code = ?", (route, code))
+
+    async def set_contact(self, school: str, email: str, fingerprint: str) -> str | None:
+        """Add a contact or replace its key; the previous fingerprint, if there was one."""
+        row = await self.one("SELECT fingerprint FROM contacts WHERE school = ? AND email = ?",
+                             (school, email))
+        await self.execute(
+            "INSERT INTO contacts (school, email, fingerprint) VALUES (?, ?, ?)"
+            " ON CONFLICT(school, email) DO UPDATE SET fingerprint = excluded.fingerprint",
+            (school, email, fingerprint))
+        await self.bump_directory_version()
+        return str(row["fingerprint"]) if row else None
+
+    async def remove_school(self, code: str) -> int:
+        cur = await self.execute("DELETE FROM schools WHERE code = ?", (code,))
+        await self.bump_directory_version()
+        return cur.rowcount
+
+    # -- the pupil register -----------------------------------------------------------------
+
+    async def replace_register(self, rows: Iterable[tuple[str | None, str, str, bytes]]) -> int:
+        """Swap the whole register inside this transaction: readers see old or new, never half."""
+        await self.execute("DELETE FROM pupils")
+        await self.executemany("INSERT INTO pupils (bsn_index, birthdate_index, school, blob)"
+                               " VALUES (?, ?, ?, ?)", rows)
+        await self.bump_directory_version()
+        row = await self.one("SELECT count(*) AS n FROM pupils")
+        return int(row["n"]) if row else 0
+
+    # -- gateway keys -----------------------------------------------------------------------
+
+    async def add_gateway_key(self, fingerprint: str, at: dt.datetime) -> None:
+        await self.execute("UPDATE gateway_keys SET state = 'previous' WHERE state = 'current'")
+        await self.execute("INSERT INTO gateway_keys (fingerprint, state, created_at)"
+                           " VALUES (?, 'current', ?)", (fingerprint, iso(at)))
+        await self.bump_directory_version()
+
+    # -- signals and children ---------------------------------------------------------------
+
+    async def find_duplicate(self, sender: str, message_id: str | None, sender_ref: str | None,
+                             digest: str, since: dt.datetime) -> str | None:
+        """The reference of an earlier acceptance of the same signal by the same sender."""
+        row = await self.one(
+            "SELECT ref FROM signals WHERE sender = ? AND accepted_at >= ? AND ("
+            " content_digest = ? OR (? IS NOT NULL AND message_id = ?)"
+            " OR (? IS NOT NULL AND sender_ref = ?)) ORDER BY accepted_at LIMIT 1",
+            (sender, iso(since), digest, message_id, message_id, sender_ref, sender_ref))
+        return str(row["ref"]) if row else None
+
+    async def insert_signal(self, ref: str, sender: str, message_id: str | None,
+                            sender_ref: str | None, digest: str, children: int,
+                            at: dt.datetime) -> None:
+        await self.execute(
+            "INSERT INTO signals (ref, sender, message_id, sender_ref, content_digest,"
+            " accepted_at, children) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ref, sender, message_id, sender_ref, digest, iso(at), children))
+
+    async def insert_child(self, ref: str, n: int, state: str, school: str | None,
+                           reason: str | None, blob: bytes, pseudonym: str,
+                           at: dt.datetime) -> None:
+        await self.execute(
+            "INSERT INTO children (ref, n, state, school, reason, blob, pseudonym, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ref, n, state, school, reason, blob, pseudonym, iso(at)))
+
+    async def set_child_state(self, ref: str, n: int, state: str, at: dt.datetime, *,
+                              school: str | None = None, reason: str | None = None,
+                              erase: bool = False, expect: Sequence[str] = ()) -> bool:
+        """Move one child on; with `expect`, only from one of those states (else False)."""
+        sql = ("UPDATE children SET state = ?, updated_at = ?, school = coalesce(?, school),"
+               " reason = ?")
+        if erase:
+            sql += ", blob = NULL"
+        sql += " WHERE ref = ? AND n = ?"
+        params: list[Any] = [state, iso(at), school, reason, ref, n]
+        if expect:
+            sql += f" AND state IN ({','.join('?' * len(expect))})"
+            params += list(expect)
+        cur = await self.execute(sql, params)
+        return cur.rowcount == 1
+
+    # -- notices ----------------------------------------------------------------------------
+
+    async def insert_notice(self, ref: str, school: str, message_id: str,
+                            recipients: Sequence[str], fingerprints: Sequence[str],
+                            message: bytes, children: Sequence[int], at: dt.datetime) -> int:
+        cur = await self.execute(
+            "INSERT INTO notices (ref, school, message_id, recipients, fingerprints, message,"
+            " state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (ref, school, message_id, json.dumps(list(recipients)),
+             json.dumps(list(fingerprints)), message, iso(at), iso(at)))
+        notice_id = int(cur.lastrowid or 0)
+        await self.executemany(
+            "UPDATE children SET state = 'sealed', notice_id = ?, updated_at = ?"
+            " WHERE ref = ? AND n = ?", [(notice_id, iso(at), ref, n) for n in children])
+        return notice_id
+
+    async def claim_notice(self, notice_id: int, lease_until: dt.datetime,
+                           now: dt.datetime) -> bool:
+        """Take a lease on a due notice; False when another worker holds it."""
+        cur = await self.execute(
+            "UPDATE notices SET lease_until = ?, attempts = attempts + 1 WHERE id = ?"
+            " AND state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
+            (iso(lease_until), notice_id, iso(now)))
+        return cur.rowcount == 1
+
+    async def finish_notice(self, notice_id: int, state: str, reply: str, at: dt.datetime,
+                            child_state: str) -> None:
+        """A notice delivered or failed: its children follow, their sealed data is erased."""
+        await self.execute("UPDATE notices SET state = ?, last_reply = ?, lease_until = NULL"
+                           " WHERE id = ?", (state, reply, notice_id))
+        erase = child_state == "delivered"
+        await self.execute(
+            "UPDATE children SET state = ?, updated_at = ?"
+            + (", blob = NULL" if erase else "") + " WHERE notice_id = ?",
+            (child_state, iso(at), notice_id))
+
+    async def defer_notice(self, notice_id: int, reply: str, next_at: dt.datetime) -> None:
+        await self.execute("UPDATE notices SET last_reply = ?, next_attempt_at = ?,"
+                           " lease_until = NULL WHERE id = ?", (reply, iso(next_at), notice_id))
+
+
+class Store:
+    """One aiosqlite connection; transactions are serialised by a lock on top of SQLite's."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=10000")
+            await db.executescript(SCHEMA)
+            await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+        except Exception:
+            await db.close()
+            raise
+        path.chmod(0o600)
+        return cls(db, path)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """BEGIN IMMEDIATE … COMMIT; rolled back on any exception, which then propagates."""
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            tx = Tx(self.db)
+            try:
+                yield tx
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        async with self._lock, self.db.execute(sql, params) as cur:
+            row: sqlite3.Row | None = await cur.fetchone()
+            return row
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock, self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def directory_version(self) -> str:
+        row = await self.one("SELECT value FROM meta WHERE key = 'directory_version'")
+        return str(row["value"]) if row else "0"
+
+    # -- receipts ---------------------------------------------------------------------------
+
+    async def receipts(self, since: dt.datetime | None = None,
+                       ref: str | None = None) -> list[Receipt]:
+        sql, params = "SELECT * FROM receipts WHERE 1=1", []
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(iso(since))
+        if ref is not None:
+            sql += " AND (ref = ? OR ref LIKE ?)"
+            params += [ref, ref + "-%"]
+        return [_receipt(row) for row in await self.all(sql + " ORDER BY seq", params)]
+
+    async def receipts_by_pseudonym(self, pseudonym: str) -> list[Receipt]:
+        rows = await self.all("SELECT * FROM receipts WHERE pseudonym = ? ORDER BY seq",
+                              (pseudonym,))
+        return [_receipt(row) for row in rows]
+
+    # -- reads for the pipeline and the command line ----------------------------------------
+
+    async def senders(self) -> list[sqlite3.Row]:
+        return await self.all("SELECT name, password_hash, created_at FROM senders ORDER BY name")
+
+    async def sender_keys(self) -> list[sqlite3.Row]:
+        return await self.all("SELECT sender, fingerprint, added_at FROM sender_keys"
+                              " ORDER BY sender, added_at")
+
+    async def sender_addresses(self) -> list[sqlite3.Row]:
+        return await self.all("SELECT sender, address FROM sender_addresses ORDER BY sender")
+
+    async def schools(self) -> list[sqlite3.Row]:
+        return await self.all("SELECT code, name, place, route FROM schools ORDER BY code")
+
+    async def school(self, code: str) -> sqlite3.Row | None:
+        return await self.one("SELECT code, name, place, route FROM schools WHERE code = ?",
+                              (code,))
+
+    async def contacts(self, school: str | None = None) -> list[sqlite3.Row]:
+        if school is None:
+            return await self.all("SELECT school, email, fingerprint FROM contacts"
+                                  " ORDER BY school, email")
+        return await self.all("SELECT school, email, fingerprint FROM contacts WHERE school = ?"
+                              " ORDER BY email", (school,))
+
+    async def pupils_by_index(self, bsn_index: str | None,
+                              birthdate_index: str) -> list[sqlite3.Row]:
+        return await self.all("SELECT id, bsn_index, birthdate_index, school, blob FROM pupils"
+                              " WHERE birthdate_index = ? OR (? IS NOT NULL AND bsn_index = ?)",
+                              (birthdate_index, bsn_index, bsn_index))
+
+    async def register_summary(self) -> tuple[int, int]:
+        row = await self.one("SELECT count(*) AS n, count(DISTINCT school) AS s FROM pupils")
+        return (int(row["n"]), int(row["s"])) if row else (0, 0)
+
+    async def gateway_keys(self) -> list[sqlite3.Row]:
+        return await self.all("SELECT fingerprint, state, created_at, decrypt_until"
+                              " FROM gateway_keys ORDER BY created_at")
+
+    async def children(self, state: str | None = None,
+                       ref: str | None = None) -> list[sqlite3.Row]:
+        sql, params = "SELECT * FROM children WHERE 1=1", []
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state)
+        if ref is not None:
+            sql += " AND ref = ?"
+            params.append(ref)
+        return await self.all(sql + " ORDER BY ref, n", params)
+
+    async def child(self, ref: str, n: int) -> sqlite3.Row | None:
+        return await self.one("SELECT * FROM children WHERE ref = ? AND n = ?", (ref, n))
+
+    async def signal(self, ref: str) -> sqlite3.Row | None:
+        return await self.one("SELECT * FROM signals WHERE ref = ?", (ref,))
+
+    async def due_notices(self, now: dt.datetime, limit: int = 50) -> list[sqlite3.Row]:
+        return await self.all(
+            "SELECT id FROM notices WHERE state = 'queued' AND next_attempt_at <= ?"
+            " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
+            (iso(now), iso(now), limit))
+
+    async def notice(self, notice_id: int) -> sqlite3.Row | None:
+        return await self.one("SELECT * FROM notices WHERE id = ?", (notice_id,))
+
+    async def notices(self, states: Sequence[str] = ()) -> list[sqlite3.Row]:
+        sql = ("SELECT id, ref, school, message_id, state, attempts, next_attempt_at,"
+               " lease_until, created_at, last_reply FROM notices")
+        if states:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+        return await self.all(sql + " ORDER BY id", list(states))
+
+    async def next_wakeup(self) -> dt.datetime | None:
+        row = await self.one("SELECT min(next_attempt_at) AS t FROM notices"
+                             " WHERE state = 'queued'")
+        return from_iso(row["t"]) if row and row["t"] else None
+
+    async def counts(self) -> dict[str, int]:
+        """Queue and child counts by state, for `status`."""
+        out: dict[str, int] = {}
+        for row in await self.all("SELECT 'notice.' || state AS k, count(*) AS n FROM notices"
+                                  " GROUP BY state UNION ALL SELECT 'child.' || state, count(*)"
+                                  " FROM children GROUP BY state"):
+            out[str(row["k"])] = int(row["n"])
+        return out
+
+
+def _receipt(row: sqlite3.Row) -> Receipt:
+    return Receipt(row["seq"], row["at"], row["event"], row["ref"], row["school"],
+                   json.loads(row["detail"]), row["pseudonym"], row["prev"], row["hash"])
