@@ -189,7 +189,7 @@ def _since(text: str | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-async def _run_verb(args: argparse.Namespace, config: Config) -> int:  # noqa: C901
+async def _run_verb(args: argparse.Namespace, config: Config) -> int:
     verb, action = args.verb, getattr(args, "action", None)
 
     if verb == "keys" and action == "init":
@@ -260,8 +260,9 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:  # noqa: C
             else:
                 rows = await admin.schools_list(ctx)
                 out = dumps(rows) if args.json else _table(
-                    [{**r, "contacts": " ".join(c["email"] + ("" if c["usable"] else "(no usable key)")
-                                                for c in r["contacts"])} for r in rows],
+                    [{**r, "contacts": " ".join(
+                        c["email"] + ("" if c["usable"] else "(no usable key)")
+                        for c in r["contacts"])} for r in rows],
                     ["code", "name", "place", "route", "contacts"])
         elif verb == "pupils":
             out = await admin.pupils_import(ctx, admin.read_file(args.file), args.force)

@@ -66,7 +66,7 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
 
 
 async def send(message: bytes, *, mail_from: str, recipients: Sequence[str],
-               destination: HostPort, context: ssl.SSLContext, timeout: float,
+               destination: HostPort, context: ssl.SSLContext, timeout: float,  # noqa: ASYNC109
                local_hostname: str | None = None) -> Outcome:
     """One delivery attempt over a fresh connection."""
     client = aiosmtplib.SMTP(hostname=destination.host, port=destination.port,

@@ -30,11 +30,12 @@ from gateway.demokit import (
     submit,
     text_payload,
 )
+from gateway.keyadmin import stop_agent
 from gateway.logs import configure
 
 GATEWAY = "leerplicht@hwc.example.nl"
 SENDER_ADDRESS = "signalen@veiligthuis.example.nl"
-PASSWORD = "demo-password-not-secret"
+PASSWORD = "demo-password-not-secret"  # noqa: S105 - a throwaway sender on temporary state
 
 DUO_CSV = """BRIN NUMMER;VESTIGINGSNUMMER;VESTIGINGSNAAM;PLAATSNAAM
 12AB;0;Basisschool De Regenboog;Utrecht
@@ -194,9 +195,7 @@ async def _submit(daemon: Daemon, ca_file: Path, message: bytes) -> str:
 
 
 def _kill_agent(home: Path) -> None:
-    import subprocess
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True,
-                   check=False)
+    stop_agent(home)
 
 
 def run_demo() -> int:

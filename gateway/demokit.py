@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import secrets
 import smtplib
 import ssl
-import subprocess
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
@@ -27,6 +27,7 @@ import gnupg
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.gpg import SAFE_OPTIONS
+from gateway.keyadmin import stop_agent
 from gateway.tlsdev import CertPair, make_ca, make_server_cert
 
 Mode = Literal["combined", "signed-inside"]
@@ -74,8 +75,7 @@ class Identity:
         return bytes(res.data)
 
     def close(self) -> None:
-        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"],
-                       capture_output=True, check=False)
+        stop_agent(self.home)
 
 
 def json_payload(children: list[dict[str, str]], reference: str | None = None,
@@ -118,7 +118,7 @@ def encrypted_envelope(armored: bytes, *, mail_from: str, rcpt: str,
                        message_id: str | None = None) -> bytes:
     boundary = "enc-" + secrets.token_hex(8)
     headers = (f"From: {mail_from}\r\nTo: {rcpt}\r\nSubject: ...\r\n"
-               f"Date: {format_datetime(__import__('datetime').datetime.now().astimezone())}\r\n"
+               f"Date: {format_datetime(dt.datetime.now().astimezone())}\r\n"
                f"Message-ID: {message_id or make_msgid(domain='sender.example')}\r\n"
                "MIME-Version: 1.0\r\n"
                f'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
@@ -163,13 +163,17 @@ def submit_sync(host: str, port: int, *, user: str | None, password: str | None,
             try:
                 smtp.login(user, password)
             except smtplib.SMTPAuthenticationError as exc:
-                return Reply(exc.smtp_code, exc.smtp_error.decode())
+                return Reply(exc.smtp_code, _text(exc.smtp_error))
         for command, arg in (("mail", f"FROM:<{mail_from}>"), ("rcpt", f"TO:<{rcpt}>")):
             code, text = smtp.docmd(command, arg)
             if code >= 400:
-                return Reply(code, text.decode())
+                return Reply(code, _text(text))
         code, text = smtp.data(message)
-        return Reply(code, text.decode())
+        return Reply(code, _text(text))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def submit(host: str, port: int, **kwargs: Any) -> Reply:
@@ -233,8 +237,9 @@ def read_notice(inbox_item: Received, school: Identity) -> tuple[str, Any]:
     """Decrypt a notice as the school contact's client would: (inner text, gpg result)."""
     msg = BytesParser(policy=policy.default).parsebytes(inbox_item.data)
     parts = msg.get_payload()
-    assert isinstance(parts, list)
+    if not isinstance(parts, list) or len(parts) != 2 or isinstance(parts[1], str):
+        raise ValueError("not an RFC 3156 encrypted message")
     armored = parts[1].get_payload(decode=True)
-    result = school.decrypt(armored)
+    result = school.decrypt(bytes(armored))
     inner = BytesParser(policy=policy.default).parsebytes(result.data)
     return str(inner.get_content()), result

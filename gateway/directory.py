@@ -56,7 +56,7 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime) -> Snapshot:
     contact_rows = await store.contacts()
     gateway_rows = await store.gateway_keys()
 
-    wanted = sorted({r["fingerprint"] for r in sender_keys} | {r["fingerprint"] for r in contact_rows})
+    wanted = sorted({r["fingerprint"] for r in [*sender_keys, *contact_rows]})
     infos = await asyncio.to_thread(key_infos, gpg, wanted)
 
     def usable(fpr: str, purpose: str) -> bool:
@@ -67,8 +67,8 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime) -> Snapshot:
     senders = {
         r["name"]: Sender(
             name=r["name"], password_hash=r["password_hash"],
-            fingerprints=frozenset(k["fingerprint"] for k in sender_keys
-                                   if k["sender"] == r["name"] and usable(k["fingerprint"], "sign")),
+            fingerprints=frozenset(k["fingerprint"] for k in sender_keys if k["sender"] == r["name"]
+                                   and usable(k["fingerprint"], "sign")),
             allowed_from=frozenset(a["address"].lower() for a in addresses
                                    if a["sender"] == r["name"]))
         for r in sender_rows}

@@ -159,7 +159,8 @@ class Gpg:
                                                                  f"exit {result.returncode}"))
         return result.data
 
-    def list_keys(self, secret: bool = False, fingerprints: Sequence[str] = ()) -> list[dict[str, Any]]:
+    def list_keys(self, secret: bool = False,
+                  fingerprints: Sequence[str] = ()) -> list[dict[str, Any]]:
         """gpg's own key listing (colon format, parsed by python-gnupg)."""
         keys: list[dict[str, Any]] = self._gpg.list_keys(secret=secret,
                                                         keys=list(fingerprints) or None)

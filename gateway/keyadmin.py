@@ -55,9 +55,14 @@ def inspect_key_file(data: bytes, fingerprint: str, purpose: Purpose, now: dt.da
                                   capture_output=True, timeout=60, check=True).stdout
         return info, exported
     finally:
-        subprocess.run(["gpgconf", "--homedir", str(scratch), "--kill", "all"],
-                       capture_output=True, check=False)
+        stop_agent(scratch)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def stop_agent(home: Path) -> None:
+    """gpg starts an agent per home; a throwaway home must not leave one running."""
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],  # noqa: S607
+                   capture_output=True, check=False)
 
 
 def _role(purpose: Purpose) -> str:

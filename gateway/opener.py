@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import cast
 
@@ -99,7 +99,16 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
 
 
 def _parse(data: bytes) -> EmailMessage:
-    return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(data))
+    # policy.default makes the parser build EmailMessage objects; typeshed cannot know that.
+    return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(data))  # type: ignore[redundant-cast]
+
+
+def _leaf_bytes(part: object) -> bytes:
+    """The decoded body of a MIME leaf, or b"" for anything that is not one."""
+    if not isinstance(part, Message) or part.is_multipart():
+        return b""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
 
 
 def encrypted_payload(raw: bytes) -> bytes | Rejection:
@@ -116,14 +125,15 @@ def encrypted_payload(raw: bytes) -> bytes | Rejection:
     if not isinstance(parts, list) or len(parts) != 2:
         return _not_encrypted("multipart/encrypted must have exactly two parts")
     control, body = parts
+    if not isinstance(control, Message) or not isinstance(body, Message):
+        return _not_encrypted("multipart/encrypted must have exactly two parts")
     if control.get_content_type() != "application/pgp-encrypted":
         return _not_encrypted("first part must be application/pgp-encrypted")
-    control_text = control.get_payload(decode=True) or b""
-    if b"version: 1" not in control_text.lower():
+    if b"version: 1" not in _leaf_bytes(control).lower():
         return _not_encrypted("application/pgp-encrypted part must say Version: 1")
     if body.get_content_type() != "application/octet-stream":
         return _not_encrypted("second part must be application/octet-stream")
-    data = body.get_payload(decode=True) or b""
+    data = _leaf_bytes(body)
     if b"-----BEGIN PGP MESSAGE-----" not in data:
         return _not_encrypted("second part holds no OpenPGP message")
     return bytes(data)
@@ -165,8 +175,7 @@ def signed_parts(entity: bytes) -> tuple[bytes, bytes] | Rejection | None:
     sig_part = _parse(body[marks[1].end():marks[2].start()])
     if sig_part.get_content_type() != "application/pgp-signature":
         return _bad_signature("second part of multipart/signed must be application/pgp-signature")
-    signature = sig_part.get_payload(decode=True) or b""
-    return signed, bytes(signature)
+    return signed, _leaf_bytes(sig_part)
 
 
 def _contains_encrypted(entity: bytes) -> bool:

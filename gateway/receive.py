@@ -58,7 +58,7 @@ def accepted_reply(accepted: Accepted) -> str:
     return f"250 2.0.0 Signal accepted as {accepted.ref}"
 
 
-class GatewaySMTP(SMTP):  # type: ignore[misc]
+class GatewaySMTP(SMTP):
     """aiosmtpd with asynchronous password checks and SPEC's reply wording."""
 
     def __init__(self, handler: IntakeHandler, **kwargs: Any) -> None:
@@ -84,7 +84,7 @@ class GatewaySMTP(SMTP):  # type: ignore[misc]
             log.info("sender.authenticated", sender=name)
             return AuthResult(success=True, auth_data=name)
         # The attempted login may be a mistyped secret: it is never logged.
-        log.warning("sender.auth_failed", peer=str(self.session.peer[0]) if self.session else "")
+        log.warning("sender.auth_failed", peer=_peer_host(self.session))
         return AuthResult(success=False, handled=False)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
@@ -156,6 +156,11 @@ class IntakeHandler:
         # Always a string: returning None leaves the client without a reply (LIBRARIES.md).
         log.error("session.failed", **safe_exception(error))
         return TEMPORARY_FAILURE
+
+
+def _peer_host(session: Session | None) -> str:
+    peer = session.peer if session is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 def server_tls_context(cert: str, key: str) -> ssl.SSLContext:

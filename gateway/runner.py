@@ -69,13 +69,15 @@ async def seal_routed(ctx: Context) -> StepReport:
             continue
         children = []
         for n in numbers:
-            row = await ctx.store.child(ref, n)
-            if row is None or row["blob"] is None:
+            child_row = await ctx.store.child(ref, n)
+            if child_row is None or child_row["blob"] is None:
                 continue
-            record = ctx.vault.open(row["blob"], f"{ref}-{n}")
+            record = ctx.vault.open(child_row["blob"], f"{ref}-{n}")
             children.append(NoticeChild(str(record["name"]),
                                         dt.date.fromisoformat(str(record["birthdate"])),
                                         f"{ref}-{n}"))
+        if not children:
+            continue
         recipients = [c.email for c in contacts]
         fingerprints = [c.fingerprint for c in contacts]
         message_id = make_message_id(ctx.config.gateway.address.rpartition("@")[2])

@@ -319,11 +319,12 @@ class Tx:
         """A notice delivered or failed: its children follow, their sealed data is erased."""
         await self.execute("UPDATE notices SET state = ?, last_reply = ?, lease_until = NULL"
                            " WHERE id = ?", (state, reply, notice_id))
-        erase = child_state == "delivered"
+        # Delivered: the school has the data, so the gateway's copy goes. Failed: kept (sealed)
+        # so that an administrator can still route the child elsewhere.
         await self.execute(
-            "UPDATE children SET state = ?, updated_at = ?"
-            + (", blob = NULL" if erase else "") + " WHERE notice_id = ?",
-            (child_state, iso(at), notice_id))
+            "UPDATE children SET state = ?, updated_at = ?,"
+            " blob = CASE WHEN ? THEN NULL ELSE blob END WHERE notice_id = ?",
+            (child_state, iso(at), child_state == "delivered", notice_id))
 
     async def defer_notice(self, notice_id: int, reply: str, next_at: dt.datetime) -> None:
         await self.execute("UPDATE notices SET last_reply = ?, next_attempt_at = ?,"
@@ -354,7 +355,7 @@ class Store:
         except Exception:
             await db.close()
             raise
-        path.chmod(0o600)
+        await asyncio.to_thread(path.chmod, 0o600)
         return cls(db, path)
 
     async def close(self) -> None:
@@ -474,6 +475,7 @@ class Store:
         sql = ("SELECT id, ref, school, message_id, state, attempts, next_attempt_at,"
                " lease_until, created_at, last_reply FROM notices")
         if states:
+            # Only placeholders are interpolated; the values travel as parameters.
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
         return await self.all(sql + " ORDER BY id", list(states))
 

@@ -52,7 +52,8 @@ class Vault:
     @classmethod
     def load(cls, directory: Path) -> Vault:
         try:
-            return cls((directory / VAULT_KEY).read_bytes(), (directory / PSEUDONYM_KEY).read_bytes())
+            return cls((directory / VAULT_KEY).read_bytes(),
+                       (directory / PSEUDONYM_KEY).read_bytes())
         except OSError as exc:
             raise VaultError(f"cannot read the secrets in {directory}: {exc.strerror} "
                              "(run `hwc-gateway keys init`)") from None
