@@ -21,8 +21,10 @@ log = get_logger("daemon")
 
 
 class Daemon:
-    def __init__(self, ctx: Context, *, host: str | None = None, port: int | None = None) -> None:
+    def __init__(self, ctx: Context, *, host: str | None = None, port: int | None = None,
+                 background: bool = True) -> None:
         self.ctx = ctx
+        self.background = background  # False: the caller drives the runner (tests)
         self.host, self.port = host, port
         self.stop = asyncio.Event()
         self.server: asyncio.Server | None = None
@@ -35,7 +37,8 @@ class Daemon:
 
     async def start(self) -> None:
         self.server = await start_listener(self.ctx, self.host, self.port)
-        self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
+        if self.background:
+            self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
         snapshot = self.ctx.snapshot
         log.info("gateway.started", listen=f"{self.host or self.ctx.config.smtp.listen.host}:"
                  f"{self.bound_port}", signing_key=snapshot.signing_key,

@@ -210,13 +210,13 @@ class SchoolInbox:
     def fail_next(self, reply: str, times: int = 1) -> None:
         self.failures.extend([reply] * times)
 
-    async def start(self, cert: CertPair, host: str = "127.0.0.1") -> None:
+    async def start(self, cert: CertPair, host: str = "127.0.0.1", port: int = 0) -> None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(str(cert.cert), str(cert.key))
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             lambda: SMTP(self, hostname="school.example", tls_context=tls,
-                         require_starttls=True), host, 0)
+                         require_starttls=True), host, port)
         self.port = int(self.server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

@@ -25,7 +25,7 @@ from gateway.deliver import Result
 from gateway.gpg import GpgError
 from gateway.logs import get_logger, safe_exception
 from gateway.seal import NoticeChild, make_message_id, seal_notice
-from gateway.store import from_iso
+from gateway.store import Conflict, from_iso
 
 log = get_logger("runner")
 
@@ -91,12 +91,16 @@ async def seal_routed(ctx: Context) -> StepReport:
             log.error("notice.seal_failed", ref=ref, school=school, **safe_exception(exc))
             await ctx.refresh(force=True)
             continue
-        async with ctx.store.transaction() as tx:
-            notice_id = await tx.insert_notice(ref, school, message_id, recipients,
-                                               fingerprints, message, numbers, now)
-            await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
-                             children=[f"{ref}-{n}" for n in numbers],
-                             fingerprints=fingerprints, signer=signer)
+        try:
+            async with ctx.store.transaction() as tx:
+                notice_id = await tx.insert_notice(ref, school, message_id, recipients,
+                                                   fingerprints, message, numbers, now)
+                await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
+                                 children=[f"{ref}-{n}" for n in numbers],
+                                 fingerprints=fingerprints, signer=signer)
+        except Conflict:
+            log.info("notice.seal_skipped", ref=ref, school=school)
+            continue
         log.info("notice.sealed", ref=ref, school=school, notice=notice_id,
                  children=len(numbers))
         report.sealed += 1

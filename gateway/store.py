@@ -126,6 +126,10 @@ def chain_problems(rows: Iterable[Receipt]) -> list[str]:
     return problems
 
 
+class Conflict(Exception):
+    """A row changed under a transaction; it was rolled back and may be retried."""
+
+
 class Tx:
     """A write transaction: the connection plus the receipt appender that shares it."""
 
@@ -300,9 +304,14 @@ class Tx:
             (ref, school, message_id, json.dumps(list(recipients)),
              json.dumps(list(fingerprints)), message, iso(at), iso(at)))
         notice_id = int(cur.lastrowid or 0)
-        await self.executemany(
-            "UPDATE children SET state = 'sealed', notice_id = ?, updated_at = ?"
-            " WHERE ref = ? AND n = ?", [(notice_id, iso(at), ref, n) for n in children])
+        for n in children:
+            cur = await self.execute(
+                "UPDATE children SET state = 'sealed', notice_id = ?, updated_at = ?"
+                " WHERE ref = ? AND n = ? AND state = 'routed'", (notice_id, iso(at), ref, n))
+            if cur.rowcount != 1:
+                # Someone else sealed (or an administrator moved) this child meanwhile: the
+                # transaction is rolled back so that no child is ever in two notices.
+                raise Conflict(f"child {ref}-{n} is no longer waiting to be sealed")
         return notice_id
 
     async def claim_notice(self, notice_id: int, lease_until: dt.datetime,

@@ -1,0 +1,252 @@
+"""Shared fixtures: real gpg keys made once per session, a real gateway per test.
+
+`identities` are the parties outside the gateway (senders, schools, a stranger), each with its
+own GnuPG home. `gateway_template` is a keys directory with the gateway key, development TLS
+and secrets, made once and copied per test. `harness` starts a complete gateway on loopback
+(SQLite file, SMTP listener on a free port, two school inboxes with their own CA), registers a
+sender and two schools, imports a small register, and offers helpers to submit and to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import admin, runner
+from gateway.config import Config, load_config
+from gateway.context import Context, open_context
+from gateway.daemon import Daemon
+from gateway.demokit import (
+    Identity,
+    Mode,
+    Received,
+    Reply,
+    SchoolInbox,
+    build_signal,
+    read_notice,
+    school_ca,
+    submit,
+)
+from gateway.keyadmin import stop_agent
+from gateway.logs import configure
+from gateway.tlsdev import CertPair
+
+GATEWAY = "leerplicht@hwc.example.nl"
+SENDER = "vt-utrecht"
+SENDER_ADDRESS = "signalen@veiligthuis.example.nl"
+PASSWORD = "correct horse battery staple"
+SCHOOL_A, SCHOOL_B, SCHOOL_C = "12AB00", "34CD01", "56EF00"
+CONTACT_A, CONTACT_B = "hwc@regenboog.example.nl", "zorg@kompas.example.nl"
+
+TODAY = dt.date.today()
+SANNE_BIRTH = dt.date(TODAY.year - 9, 4, 12)
+DAAN_BIRTH = dt.date(TODAY.year - 12, 9, 3)
+EVA_BIRTH = dt.date(TODAY.year - 7, 1, 30)
+
+DUO_CSV = (
+    "BRIN NUMMER;VESTIGINGSNUMMER;VESTIGINGSNAAM;PLAATSNAAM\n"
+    "12AB;0;Basisschool De Regenboog;Utrecht\n"
+    "34CD;1;Het Kompas;Utrecht\n"
+    "56EF;0;Sint-Jozefschool;Zeist\n"
+)
+PUPILS_CSV = (
+    "bsn;naam;geboortedatum;vestigingscode\n"
+    f"123456782;Sanne de Vries;{SANNE_BIRTH:%d-%m-%Y};{SCHOOL_A}\n"
+    f";Daan de Vries;{DAAN_BIRTH:%d-%m-%Y};{SCHOOL_B}\n"
+    f";Eva Maria Jansen;{EVA_BIRTH:%d-%m-%Y};{SCHOOL_A}\n"
+)
+
+
+@dataclass
+class Identities:
+    sender: Identity
+    other_sender: Identity
+    school_a: Identity
+    school_b: Identity
+    stranger: Identity
+
+
+@pytest.fixture(scope="session")
+def identities(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Identities]:
+    """The parties outside the gateway, each with a key of its own (made once)."""
+    base = tmp_path_factory.mktemp("identities")
+    ids = Identities(
+        sender=Identity.create(base / "sender", "Veilig Thuis Utrecht", SENDER_ADDRESS),
+        other_sender=Identity.create(base / "other", "Politie", "hwc@politie.example.nl"),
+        school_a=Identity.create(base / "school-a", "De Regenboog", CONTACT_A),
+        school_b=Identity.create(base / "school-b", "Het Kompas", CONTACT_B),
+        stranger=Identity.create(base / "stranger", "Stranger", SENDER_ADDRESS),
+    )
+    yield ids
+    for identity in vars(ids).values():
+        identity.close()
+
+
+@dataclass(frozen=True)
+class Template:
+    keys: Path
+    school_ca: Path
+    school_cert: CertPair
+
+
+def _config_text(base: Path, ca_file: Path, extra: str = "", listen: int = 2525,
+                 retry_min: int = 60) -> str:
+    return f"""
+[gateway]
+address = "{GATEWAY}"
+[smtp]
+listen = "127.0.0.1:{listen}"
+tls_cert = "{base}/keys/tls/server.pem"
+tls_key = "{base}/keys/tls/server.key"
+[delivery]
+ca_file = "{ca_file}"
+retry_min_seconds = {retry_min}
+retry_max_seconds = 600
+timeout_seconds = 10
+[storage]
+path = "{base}/var/hwc-gateway.sqlite3"
+[keys]
+dir = "{base}/keys"
+{extra}
+"""
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
+    """Gateway keys, TLS and secrets, and the school servers' CA, made once per session."""
+    base = tmp_path_factory.mktemp("template")
+    ca_file, cert = school_ca(base / "school-tls")
+    (base / "config.toml").write_text(_config_text(base, ca_file))
+    config = load_config(base / "config.toml")
+    asyncio.run(admin.keys_init(config, dt.datetime.now(dt.UTC)))
+    stop_agent(config.gnupg_home)
+    yield Template(base, ca_file, cert)
+
+
+def copy_gateway_state(template: Template, dest: Path, extra_config: str = "",
+                       listen: int = 2525, retry_min: int = 60) -> Config:
+    """A fresh gateway home for one test: the session's keys and database, copied."""
+    shutil.copytree(template.keys / "keys", dest / "keys",
+                    ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*"))
+    shutil.copytree(template.keys / "var", dest / "var")
+    (dest / "config.toml").write_text(_config_text(dest, template.school_ca, extra_config,
+                                                   listen, retry_min))
+    return load_config(dest / "config.toml")
+
+
+class FakeClock:
+    """An injectable clock: real time unless frozen or moved on by a test."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC).replace(microsecond=0) + self.offset
+
+    def advance(self, **kwargs: float) -> None:
+        self.offset += dt.timedelta(**kwargs)
+
+
+@dataclass
+class Harness:
+    ctx: Context
+    daemon: Daemon
+    ids: Identities
+    inboxes: dict[str, SchoolInbox]
+    clock: FakeClock
+    template: Template
+    gateway_fpr: str
+    base: Path
+    sent: list[bytes] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.daemon.bound_port
+
+    def signal(self, payload: bytes, *, signer: Identity | None = None,
+               mode: Mode = "combined", message_id: str | None = None,
+               to_key: str | None = None) -> bytes:
+        return build_signal(payload, signer or self.ids.sender, to_key or self.gateway_fpr,
+                            mail_from=SENDER_ADDRESS, rcpt=GATEWAY, mode=mode,
+                            message_id=message_id)
+
+    async def send(self, message: bytes, *, user: str | None = SENDER,
+                   password: str | None = PASSWORD, mail_from: str = SENDER_ADDRESS,
+                   rcpt: str = GATEWAY, starttls: bool = True) -> Reply:
+        self.sent.append(message)
+        return await submit("127.0.0.1", self.port, user=user, password=password,
+                            mail_from=mail_from, rcpt=rcpt, message=message,
+                            ca_file=self.ctx.config.smtp.tls_cert.parent / "ca.pem",
+                            starttls=starttls)
+
+    async def drain(self) -> None:
+        await runner.drain(self.ctx)
+
+    def notices(self, code: str) -> list[tuple[str, Any, Received]]:
+        """Every notice a school received, decrypted with that school's own key."""
+        school = self.ids.school_a if code == SCHOOL_A else self.ids.school_b
+        return [(*read_notice(item, school), item) for item in self.inboxes[code].received]
+
+    async def receipts(self) -> list[Any]:
+        return await self.ctx.store.receipts()
+
+
+async def onboard(ctx: Context, ids: Identities, ports: dict[str, int],
+                  pupils_csv: str = PUPILS_CSV) -> None:
+    """What an administrator does before the first signal: sender, schools, register."""
+    gateway_public = admin.keys_export(ctx)
+    for identity in (ids.sender, ids.other_sender, ids.stranger, ids.school_a, ids.school_b):
+        identity.import_public(gateway_public)
+    await admin.senders_add(ctx, SENDER, ids.sender.public_key(), ids.sender.fingerprint,
+                            PASSWORD, [SENDER_ADDRESS])
+    await admin.senders_add(ctx, "politie", ids.other_sender.public_key(),
+                            ids.other_sender.fingerprint, PASSWORD + "!", [])
+    await admin.schools_import_duo(ctx, DUO_CSV.encode())
+    await admin.schools_add(ctx, SCHOOL_A, None, CONTACT_A, ids.school_a.public_key(),
+                            ids.school_a.fingerprint, f"127.0.0.1:{ports[SCHOOL_A]}")
+    await admin.schools_add(ctx, SCHOOL_B, None, CONTACT_B, ids.school_b.public_key(),
+                            ids.school_b.fingerprint, f"127.0.0.1:{ports[SCHOOL_B]}")
+    await admin.pupils_import(ctx, pupils_csv.encode(), False)
+    await ctx.refresh(force=True)
+
+
+async def start_harness(config: Config, ids: Identities, template: Template,
+                        base: Path) -> Harness:
+    clock = FakeClock()
+    ctx = await open_context(config, clock=clock)
+    inboxes = {SCHOOL_A: SchoolInbox(), SCHOOL_B: SchoolInbox()}
+    for inbox in inboxes.values():
+        await inbox.start(template.school_cert)
+    await onboard(ctx, ids, {code: inbox.port for code, inbox in inboxes.items()})
+    daemon = Daemon(ctx, host="127.0.0.1", port=0, background=False)
+    await daemon.start()
+    assert ctx.snapshot.signing_key is not None
+    return Harness(ctx, daemon, ids, inboxes, clock, template, ctx.snapshot.signing_key, base)
+
+
+async def stop_harness(h: Harness) -> None:
+    await h.daemon.shutdown()
+    for inbox in h.inboxes.values():
+        await inbox.stop()
+    await h.ctx.close()
+    stop_agent(h.ctx.config.gnupg_home)
+
+
+@pytest.fixture
+async def harness(identities: Identities, template: Template,
+                  tmp_path: Path) -> AsyncIterator[Harness]:
+    """A running gateway with a sender, two participating schools and a register."""
+    configure(json=True)
+    config = copy_gateway_state(template, tmp_path)
+    h = await start_harness(config, identities, template, tmp_path)
+    try:
+        yield h
+    finally:
+        await stop_harness(h)

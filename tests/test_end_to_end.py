@@ -1,0 +1,331 @@
+"""A signal's whole path on real parts: SMTP in, gpg, SQLite, SMTP out to school servers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from conftest import (
+    CONTACT_A,
+    DAAN_BIRTH,
+    EVA_BIRTH,
+    GATEWAY,
+    PASSWORD,
+    SANNE_BIRTH,
+    SCHOOL_A,
+    SCHOOL_B,
+    SENDER,
+    Harness,
+)
+
+from gateway import admin
+from gateway.demokit import json_payload, text_payload
+from gateway.gpg import Gpg
+
+
+def _events(receipts: list[object]) -> list[str]:
+    return [r.event for r in receipts]  # type: ignore[attr-defined]
+
+
+async def test_json_signal_reaches_the_school_with_only_three_fields(harness: Harness) -> None:
+    """A JSON signal is accepted, and the school gets name, birth date, codeword and reference."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat(),
+                             "bsn": "123456782", "school": SCHOOL_A}],
+                           reference="VT-HVB-2026-000123",
+                           incident="Politie ter plaatse om 02:10, vader aangehouden",
+                           parents=["Peter de Vries"])
+    reply = await harness.send(harness.signal(payload))
+    assert reply.code == 250 and reply.text.startswith("2.0.0 Signal accepted as HWC-")
+    ref = reply.text.rsplit(" ", 1)[1]
+    await harness.drain()
+
+    [(text, result, item)] = harness.notices(SCHOOL_A)
+    assert harness.inboxes[SCHOOL_B].received == []
+    assert text.splitlines()[:6] == ["Handle with Care", "", "Naam: Sanne de Vries",
+                                     f"Geboortedatum: {SANNE_BIRTH:%d-%m-%Y}", "",
+                                     f"Referentie: {ref}-1"]
+    for secret in ("123456782", "VT-HVB-2026-000123", "Politie", "Peter", "vader"):
+        assert secret not in text
+    assert result.valid and result.pubkey_fingerprint == harness.gateway_fpr
+    assert item.rcpt_tos == [CONTACT_A] and item.mail_from == GATEWAY
+    assert item.header("Subject") == "Vertrouwelijk bericht"
+    assert b"Sanne" not in item.data and b"Handle with Care" not in item.data
+
+
+async def test_text_signal_in_dutch_is_delivered(harness: Harness) -> None:
+    """A labelled-text signal, as a person types it, is routed by name and birth date."""
+    payload = text_payload("Beste collega,\n\nCodewoord: handle with care\n"
+                           f"Naam: Eva Jansen\nGeboortedatum: {EVA_BIRTH:%d-%m-%Y}\n"
+                           "Adres: Dorpsstraat 1\n\nMet vriendelijke groet, VT\n")
+    reply = await harness.send(harness.signal(payload, mode="signed-inside"))
+    assert reply.code == 250, reply
+    await harness.drain()
+    [(text, _, _)] = harness.notices(SCHOOL_A)
+    assert "Naam: Eva Jansen" in text and f"Geboortedatum: {EVA_BIRTH:%d-%m-%Y}" in text
+    assert "Dorpsstraat" not in text
+
+
+async def test_siblings_at_two_schools_each_get_only_their_child(harness: Harness) -> None:
+    """Siblings are split: each school gets one notice holding only its own child."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()},
+                            {"name": "Daan de Vries", "birthdate": DAAN_BIRTH.isoformat()}])
+    reply = await harness.send(harness.signal(payload))
+    ref = reply.text.rsplit(" ", 1)[1]
+    await harness.drain()
+    [(text_a, _, _)] = harness.notices(SCHOOL_A)
+    [(text_b, _, _)] = harness.notices(SCHOOL_B)
+    assert "Sanne" in text_a and "Daan" not in text_a and f"{ref}-1" in text_a
+    assert "Daan" in text_b and "Sanne" not in text_b and f"{ref}-2" in text_b
+
+
+async def test_held_child_is_routed_by_hand(harness: Harness) -> None:
+    """A child the register does not know is held, then `held route` delivers it."""
+    payload = json_payload([{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}])
+    reply = await harness.send(harness.signal(payload))
+    ref = reply.text.rsplit(" ", 1)[1]
+    await harness.drain()
+    assert harness.inboxes[SCHOOL_A].received == []
+    [held] = await admin.held_list(harness.ctx)
+    assert held["id"] == f"{ref}-1" and "Noor" not in str(held)
+    shown = await admin.held_show(harness.ctx, held["id"])
+    assert shown["name"] == "Noor Bakker"
+    print(await admin.held_route(harness.ctx, held["id"], SCHOOL_B))
+    await harness.drain()
+    [(text, _, _)] = harness.notices(SCHOOL_B)
+    assert "Naam: Noor Bakker" in text
+    events = _events(await harness.receipts())
+    assert "held" in events and "held.shown" in events and "routed_by_hand" in events
+    row = await harness.ctx.store.child(ref, 1)
+    assert row is not None and row["state"] == "delivered" and row["blob"] is None
+
+
+async def test_held_child_dropped_is_erased(harness: Harness) -> None:
+    """`held drop` erases the held child's sealed data and records why."""
+    payload = json_payload([{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}])
+    ref = (await harness.send(harness.signal(payload))).text.rsplit(" ", 1)[1]
+    await admin.held_drop(harness.ctx, f"{ref}-1", "not a pupil in this municipality")
+    row = await harness.ctx.store.child(ref, 1)
+    assert row is not None and row["state"] == "dropped" and row["blob"] is None
+
+
+async def test_duplicate_signal_is_not_sent_twice(harness: Harness) -> None:
+    """The same message again gets 250 with the first reference and nothing is sent twice."""
+    message = harness.signal(json_payload(
+        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}], reference="VT-1"))
+    first = await harness.send(message)
+    await harness.drain()
+    again = await harness.send(message)
+    ref = first.text.rsplit(" ", 1)[1]
+    assert again.code == 250 and again.text == f"2.0.0 Signal already accepted as {ref}"
+    await harness.drain()
+    assert len(harness.inboxes[SCHOOL_A].received) == 1
+
+
+async def test_same_sender_reference_is_a_duplicate(harness: Harness) -> None:
+    """A new message with the same sender reference is recognised as the same signal."""
+    child = [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}]
+    first = await harness.send(harness.signal(json_payload(child, reference="VT-7")))
+    second = await harness.send(harness.signal(json_payload(child, reference="VT-7",
+                                                            note="resent")))
+    assert "already accepted as " + first.text.rsplit(" ", 1)[1] in second.text
+
+
+async def test_replayed_ciphertext_with_new_message_id_is_a_duplicate(harness: Harness) -> None:
+    """The same signed content under a fresh Message-ID is still the same signal."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
+    message = harness.signal(payload, message_id="<one@sender.example>")
+    first = await harness.send(message)
+    replay = message.replace(b"<one@sender.example>", b"<two@sender.example>")
+    second = await harness.send(replay)
+    assert second.text.endswith(first.text.rsplit(" ", 1)[1]) and "already" in second.text
+
+
+async def test_temporary_failure_is_retried_then_delivered(harness: Harness) -> None:
+    """A 451 from the school defers the notice; the retry after the backoff delivers it."""
+    harness.inboxes[SCHOOL_A].fail_next("451 4.3.0 Try again later")
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
+    await harness.send(harness.signal(payload))
+    await harness.drain()
+    assert harness.inboxes[SCHOOL_A].received == []
+    [queued] = await admin.queue_list(harness.ctx)
+    assert queued["last_reply"].startswith("451") and queued["attempts"] == 1
+    await harness.drain()
+    assert harness.inboxes[SCHOOL_A].received == [], "retried before the backoff"
+    harness.clock.advance(seconds=61)
+    await harness.drain()
+    assert len(harness.inboxes[SCHOOL_A].received) == 1
+    events = _events(await harness.receipts())
+    assert events.index("deferred") < events.index("delivered")
+    assert await admin.queue_list(harness.ctx) == []
+
+
+async def test_permanent_failure_fails_the_notice(harness: Harness) -> None:
+    """A 5xx from the school fails the notice with a receipt holding the server's reply."""
+    harness.inboxes[SCHOOL_A].fail_next("554 5.7.1 Policy rejection")
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
+    await harness.send(harness.signal(payload))
+    await harness.drain()
+    failed = [r for r in await harness.receipts() if r.event == "failed"]
+    assert len(failed) == 1 and failed[0].detail["reply"].startswith("554 5.7.1")
+    assert await admin.queue_list(harness.ctx) == []
+
+
+async def test_receipts_verify_detects_edit_and_deletion(harness: Harness) -> None:
+    """`receipts verify` passes on the real log and finds an edited and a deleted receipt."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
+    await harness.send(harness.signal(payload))
+    await harness.drain()
+    count, problems = await admin.receipts_verify(harness.ctx.store)
+    assert count > 5 and problems == []
+    db = sqlite3.connect(harness.ctx.store.path)
+    db.execute("DROP TRIGGER receipts_append_only")
+    db.execute("UPDATE receipts SET school = '99ZZ00' WHERE event = 'delivered'")
+    db.execute("DELETE FROM receipts WHERE seq = 3")
+    db.commit()
+    db.close()
+    _, problems = await admin.receipts_verify(harness.ctx.store)
+    assert any("missing" in p for p in problems)
+    assert any("does not match its hash" in p for p in problems)
+
+
+async def test_receipts_hold_no_personal_data_and_find_by_pseudonym(harness: Harness) -> None:
+    """Receipts carry no name, birth date or BSN, yet `receipts find` finds the child."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat(),
+                             "bsn": "123456782"}])
+    await harness.send(harness.signal(payload))
+    await harness.drain()
+    dump = str([(r.event, r.ref, r.school, r.detail, r.pseudonym)
+                for r in await harness.receipts()])
+    for secret in ("Sanne", "Vries", "123456782", SANNE_BIRTH.isoformat(),
+                   f"{SANNE_BIRTH:%d-%m-%Y}"):
+        assert secret not in dump
+    found = await admin.receipts_find(harness.ctx, "sanne  DE vries", SANNE_BIRTH)
+    assert {"resolved", "held"} & {r["event"] for r in found}
+
+
+# -- every rejection class of SPEC §2 ---------------------------------------------------------
+
+
+async def test_wrong_credentials_get_535(harness: Harness) -> None:
+    """AUTH with a wrong password is refused with 535 5.7.8."""
+    reply = await harness.send(b"x", password="wrong password")
+    assert reply.code == 535 and reply.text.startswith("5.7.8")
+
+
+async def test_no_auth_gets_530(harness: Harness) -> None:
+    """MAIL without AUTH is refused with 530 5.7.0."""
+    reply = await harness.send(b"x", user=None, password=None)
+    assert reply.code == 530 and reply.text.startswith("5.7.0")
+
+
+async def test_no_tls_gets_530(harness: Harness) -> None:
+    """Commands other than EHLO/STARTTLS before STARTTLS are refused with 530 5.7.0."""
+    reply = await harness.send(b"x", user=None, password=None, starttls=False)
+    assert reply.code == 530 and reply.text.startswith("5.7.0")
+
+
+async def test_envelope_sender_not_allowed_gets_550_571(harness: Harness) -> None:
+    """A MAIL FROM outside the sender's allowed addresses is refused with 550 5.7.1."""
+    reply = await harness.send(b"x", mail_from="someone@else.example")
+    assert reply.code == 550 and reply.text.startswith("5.7.1")
+
+
+async def test_other_recipient_gets_550_511(harness: Harness) -> None:
+    """RCPT TO anything but the gateway's address is refused with 550 5.1.1."""
+    reply = await harness.send(b"x", rcpt="school@regenboog.example.nl")
+    assert reply.code == 550 and reply.text.startswith("5.1.1")
+
+
+async def test_plaintext_gets_554_575(harness: Harness) -> None:
+    """A message that is not PGP/MIME encrypted is refused with 554 5.7.5."""
+    plain = b"Subject: hi\r\n\r\nCodewoord: Handle with Care\r\nNaam: Sanne de Vries\r\n"
+    reply = await harness.send(plain)
+    assert reply.code == 554 and reply.text.startswith("5.7.5") and "Sanne" not in reply.text
+
+
+async def test_encrypted_to_another_key_gets_554_575(harness: Harness) -> None:
+    """A signal encrypted to a key that is not the gateway's is refused with 554 5.7.5."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
+    harness.ids.sender.import_public(harness.ids.school_a.public_key())
+    reply = await harness.send(harness.signal(payload,
+                                              to_key=harness.ids.school_a.fingerprint))
+    assert reply.code == 554 and reply.text.startswith("5.7.5")
+
+
+async def test_unpinned_signature_gets_554_577(harness: Harness) -> None:
+    """A signal signed by a key not pinned for the sender is refused with 554 5.7.7."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
+    reply = await harness.send(harness.signal(payload, signer=harness.ids.stranger))
+    assert reply.code == 554 and reply.text.startswith("5.7.7")
+
+
+async def test_other_senders_key_gets_554_577(harness: Harness) -> None:
+    """A signature by a key pinned for another sender does not count for this one."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
+    reply = await harness.send(harness.signal(payload, signer=harness.ids.other_sender))
+    assert reply.code == 554 and reply.text.startswith("5.7.7")
+    assert harness.inboxes[SCHOOL_A].received == []
+
+
+async def test_unsigned_signal_gets_554_577(harness: Harness) -> None:
+    """An encrypted but unsigned signal is refused with 554 5.7.7."""
+    from gateway.demokit import encrypted_envelope
+    armored = harness.ids.sender.sign_encrypt(
+        json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}]),
+        harness.gateway_fpr, sign=False)
+    reply = await harness.send(encrypted_envelope(armored, mail_from="a@b.nl", rcpt=GATEWAY))
+    assert reply.code == 554 and reply.text.startswith("5.7.7")
+
+
+async def test_invalid_signal_gets_554_560_naming_field_not_value(harness: Harness) -> None:
+    """A decrypted signal with a bad field is refused with 554 5.6.0 naming field and child."""
+    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()},
+                            {"name": "Daan de Vries", "birthdate": "2016-02-31"}])
+    reply = await harness.send(harness.signal(payload))
+    assert reply.code == 554 and reply.text.startswith("5.6.0")
+    assert "child 2" in reply.text and "birthdate" in reply.text and "2016" not in reply.text
+    assert "Daan" not in reply.text
+
+
+async def test_missing_codeword_gets_554_560(harness: Harness) -> None:
+    """A signal without the codeword is refused with 554 5.6.0."""
+    payload = (b'Content-Type: application/json\r\n\r\n{"children": [{"name": "Sanne de Vries",'
+               b' "birthdate": "' + SANNE_BIRTH.isoformat().encode() + b'"}]}\r\n')
+    reply = await harness.send(harness.signal(payload))
+    assert reply.code == 554 and reply.text.startswith("5.6.0") and "codeword" in reply.text
+
+
+async def test_too_large_gets_552_534(harness: Harness) -> None:
+    """A message over max_message_bytes is refused with 552 5.3.4."""
+    big = b"X-Filler: " + b"a" * 900 + b"\r\n"
+    reply = await harness.send(big * 1300)
+    assert reply.code == 552 and reply.text.startswith("5.3.4")
+
+
+async def test_other_sender_password_does_not_open_this_account(harness: Harness) -> None:
+    """A sender's password authenticates only that sender."""
+    reply = await harness.send(b"x", user="politie", password=PASSWORD)
+    assert reply.code == 535
+    reply = await harness.send(b"x", user=SENDER, password=PASSWORD + "!")
+    assert reply.code == 535
+
+
+async def test_hung_gpg_gets_451_and_the_resend_is_accepted(harness: Harness,
+                                                            tmp_path: Path) -> None:
+    """A gpg that hangs is killed at its time limit: 451 4.3.0, and the sender's retry works."""
+    flag = tmp_path / "hang"
+    wrapper = tmp_path / "gpg-that-may-hang"
+    wrapper.write_text(f'#!/bin/sh\nif [ -e "{flag}" ]; then exec sleep 60; fi\nexec gpg "$@"\n')
+    wrapper.chmod(0o755)
+    harness.ctx.gpg = Gpg(harness.ctx.config.gnupg_home, binary=str(wrapper), timeout=1.5)
+    message = harness.signal(json_payload(
+        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}]))
+    flag.touch()
+    reply = await harness.send(message)
+    assert reply.code == 451 and reply.text.startswith("4.3.0")
+    assert "gpg" not in reply.text.lower()
+    flag.unlink()
+    reply = await harness.send(message)
+    assert reply.code == 250 and "Signal accepted" in reply.text
+    await harness.drain()
+    assert len(harness.inboxes[SCHOOL_A].received) == 1

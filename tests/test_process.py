@@ -1,0 +1,173 @@
+"""The real daemon as systemd runs it: `hwc-gateway serve` in its own process.
+
+Covers what only a separate process can show: a `kill -9` with a notice waiting loses nothing,
+SIGTERM stops cleanly, and personal data never reaches the logs, the database or temp files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import (
+    GATEWAY,
+    PASSWORD,
+    SCHOOL_A,
+    SENDER,
+    SENDER_ADDRESS,
+    Identities,
+    Template,
+    copy_gateway_state,
+    onboard,
+)
+
+from gateway.context import open_context
+from gateway.demokit import SchoolInbox, build_signal, json_payload, read_notice, submit
+from gateway.keyadmin import stop_agent
+
+# A name, a birth date and a BSN that occur nowhere else, to be searched for everywhere.
+CANARY_NAME = "Kanarie Zwaluwstaart"
+CANARY_BIRTH = dt.date(dt.date.today().year - 8, 2, 28)
+CANARY_BSN = "111222333"
+CANARY_STRINGS = ["Kanarie", "Zwaluwstaart", "kanarie", "zwaluwstaart", CANARY_BSN,
+                  CANARY_BIRTH.isoformat(), f"{CANARY_BIRTH:%d-%m-%Y}", f"{CANARY_BIRTH:%Y%m%d}"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Process:
+    """`hwc-gateway serve` with its output going to a file we can search afterwards."""
+
+    def __init__(self, config: Path, log: Path, tmpdir: Path) -> None:
+        self.config, self.log, self.tmpdir = config, log, tmpdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, port: int) -> None:
+        env = {**os.environ, "TMPDIR": str(self.tmpdir), "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "--config", str(self.config), "serve"],
+                stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the daemon did not start listening")
+
+    def kill(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def process_setup(identities: Identities, template: Template,
+                  tmp_path: Path) -> Iterator[tuple[Path, int, int, Process]]:
+    listen, school_port = free_port(), free_port()
+    config = copy_gateway_state(template, tmp_path / "gw", listen=listen, retry_min=1)
+    register = ("bsn;naam;geboortedatum;vestigingscode\n"
+                f"{CANARY_BSN};{CANARY_NAME};{CANARY_BIRTH:%d-%m-%Y};{SCHOOL_A}\n")
+
+    async def setup() -> None:
+        ctx = await open_context(config)
+        try:
+            await onboard(ctx, identities, {SCHOOL_A: school_port, "34CD01": free_port()},
+                          pupils_csv=register)
+        finally:
+            await ctx.close()
+
+    asyncio.run(setup())
+    stop_agent(config.gnupg_home)
+    (tmp_path / "tmp").mkdir()
+    proc = Process(config.path, tmp_path / "daemon.log", tmp_path / "tmp")
+    yield config.path, listen, school_port, proc
+    if proc.proc is not None and proc.proc.poll() is None:
+        proc.kill(signal.SIGKILL)
+    stop_agent(config.gnupg_home)
+
+
+def _receipt_events(db: Path) -> list[str]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in con.execute("SELECT event FROM receipts ORDER BY seq")]
+    finally:
+        con.close()
+
+
+async def _wait_for(condition: Callable[[], bool]) -> None:
+    """Poll a condition about the other process's effects; fail after 30 seconds."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_kill_9_with_notice_waiting_loses_nothing(
+        process_setup: tuple[Path, int, int, Process], identities: Identities,
+        template: Template) -> None:
+    """After a 250, kill -9 and a restart: the waiting notice is delivered exactly once."""
+    config_path, listen, school_port, proc = process_setup
+    db = config_path.parent / "var" / "hwc-gateway.sqlite3"
+    proc.start(listen)
+    con = sqlite3.connect(db)
+    gateway_fpr = con.execute(
+        "SELECT fingerprint FROM gateway_keys WHERE state = 'current'").fetchone()[0]
+    con.close()
+    message = build_signal(
+        json_payload([{"name": CANARY_NAME, "birthdate": CANARY_BIRTH.isoformat(),
+                       "bsn": CANARY_BSN}], reference="VT-CANARY-1"),
+        identities.sender, gateway_fpr, mail_from=SENDER_ADDRESS, rcpt=GATEWAY)
+    reply = await submit("127.0.0.1", listen, user=SENDER, password=PASSWORD,
+                         mail_from=SENDER_ADDRESS, rcpt=GATEWAY, message=message,
+                         ca_file=config_path.parent / "keys" / "tls" / "ca.pem")
+    assert reply.code == 250, reply
+    # The school's server is down: the daemon defers the notice. Then it dies hard.
+    await _wait_for(lambda: "deferred" in _receipt_events(db))
+    assert proc.kill(signal.SIGKILL) == -signal.SIGKILL
+
+    inbox = SchoolInbox()
+    await inbox.start(template.school_cert, port=school_port)
+    try:
+        proc.start(listen)
+        await _wait_for(lambda: len(inbox.received) >= 1)
+        await _wait_for(lambda: "delivered" in _receipt_events(db))
+        # A second resend would show up here: give the daemon a moment to misbehave.
+        await asyncio.sleep(1.5)
+        assert len(inbox.received) == 1
+        text, result = read_notice(inbox.received[0], identities.school_a)
+        assert f"Naam: {CANARY_NAME}" in text and result.valid
+        assert proc.kill(signal.SIGTERM) == 0
+    finally:
+        await inbox.stop()
+
+    # The canary sweep: logs, database (with WAL), temp dir, key and state directories.
+    searched = [proc.log, *config_path.parent.joinpath("var").iterdir(), *proc.tmpdir.rglob("*")]
+    searched += [p for p in config_path.parent.joinpath("keys").rglob("*")
+                 if p.is_file() and not p.name.startswith("S.")]
+    log_text = proc.log.read_text()
+    assert "signal.accepted" in log_text and "notice.delivered" in log_text
+    for path in searched:
+        if path.is_file():
+            data = path.read_bytes()
+            for canary in CANARY_STRINGS:
+                assert canary.encode() not in data, f"{canary!r} found in {path}"
