@@ -1,11 +1,11 @@
-# hwc-gateway: run / test / demo / bench. Everything runs from a virtual environment in .venv.
+# hwc-gateway: run / test / demo. Everything runs from a virtual environment in .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo bench check-gpg clean
+.PHONY: run test lint demo check-gpg clean
 
 check-gpg:
 	@command -v gpg >/dev/null 2>&1 || { echo "gpg not found: install GnuPG 2.2 or newer (Debian/Ubuntu: apt-get install gnupg)"; exit 1; }
@@ -25,14 +25,11 @@ test: check-gpg $(STAMP) lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff check gateway tests
 	$(BIN)/mypy
 
 demo: check-gpg $(STAMP)
 	$(BIN)/hwc-gateway demo
-
-bench: check-gpg $(STAMP)
-	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,7 @@ from gateway.context import Context
 from gateway.deliver import Result
 from gateway.gpg import GpgError
 from gateway.logs import get_logger, safe_exception
+from gateway.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
 from gateway.seal import NoticeChild, make_message_id, seal_notice
 from gateway.store import Conflict, from_iso
 
@@ -44,6 +45,28 @@ class StepReport:
         return not (self.sealed or self.attempted or self.held)
 
 
+# Holds that only wait for the school to become reachable: the routing itself was decided.
+RELEASABLE = (HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY)
+
+
+async def release_reachable(ctx: Context) -> int:
+    """Children held only because their school could not be reached go on once it can."""
+    snapshot = await ctx.refresh()
+    released = 0
+    for row in await ctx.store.children(state="held"):
+        school = row["school"]
+        if row["reason"] not in RELEASABLE or not school or not snapshot.contacts.get(school):
+            continue
+        now = ctx.clock()
+        async with ctx.store.transaction() as tx:
+            if await tx.set_child_state(row["ref"], row["n"], "routed", now, expect=("held",)):
+                await tx.receipt("released", at=now, ref=f"{row['ref']}-{row['n']}",
+                                 school=school, reason=row["reason"])
+                released += 1
+                log.info("child.released", ref=row["ref"], school=school)
+    return released
+
+
 async def seal_routed(ctx: Context) -> StepReport:
     """Seal every routed child; a school without a usable key gets its children held."""
     report = StepReport()
@@ -56,8 +79,7 @@ async def seal_routed(ctx: Context) -> StepReport:
         contacts = snapshot.contacts.get(school, ())
         signer = snapshot.signing_key
         if not contacts or signer is None:
-            reason = ("school has no contact with a usable key" if not contacts
-                      else "the gateway has no signing key")
+            reason = HELD_NO_USABLE_KEY if not contacts else "the gateway has no signing key"
             async with ctx.store.transaction() as tx:
                 for n in numbers:
                     await tx.set_child_state(ref, n, "held", now, reason=reason,
@@ -172,6 +194,7 @@ async def deliver_one(ctx: Context, notice_id: int) -> None:
 
 
 async def step(ctx: Context) -> StepReport:
+    await release_reachable(ctx)
     sealed = await seal_routed(ctx)
     delivered = await deliver_due(ctx)
     return StepReport(sealed.sealed, delivered.attempted, sealed.held)

@@ -14,6 +14,7 @@ from conftest import (
     SANNE_BIRTH,
     SCHOOL_A,
     SCHOOL_B,
+    SCHOOL_C,
     SENDER,
     Harness,
 )
@@ -329,3 +330,25 @@ async def test_hung_gpg_gets_451_and_the_resend_is_accepted(harness: Harness,
     assert reply.code == 250 and "Signal accepted" in reply.text
     await harness.drain()
     assert len(harness.inboxes[SCHOOL_A].received) == 1
+
+
+async def test_child_held_for_a_school_without_key_is_released_when_it_has_one(
+        harness: Harness) -> None:
+    """A school without a usable key gets nothing; once onboarded, the held child goes out."""
+    payload = json_payload([{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat(),
+                             "school": SCHOOL_C}])
+    ref = (await harness.send(harness.signal(payload))).text.rsplit(" ", 1)[1]
+    await harness.drain()
+    [held] = await admin.held_list(harness.ctx)
+    assert held["reason"] == "school has no contact with a usable key"
+    assert held["school"] == SCHOOL_C
+    await admin.schools_add(harness.ctx, SCHOOL_C, None, "hwc@jozef.example.nl",
+                            harness.ids.school_b.public_key(), harness.ids.school_b.fingerprint,
+                            f"127.0.0.1:{harness.inboxes[SCHOOL_B].port}")
+    await harness.drain()
+    [(text, _, item)] = harness.notices(SCHOOL_B)
+    assert "Naam: Noor Bakker" in text and item.rcpt_tos == ["hwc@jozef.example.nl"]
+    assert "released" in _events(await harness.receipts())
+    assert await admin.held_list(harness.ctx) == []
+    row = await harness.ctx.store.child(ref, 1)
+    assert row is not None and row["state"] == "delivered"
