@@ -77,7 +77,8 @@ class GatewaySMTP(SMTP):
             return result
         name = result.auth_data.login.decode("utf-8", "replace")
         password = result.auth_data.password.decode("utf-8", "replace")
-        sender = self._intake.ctx.snapshot.senders.get(name)
+        # A sender added or removed a moment ago counts now, not at the next runner step.
+        sender = (await self._intake.ctx.refresh()).senders.get(name)
         ok = await asyncio.to_thread(check_password, password,
                                      sender.password_hash if sender else _DUMMY_HASH)
         if ok and sender is not None:

@@ -39,7 +39,7 @@ from gateway.keyadmin import stop_agent
 CANARY_NAME = "Kanarie Zwaluwstaart"
 CANARY_BIRTH = dt.date(dt.date.today().year - 8, 2, 28)
 CANARY_BSN = "111222333"
-CANARY_STRINGS = ["Kanarie", "Zwaluwstaart", "kanarie", "zwaluwstaart", CANARY_BSN,
+CANARY_STRINGS = ["Kanarie", "Zwaluwstaart", "Merelzang", "kanarie", "zwaluwstaart", CANARY_BSN,
                   CANARY_BIRTH.isoformat(), f"{CANARY_BIRTH:%d-%m-%Y}", f"{CANARY_BIRTH:%Y%m%d}"]
 
 
@@ -135,7 +135,10 @@ async def test_kill_9_with_notice_waiting_loses_nothing(
     con.close()
     message = build_signal(
         json_payload([{"name": CANARY_NAME, "birthdate": CANARY_BIRTH.isoformat(),
-                       "bsn": CANARY_BSN}], reference="VT-CANARY-1"),
+                       "bsn": CANARY_BSN},
+                      # Not in the register and no school named: held, and kept at rest.
+                      {"name": "Kanarie Merelzang", "birthdate": CANARY_BIRTH.isoformat()}],
+                     reference="VT-CANARY-1"),
         identities.sender, gateway_fpr, mail_from=SENDER_ADDRESS, rcpt=GATEWAY)
     reply = await submit("127.0.0.1", listen, user=SENDER, password=PASSWORD,
                          mail_from=SENDER_ADDRESS, rcpt=GATEWAY, message=message,
@@ -164,6 +167,9 @@ async def test_kill_9_with_notice_waiting_loses_nothing(
     searched = [proc.log, *config_path.parent.joinpath("var").iterdir(), *proc.tmpdir.rglob("*")]
     searched += [p for p in config_path.parent.joinpath("keys").rglob("*")
                  if p.is_file() and not p.name.startswith("S.")]
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM children WHERE state = 'held'").fetchone()[0] == 1
+    con.close()
     log_text = proc.log.read_text()
     assert "signal.accepted" in log_text and "notice.delivered" in log_text
     for path in searched:
