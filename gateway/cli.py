@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import getpass
 import os
 import socket
 import sys
@@ -152,7 +153,6 @@ def _listing(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool) 
 def _password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    import getpass
     first = getpass.getpass("SMTP password for the sender: ")
     if getpass.getpass("again: ") != first:
         raise Refused("the passwords differ")

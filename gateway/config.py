@@ -178,7 +178,9 @@ class _Reader:
 
     def hostport(self, text: str, path: str) -> HostPort | None:
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        # An IPv6 address must be bracketed ("[::1]:25"), or its last group reads as a port.
+        bad_v6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+        if not sep or not host or bad_v6 or not port.isdigit() or not 0 < int(port) < 65536:
             self.problems.append(f"{path}: must be \"host:port\"")
             return None
         return HostPort(host.strip("[]"), int(port))
@@ -312,6 +314,8 @@ def load_config(path: Path) -> Config:
             doc = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML (UTF-8): {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read: {exc.strerror}"]) from None
     return parse_config(doc, path)

@@ -76,19 +76,22 @@ async def send(message: bytes, *, mail_from: str, recipients: Sequence[str],
         await client.connect()
         errors, response = await client.sendmail(mail_from, list(recipients), message)
     except aiosmtplib.SMTPRecipientsRefused as exc:
+        # Every contact refused: retry while any refusal was temporary (that contact may
+        # come back); only when all are permanent does the notice fail.
         codes = [r.code for r in exc.recipients]
-        worst = max(codes) if codes else 451
-        return classify_reply(worst, "; ".join(f"{r.recipient}: {r.code} {r.message}"
+        best = min(codes) if codes else 451
+        return classify_reply(best, "; ".join(f"{r.recipient}: {r.code} {r.message}"
                                                for r in exc.recipients))
     except aiosmtplib.SMTPResponseException as exc:
         return classify_reply(exc.code, exc.message)
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+        # Connection refused, reset, timed out, no STARTTLS offered, certificate not trusted:
+        # the school may be back soon; never fall back to plaintext. (This clause comes before
+        # ValueError: ssl.SSLCertVerificationError is a ValueError too.)
+        return Outcome(Result.TEMPORARY, f"{type(exc).__name__}: {_one_line(str(exc))}")
     except ValueError as exc:
         # aiosmtplib refuses an address it cannot send safely: retrying will not change it.
         return Outcome(Result.PERMANENT, f"address refused before sending: {_one_line(str(exc))}")
-    except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-        # Connection refused, reset, timed out, no STARTTLS offered, certificate not trusted:
-        # the school may be back soon; never fall back to plaintext.
-        return Outcome(Result.TEMPORARY, f"{type(exc).__name__}: {_one_line(str(exc))}")
     finally:
         if client.is_connected:
             try:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import quopri
 import secrets
 import smtplib
 import ssl
@@ -91,7 +92,6 @@ def json_payload(children: list[dict[str, str]], reference: str | None = None,
 
 def text_payload(text: str) -> bytes:
     """A signal typed by a person: labelled lines, quoted-printable as mail clients send it."""
-    import quopri
     body = quopri.encodestring(text.replace("\r\n", "\n").encode()).replace(b"\n", b"\r\n")
     return (b'Content-Type: text/plain; charset="utf-8"\r\n'
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body)

@@ -36,6 +36,8 @@ SAFE_OPTIONS = [
     "--no-emit-version",
     "--no-comments",
     "--no-include-key-block",
+    # Never ask for a passphrase interactively (a symmetric message would start pinentry).
+    "--pinentry-mode", "error",
 ]
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from email.parser import BytesHeaderParser
 from gateway.directory import Snapshot
 from gateway.extract import parse_signal
 from gateway.gpg import Gpg
-from gateway.model import Child, Decision, Held, Pupil, Rejection, Routed, Sender
+from gateway.model import Child, Decision, Pupil, Rejection, Routed, Sender
 from gateway.names import pseudonym_text
 from gateway.opener import open_message
 from gateway.resolve import resolve_child
@@ -127,7 +127,3 @@ async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: V
                 await tx.receipt("held", at=now, ref=child_ref, school=decision.school,
                                  pseudonym=pseudonym, reason=decision.reason)
     return Accepted(ref, duplicate=False, children=len(signal.children), held=held)
-
-
-def held_reason(decision: Decision) -> str | None:
-    return decision.reason if isinstance(decision, Held) else None

@@ -62,11 +62,13 @@ def decryption_verdict(result: GpgResult) -> Rejection | None:
         return _not_encrypted("message cannot be decrypted with a gateway key")
     if "END_DECRYPTION" not in keys:
         return _not_encrypted("message cannot be decrypted with a gateway key")
-    for info in result.keywords("DECRYPTION_INFO"):
-        mdc_method, _, rest = info.partition(" ")
-        aead = rest.split(" ")[1] if len(rest.split(" ")) > 1 else "0"
-        if mdc_method == "0" and aead == "0":
-            return _not_encrypted("ciphertext is not integrity protected")
+    # DECRYPTION_INFO <mdc_method> <sym_algo> [<aead_algo>]: proof of integrity protection
+    # must be there, not merely the absence of a complaint.
+    infos = [info.split() for info in result.keywords("DECRYPTION_INFO")]
+    protected = bool(infos) and all(
+        (len(f) > 0 and f[0] != "0") or (len(f) > 2 and f[2] != "0") for f in infos)
+    if not protected:
+        return _not_encrypted("ciphertext is not integrity protected")
     return None
 
 
@@ -166,7 +168,7 @@ def signed_parts(entity: bytes) -> tuple[bytes, bytes] | Rejection | None:
         return _bad_signature("signed entity cannot be parsed")
     body = b"\r\n" + data[head_end + 4:]
     delim = re.compile(rb"\r\n--" + re.escape(boundary.encode("ascii", "replace"))
-                       + rb"(--)?[ \t]*\r\n")
+                       + rb"(--)?[ \t]*(?:\r\n|\Z)")
     marks = list(delim.finditer(body))
     # preamble | part 1 | part 2 | closing delimiter: anything else is not the shape we sign.
     if len(marks) != 3 or marks[0].group(1) or marks[1].group(1) or not marks[2].group(1):

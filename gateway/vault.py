@@ -30,6 +30,7 @@ class VaultError(Exception):
 def create_secrets(directory: Path) -> list[Path]:
     """Create missing secrets (0600 in a 0700 directory); return the files created."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
     created = []
     for name in (VAULT_KEY, PSEUDONYM_KEY):
         path = directory / name

@@ -1,0 +1,369 @@
+"""Tests for gateway.store: durability settings, the receipt chain, transactions and the queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.store import (
+    GENESIS,
+    Conflict,
+    Store,
+    chain_problems,
+    from_iso,
+    iso,
+    receipt_hash,
+)
+
+T0 = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(tmp_path / "var" / "hwc.sqlite3")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def append_receipts(store: Store, count: int) -> None:
+    for i in range(count):
+        async with store.transaction() as tx:
+            await tx.receipt("signal.accepted", at=T0 + dt.timedelta(minutes=i),
+                             ref=f"HWC-{i}", school="12AB00", pseudonym=f"p{i}",
+                             children=i, reply="250 2.0.0 ok", fingerprints=["AB", "CD"])
+
+
+def raw(store: Store) -> sqlite3.Connection:
+    """A second, plain sqlite3 connection to the same file, as an intruder or operator has."""
+    return sqlite3.connect(store.path, isolation_level=None)
+
+
+def test_iso_round_trip_is_utc_and_fixed_width() -> None:
+    """Stored times are UTC, second precision, and text order is time order."""
+    local = dt.datetime(2026, 3, 2, 8, 0, 0, 999, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert iso(local) == "2026-03-02T07:00:00Z"
+    assert from_iso(iso(local)) == T0
+    assert iso(T0) < iso(T0 + dt.timedelta(seconds=1)) < iso(T0 + dt.timedelta(days=400))
+
+
+async def test_open_sets_wal_and_full_sync(store: Store) -> None:
+    """The database is in WAL mode with synchronous=FULL, foreign keys on, file mode 0600."""
+    journal = await store.one("PRAGMA journal_mode")
+    sync = await store.one("PRAGMA synchronous")
+    fks = await store.one("PRAGMA foreign_keys")
+    assert journal is not None and journal[0] == "wal"
+    assert sync is not None and sync[0] == 2  # FULL
+    assert fks is not None and fks[0] == 1
+    with raw(store) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.path.parent.stat().st_mode) == 0o700
+
+
+async def test_open_twice_keeps_data(tmp_path: Path) -> None:
+    """Opening an existing database keeps its rows and schema version."""
+    path = tmp_path / "db.sqlite3"
+    first = await Store.open(path)
+    await append_receipts(first, 2)
+    await first.close()
+    second = await Store.open(path)
+    try:
+        assert len(await second.receipts()) == 2
+        row = await second.one("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert row is not None and row[0] == "1"
+    finally:
+        await second.close()
+
+
+async def test_receipt_chain_of_appended_receipts_is_intact(store: Store) -> None:
+    """Receipts appended in separate transactions form an unbroken chain from the genesis hash."""
+    await append_receipts(store, 5)
+    rows = await store.receipts()
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[0].prev == GENESIS
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(rows))
+    assert rows[2].detail == {"children": 2, "reply": "250 2.0.0 ok",
+                              "fingerprints": ["AB", "CD"]}
+    assert chain_problems(rows) == []
+
+
+async def test_receipts_filter_by_ref_and_since(store: Store) -> None:
+    """receipts(ref=) finds the signal and its children; since= drops older entries."""
+    async with store.transaction() as tx:
+        await tx.receipt("signal.accepted", at=T0, ref="HWC-7")
+        await tx.receipt("child.held", at=T0, ref="HWC-7-1")
+        await tx.receipt("signal.accepted", at=T0, ref="HWC-70")
+        await tx.receipt("purge", at=T0 + dt.timedelta(hours=1))
+    assert [r.ref for r in await store.receipts(ref="HWC-7")] == ["HWC-7", "HWC-7-1"]
+    assert [r.event for r in await store.receipts(since=T0 + dt.timedelta(minutes=1))] == \
+        ["purge"]
+
+
+async def test_receipts_cannot_be_updated(store: Store) -> None:
+    """UPDATE on receipts is refused by the append-only trigger, from any connection."""
+    await append_receipts(store, 3)
+    with raw(store) as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE receipts SET detail = '{}' WHERE seq = 2")
+    assert chain_problems(await store.receipts()) == []
+
+
+async def test_edited_receipt_is_reported(store: Store) -> None:
+    """With the trigger dropped and one detail edited, the chain names that receipt."""
+    await append_receipts(store, 4)
+    with raw(store) as db:
+        db.execute("DROP TRIGGER receipts_append_only")
+        db.execute("UPDATE receipts SET detail = ? WHERE seq = 2",
+                   (json.dumps({"children": 9, "fingerprints": ["AB", "CD"],
+                                "reply": "250 2.0.0 ok"}, sort_keys=True,
+                               separators=(",", ":")),))
+    problems = chain_problems(await store.receipts())
+    assert problems == ["receipt 2: content does not match its hash"]
+
+
+async def test_edited_and_rehashed_receipt_is_reported_by_its_successor(store: Store) -> None:
+    """Re-hashing an edited receipt does not help: the next receipt no longer follows it."""
+    await append_receipts(store, 4)
+    rows = await store.receipts()
+    r = rows[1]
+    detail = json.dumps({"children": 9}, sort_keys=True, separators=(",", ":"))
+    forged = receipt_hash(r.prev, r.seq, r.at, r.event, r.ref, r.school, detail, r.pseudonym)
+    with raw(store) as db:
+        db.execute("DROP TRIGGER receipts_append_only")
+        db.execute("UPDATE receipts SET detail = ?, hash = ? WHERE seq = 2", (detail, forged))
+    assert chain_problems(await store.receipts()) == \
+        ["receipt 3: does not follow the previous receipt"]
+
+
+async def test_deleted_receipt_is_reported_missing(store: Store) -> None:
+    """Deleting a receipt in the middle is reported as missing."""
+    await append_receipts(store, 5)
+    with raw(store) as db:
+        db.execute("DELETE FROM receipts WHERE seq = 3")
+    problems = chain_problems(await store.receipts())
+    assert "receipt 3: missing (next is 4)" in problems
+    assert "receipt 4: does not follow the previous receipt" in problems
+
+
+async def test_deleted_first_receipt_is_reported(store: Store) -> None:
+    """Deleting the first receipt breaks the link to the genesis hash."""
+    await append_receipts(store, 3)
+    with raw(store) as db:
+        db.execute("DELETE FROM receipts WHERE seq = 1")
+    assert chain_problems(await store.receipts()) == \
+        ["receipt 2: does not follow the previous receipt"]
+
+
+async def test_inserted_forged_receipt_is_reported(store: Store) -> None:
+    """A row slipped in with made-up content is reported, whether its hash is faked or computed."""
+    await append_receipts(store, 3)
+    with raw(store) as db:
+        # A forged row appended with an invented hash.
+        db.execute("INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev,"
+                   " hash) VALUES (4, ?, 'notice.delivered', 'HWC-9', '12AB00', '{}', NULL,"
+                   " ?, ?)", (iso(T0), "0" * 64, "f" * 64))
+    problems = chain_problems(await store.receipts())
+    assert problems == ["receipt 4: does not follow the previous receipt",
+                        "receipt 4: content does not match its hash"]
+
+
+async def test_replaced_receipt_with_valid_hash_is_reported(store: Store) -> None:
+    """A receipt replaced by a self-consistent forgery is caught by the one after it."""
+    await append_receipts(store, 4)
+    rows = await store.receipts()
+    prev = rows[1].hash
+    forged = receipt_hash(prev, 3, iso(T0), "notice.delivered", "HWC-9", "12AB00", "{}", None)
+    with raw(store) as db:
+        db.execute("DELETE FROM receipts WHERE seq = 3")
+        db.execute("INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev,"
+                   " hash) VALUES (3, ?, 'notice.delivered', 'HWC-9', '12AB00', '{}', NULL,"
+                   " ?, ?)", (iso(T0), prev, forged))
+    assert chain_problems(await store.receipts()) == \
+        ["receipt 4: does not follow the previous receipt"]
+
+
+async def test_transaction_rolls_back_on_exception(store: Store) -> None:
+    """An exception inside a transaction leaves no signal, child or receipt behind."""
+    with pytest.raises(RuntimeError, match="boom"):
+        async with store.transaction() as tx:
+            await tx.insert_signal("HWC-1", "vt", "<m@x>", "VT-1", "d1", 1, T0)
+            await tx.insert_child("HWC-1", 1, "routed", "12AB00", None, b"blob", "p", T0)
+            await tx.receipt("signal.accepted", at=T0, ref="HWC-1")
+            raise RuntimeError("boom")
+    assert await store.signal("HWC-1") is None
+    assert await store.children() == []
+    assert await store.receipts() == []
+    with raw(store) as db:
+        assert db.execute("SELECT count(*) FROM receipts").fetchone()[0] == 0
+    # The store is usable afterwards.
+    await append_receipts(store, 1)
+    assert len(await store.receipts()) == 1
+
+
+async def test_committed_transaction_is_visible_to_another_connection(store: Store) -> None:
+    """Once the transaction block ends, another connection sees the rows (committed)."""
+    async with store.transaction() as tx:
+        await tx.insert_signal("HWC-1", "vt", None, None, "d1", 1, T0)
+        await tx.receipt("signal.accepted", at=T0, ref="HWC-1")
+    with raw(store) as db:
+        assert db.execute("SELECT ref FROM signals").fetchall() == [("HWC-1",)]
+        assert db.execute("SELECT count(*) FROM receipts").fetchone()[0] == 1
+
+
+async def add_signal(store: Store, ref: str, sender: str, message_id: str | None,
+                     sender_ref: str | None, digest: str, at: dt.datetime) -> None:
+    async with store.transaction() as tx:
+        await tx.insert_signal(ref, sender, message_id, sender_ref, digest, 1, at)
+
+
+@pytest.fixture
+async def signals(store: Store) -> Store:
+    await add_signal(store, "HWC-1", "vt", "<m1@vt>", "VT-1", "digest-1", T0)
+    await add_signal(store, "HWC-2", "vt", None, None, "digest-2", T0 + dt.timedelta(days=1))
+    return store
+
+
+@pytest.mark.parametrize(
+    ("sender", "message_id", "sender_ref", "digest", "expected"),
+    [
+        ("vt", "<m1@vt>", None, "other", "HWC-1"),
+        ("vt", "<m1@vt>", "VT-other", "other", "HWC-1"),
+        ("vt", None, "VT-1", "other", "HWC-1"),
+        ("vt", "<new@vt>", "VT-1", "other", "HWC-1"),
+        ("vt", "<new@vt>", None, "digest-1", "HWC-1"),
+        ("vt", "<new@vt>", None, "digest-2", "HWC-2"),
+        ("vt", "<new@vt>", "VT-2", "other", None),
+        ("vt", None, None, "other", None),
+        ("politie", "<m1@vt>", "VT-1", "digest-1", None),
+    ],
+)
+async def test_find_duplicate(signals: Store, sender: str, message_id: str | None,
+                              sender_ref: str | None, digest: str,
+                              expected: str | None) -> None:
+    """Same sender and Message-ID, reference or content digest finds the earlier signal."""
+    async with signals.transaction() as tx:
+        found = await tx.find_duplicate(sender, message_id, sender_ref, digest,
+                                        T0 - dt.timedelta(days=30))
+    assert found == expected
+
+
+async def test_find_duplicate_ignores_signals_outside_the_window(signals: Store) -> None:
+    """A signal accepted before the window start is not a duplicate any more."""
+    async with signals.transaction() as tx:
+        assert await tx.find_duplicate("vt", "<m1@vt>", "VT-1", "digest-1",
+                                       T0 + dt.timedelta(seconds=1)) is None
+        assert await tx.find_duplicate("vt", "<m1@vt>", None, "x", T0) == "HWC-1"
+
+
+async def test_find_duplicate_does_not_match_null_message_ids(signals: Store) -> None:
+    """A stored signal without Message-ID is not matched by another one without Message-ID."""
+    async with signals.transaction() as tx:
+        assert await tx.find_duplicate("vt", None, None, "x", T0 - dt.timedelta(days=1)) is None
+
+
+async def queued_signal(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.insert_signal("HWC-1", "vt", None, None, "d", 3, T0)
+        await tx.insert_child("HWC-1", 1, "routed", "12AB00", None, b"b1", "p1", T0)
+        await tx.insert_child("HWC-1", 2, "routed", "12AB00", None, b"b2", "p2", T0)
+        await tx.insert_child("HWC-1", 3, "held", None, "no match", b"b3", "p3", T0)
+
+
+async def test_insert_notice_seals_routed_children(store: Store) -> None:
+    """A notice for routed children is queued and the children move to sealed, linked to it."""
+    await queued_signal(store)
+    async with store.transaction() as tx:
+        notice_id = await tx.insert_notice("HWC-1", "12AB00", "<n@gw>", ["a@school"], ["F" * 40],
+                                           b"sealed", [1, 2], T0)
+    notice = await store.notice(notice_id)
+    assert notice is not None and notice["state"] == "queued" and notice["attempts"] == 0
+    assert json.loads(notice["recipients"]) == ["a@school"]
+    states = [(c["n"], c["state"], c["notice_id"]) for c in await store.children(ref="HWC-1")]
+    assert states == [(1, "sealed", notice_id), (2, "sealed", notice_id), (3, "held", None)]
+
+
+async def test_insert_notice_conflict_commits_nothing(store: Store) -> None:
+    """A child no longer 'routed' raises Conflict and the whole transaction is rolled back."""
+    await queued_signal(store)
+    with pytest.raises(Conflict):
+        async with store.transaction() as tx:
+            await tx.receipt("notice.sealed", at=T0, ref="HWC-1")
+            await tx.insert_notice("HWC-1", "12AB00", "<n@gw>", ["a@school"], ["F" * 40],
+                                   b"sealed", [1, 3], T0)
+    assert await store.notices() == []
+    assert await store.receipts() == []
+    child = await store.child("HWC-1", 1)
+    assert child is not None and child["state"] == "routed" and child["notice_id"] is None
+
+
+async def test_insert_notice_twice_for_one_child_conflicts(store: Store) -> None:
+    """A child already sealed into one notice cannot be sealed into a second."""
+    await queued_signal(store)
+    async with store.transaction() as tx:
+        first = await tx.insert_notice("HWC-1", "12AB00", "<a@gw>", ["a@s"], ["F" * 40], b"m",
+                                       [1], T0)
+    with pytest.raises(Conflict):
+        async with store.transaction() as tx:
+            await tx.insert_notice("HWC-1", "12AB00", "<b@gw>", ["a@s"], ["F" * 40], b"m",
+                                   [2, 1], T0)
+    assert [n["id"] for n in await store.notices()] == [first]
+    child = await store.child("HWC-1", 2)
+    assert child is not None and child["state"] == "routed"
+
+
+async def one_notice(store: Store) -> int:
+    await queued_signal(store)
+    async with store.transaction() as tx:
+        return await tx.insert_notice("HWC-1", "12AB00", "<n@gw>", ["a@school"], ["F" * 40],
+                                      b"sealed", [1], T0)
+
+
+async def claim(store: Store, notice_id: int, now: dt.datetime, seconds: int = 60) -> bool:
+    async with store.transaction() as tx:
+        return await tx.claim_notice(notice_id, now + dt.timedelta(seconds=seconds), now)
+
+
+async def test_claim_notice_lease(store: Store) -> None:
+    """A second claim fails while the lease holds and succeeds once it has run out."""
+    notice_id = await one_notice(store)
+    assert await claim(store, notice_id, T0)
+    assert not await claim(store, notice_id, T0 + dt.timedelta(seconds=30))
+    assert [r["id"] for r in await store.due_notices(T0 + dt.timedelta(seconds=30))] == []
+    later = T0 + dt.timedelta(seconds=61)
+    assert [r["id"] for r in await store.due_notices(later)] == [notice_id]
+    assert await claim(store, notice_id, later)
+    notice = await store.notice(notice_id)
+    assert notice is not None and notice["attempts"] == 2
+    assert notice["lease_until"] == iso(later + dt.timedelta(seconds=60))
+
+
+async def test_claim_after_finish_fails(store: Store) -> None:
+    """A delivered notice cannot be claimed again; its children are delivered and erased."""
+    notice_id = await one_notice(store)
+    assert await claim(store, notice_id, T0)
+    async with store.transaction() as tx:
+        await tx.finish_notice(notice_id, "delivered", "250 ok", T0, "delivered")
+    assert not await claim(store, notice_id, T0 + dt.timedelta(hours=1))
+    child = await store.child("HWC-1", 1)
+    assert child is not None and child["state"] == "delivered" and child["blob"] is None
+
+
+async def test_defer_notice_releases_the_lease(store: Store) -> None:
+    """A deferred notice is due again at its next attempt time and can be claimed then."""
+    notice_id = await one_notice(store)
+    assert await claim(store, notice_id, T0)
+    next_at = T0 + dt.timedelta(minutes=2)
+    async with store.transaction() as tx:
+        await tx.defer_notice(notice_id, "451 later", next_at)
+    assert await store.due_notices(T0 + dt.timedelta(minutes=1)) == []
+    assert [r["id"] for r in await store.due_notices(next_at)] == [notice_id]
+    assert await store.next_wakeup() == next_at
+    assert await claim(store, notice_id, next_at)
