@@ -109,11 +109,24 @@ def _key_row(info: Any, owners: dict[str, str], now: dt.datetime) -> dict[str, A
 
 # -- senders ----------------------------------------------------------------------------------
 
+def normalise_cert_fingerprint(text: str) -> str | None:
+    """A SHA-256 certificate fingerprint as `openssl x509 -fingerprint -sha256` prints it."""
+    cleaned = text.replace(":", "").replace(" ", "").upper()
+    return cleaned if len(cleaned) == 64 and all(c in "0123456789ABCDEF" for c in cleaned) \
+        else None
+
+
 async def senders_add(ctx: Context, name: str, key_data: bytes, fingerprint: str,
-                      password: str, allow_from: list[str]) -> str:
+                      password: str | None, allow_from: list[str],
+                      client_certs: list[str] | None = None) -> str:
     if not name or any(c in name for c in " \t\r\n\0:"):
         raise Refused("NAME must be one word without spaces or colons (it is the SMTP login)")
-    if len(password) < 12:
+    certs = [normalise_cert_fingerprint(c) for c in client_certs or []]
+    if None in certs:
+        raise Refused("--client-cert must be a SHA-256 fingerprint (64 hex digits)")
+    if password is None and not certs:
+        raise Refused("a sender needs a password or a client certificate")
+    if password is not None and len(password) < 12:
         raise Refused("the password must be at least 12 characters")
     bad = [a for a in allow_from if not _address_ok(a)]
     if bad:
@@ -123,11 +136,14 @@ async def senders_add(ctx: Context, name: str, key_data: bytes, fingerprint: str
     now = ctx.clock()
     info = _import(ctx.gpg, key_data, fingerprint, "sign", now)
     async with ctx.store.transaction() as tx:
-        await tx.add_sender(name, hash_password(password), info.fingerprint,
-                            [a.lower() for a in allow_from], now)
+        # Without a password the stored hash is "!", which no password ever matches.
+        await tx.add_sender(name, hash_password(password) if password is not None else "!",
+                            info.fingerprint, [a.lower() for a in allow_from],
+                            [c for c in certs if c], now)
         await tx.receipt("sender.added", at=now, sender=name, fingerprint=info.fingerprint,
-                         operator=_operator())
-    return f"sender {name} added with key {info.fingerprint}"
+                         client_certs=len(certs), operator=_operator())
+    return f"sender {name} added with key {info.fingerprint}" + (
+        f" and {len(certs)} client certificate(s)" if certs else "")
 
 
 async def senders_add_key(ctx: Context, name: str, key_data: bytes, fingerprint: str) -> str:
@@ -165,12 +181,15 @@ async def senders_remove(ctx: Context, name: str) -> str:
 async def senders_list(ctx: Context) -> list[dict[str, Any]]:
     keys = await ctx.store.sender_keys()
     addresses = await ctx.store.sender_addresses()
+    certs = await ctx.store.sender_certs()
     usable = {n: s.fingerprints for n, s in (await ctx.refresh()).senders.items()}
     return [{"name": r["name"], "created": r["created_at"],
              "keys": [{"fingerprint": k["fingerprint"],
                        "usable": k["fingerprint"] in usable.get(r["name"], frozenset())}
                       for k in keys if k["sender"] == r["name"]],
-             "allow_from": [a["address"] for a in addresses if a["sender"] == r["name"]]}
+             "allow_from": [a["address"] for a in addresses if a["sender"] == r["name"]],
+             "client_certs": [c["sha256"] for c in certs if c["sender"] == r["name"]],
+             "password": r["password_hash"] != "!"}  # noqa: S105 - the "no password" mark
             for r in await ctx.store.senders()]
 
 

@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     sadd.add_argument("--key", required=True, metavar="FILE", help="the sender's public key")
     sadd.add_argument("--fingerprint", required=True, metavar="FPR")
     sadd.add_argument("--password-stdin", action="store_true",
-                      help="read the SMTP password from standard input (else prompt)")
+                      help="read the SMTP password from standard input (else prompt, unless "
+                           "--client-cert is given)")
+    sadd.add_argument("--client-cert", action="append", default=[], metavar="SHA256-FPR",
+                      help="authenticate the sender by this TLS client certificate "
+                           "(needs [smtp] client_ca_file)")
     sadd.add_argument("--allow-from", nargs="+", default=[], metavar="ADDR",
                       help="envelope sender addresses this sender may use")
     sak = senders.add_parser("add-key", help="pin a second key (the sender rotates)")
@@ -228,9 +232,11 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                                args.json)
         elif verb == "senders":
             if action == "add":
+                password = (None if args.client_cert and not args.password_stdin
+                            else _password(args.password_stdin))
                 out = await admin.senders_add(ctx, args.name, admin.read_file(args.key),
-                                              args.fingerprint, _password(args.password_stdin),
-                                              args.allow_from)
+                                              args.fingerprint, password, args.allow_from,
+                                              args.client_cert)
             elif action == "add-key":
                 out = await admin.senders_add_key(ctx, args.name, admin.read_file(args.key),
                                                   args.fingerprint)

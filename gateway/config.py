@@ -55,6 +55,9 @@ class SmtpSection:
     require_tls: bool = True
     max_message_bytes: int = 1048576
     timeout_seconds: int = 60
+    max_sessions: int = 100
+    max_sessions_per_client: int = 10
+    client_ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,10 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
         require_tls=r.get(s, "smtp.require_tls", bool, True),
         max_message_bytes=r.get(s, "smtp.max_message_bytes", int, 1048576, _positive),
         timeout_seconds=r.get(s, "smtp.timeout_seconds", int, 60, _positive),
+        max_sessions=r.get(s, "smtp.max_sessions", int, 100, _positive),
+        max_sessions_per_client=r.get(s, "smtp.max_sessions_per_client", int, 10, _positive),
+        client_ca_file=(r.path(client_ca) if (client_ca := r.get(s, "smtp.client_ca_file", str, ""))
+                        else None),
     )
 
     d = r.section(doc, "delivery", DeliverySection)

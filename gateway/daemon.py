@@ -15,7 +15,7 @@ import signal
 from gateway import runner
 from gateway.context import Context
 from gateway.logs import get_logger
-from gateway.receive import start_listener
+from gateway.receive import IntakeHandler, start_listener
 
 log = get_logger("daemon")
 
@@ -28,6 +28,7 @@ class Daemon:
         self.host, self.port = host, port
         self.stop = asyncio.Event()
         self.server: asyncio.Server | None = None
+        self.handler: IntakeHandler | None = None
         self._runner: asyncio.Task[None] | None = None
 
     @property
@@ -36,7 +37,7 @@ class Daemon:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self.server = await start_listener(self.ctx, self.host, self.port)
+        self.server, self.handler = await start_listener(self.ctx, self.host, self.port)
         if self.background:
             self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
         snapshot = self.ctx.snapshot

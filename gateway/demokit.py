@@ -151,9 +151,11 @@ class Reply:
 
 def submit_sync(host: str, port: int, *, user: str | None, password: str | None,
                 mail_from: str, rcpt: str, message: bytes, ca_file: Path | None,
-                starttls: bool = True) -> Reply:
+                starttls: bool = True, client_cert: CertPair | None = None) -> Reply:
     """Send one message as a sender's MTA would; the reply to DATA (or the first refusal)."""
     ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if client_cert is not None:
+        ctx.load_cert_chain(str(client_cert.cert), str(client_cert.key))
     with smtplib.SMTP(host, port, timeout=60) as smtp:
         smtp.ehlo("sender.example")
         if starttls:

@@ -52,6 +52,7 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime) -> Snapshot:
     sender_rows = await store.senders()
     sender_keys = await store.sender_keys()
     addresses = await store.sender_addresses()
+    certs = await store.sender_certs()
     school_rows = await store.schools()
     contact_rows = await store.contacts()
     gateway_rows = await store.gateway_keys()
@@ -70,7 +71,8 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime) -> Snapshot:
             fingerprints=frozenset(k["fingerprint"] for k in sender_keys if k["sender"] == r["name"]
                                    and usable(k["fingerprint"], "sign")),
             allowed_from=frozenset(a["address"].lower() for a in addresses
-                                   if a["sender"] == r["name"]))
+                                   if a["sender"] == r["name"]),
+            client_certs=frozenset(c["sha256"] for c in certs if c["sender"] == r["name"]))
         for r in sender_rows}
     contacts: dict[str, list[Contact]] = {}
     for c in contact_rows:

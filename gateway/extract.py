@@ -24,6 +24,7 @@ from email.message import Message
 from email.parser import BytesParser
 
 from gateway import fields
+from gateway.mimelimits import delimiter_lines
 from gateway.model import CODEWORD, Child, RejectClass, Rejection, Signal
 
 MAX_PARTS = 50  # every entity in the tree, the root and containers included
@@ -32,7 +33,6 @@ MAX_CHILDREN = 20
 PUPIL_MAX_AGE_YEARS = 25
 
 _REFERENCE = re.compile(r"[A-Za-z0-9._/-]{1,64}")
-_BOUNDARY_PARAM = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]*)"|([^;\s]+))', re.IGNORECASE)
 
 # Labels as SPEC §2 lists them, casefolded with inner whitespace collapsed.
 _LABELS = {
@@ -88,7 +88,7 @@ def parse_signal(entity: bytes, *, today: dt.date) -> Signal | Rejection:
 def _payload(entity: bytes) -> tuple[str, str]:
     """("json" | "text", decoded text) of the single payload part."""
     # The email parser takes seconds on a megabyte of tiny parts; count before parsing.
-    if _delimiter_lines(entity) > 2 * MAX_PARTS:
+    if delimiter_lines(entity) > 2 * MAX_PARTS:
         raise _Invalid("too many MIME parts")
     root = BytesParser(policy=policy.default).parsebytes(entity)
     json_parts: list[Message] = []
@@ -110,26 +110,6 @@ def _payload(entity: bytes) -> tuple[str, str]:
     if not json_parts and str(part.get_param("format", "")).lower() == "flowed":
         text = _unflow(text, delsp=str(part.get_param("delsp", "")).lower() == "yes")
     return ("json" if json_parts else "text"), text
-
-
-def _delimiter_lines(entity: bytes) -> int:
-    """How many lines look like a delimiter of a boundary declared anywhere in the entity.
-
-    A tree of n entities has at most 2n - 1 of them (one before each part, one closing each
-    multipart), so more than 2 * MAX_PARTS is refused without changing what `_leaves` accepts.
-    """
-    boundaries = {
-        (quoted or bare).rstrip(b" \t") for quoted, bare in _BOUNDARY_PARAM.findall(entity)
-    }
-    if not boundaries:
-        return 0
-    count = 0
-    for line in entity.split(b"\n"):
-        if line.startswith(b"--"):
-            token = line[2:].rstrip(b" \t\r")
-            if token in boundaries or token.removesuffix(b"--") in boundaries:
-                count += 1
-    return count
 
 
 def _leaves(root: Message) -> list[Message]:

@@ -115,3 +115,4 @@ class Sender:
     password_hash: str
     fingerprints: frozenset[str]
     allowed_from: frozenset[str] = field(default_factory=frozenset)
+    client_certs: frozenset[str] = field(default_factory=frozenset)  # SHA-256 of DER, upper hex

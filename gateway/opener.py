@@ -23,6 +23,7 @@ from email.parser import BytesParser
 from typing import cast
 
 from gateway.gpg import Gpg, GpgResult
+from gateway.mimelimits import too_complex
 from gateway.model import RejectClass, Rejection
 
 
@@ -113,8 +114,19 @@ def _leaf_bytes(part: object) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
+# An RFC 3156 message is three entities; the signed entity inside needs a handful more.
+OUTER_MAX_PARTS = 8
+INNER_MAX_PARTS = 50
+MAX_HEADER_LINES = 500
+
+
 def encrypted_payload(raw: bytes) -> bytes | Rejection:
     """The armored ciphertext of an RFC 3156 §4 message, or why it is not one."""
+    problem = too_complex(raw, max_parts=OUTER_MAX_PARTS, max_header_lines=MAX_HEADER_LINES)
+    if problem == "too many header lines":
+        return Rejection(RejectClass.TOO_LARGE, problem)
+    if problem is not None:
+        return _not_encrypted(f"message is not PGP/MIME encrypted: {problem}")
     try:
         msg = _parse(raw)
         ctype = msg.get_content_type()
@@ -194,10 +206,13 @@ async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str]) -> Opened |
     if isinstance(ciphertext, Rejection):
         return ciphertext
     result = await gpg.decrypt(ciphertext)
-    problem = decryption_verdict(result)
-    if problem is not None:
-        return problem
+    refusal = decryption_verdict(result)
+    if refusal is not None:
+        return refusal
     entity = result.data
+    problem = too_complex(entity, max_parts=INNER_MAX_PARTS, max_header_lines=MAX_HEADER_LINES)
+    if problem is not None:
+        return Rejection(RejectClass.INVALID_SIGNAL, problem)
     inner = signed_parts(entity)
     if isinstance(inner, Rejection):
         return inner

@@ -7,12 +7,21 @@ registered sender's scrypt hash off the event loop; RCPT takes only the gateway'
 MAIL FROM is checked against the sender's allowed addresses. Every reply is decided before the
 reply to the final dot, and 250 only after the signal's transaction committed.
 Any failure of our own is `451 4.3.0` with nothing internal in it (`handle_exception`).
+
+Limits of our own where aiosmtpd has none (LIBRARIES.md): one line without CRLF is buffered
+only up to the message size, the rest is discarded and the message answered 552; sessions are
+capped in total and per client address (421 4.7.0); an idle client is told 421 before it is
+cut off; AUTH failures slow and then refuse their address and login (454 4.7.0). A sender registered with a
+client certificate is recognised by it in MAIL, RCPT and DATA (with TLS 1.3 the certificate can
+arrive after the handshake has been reported, so STARTTLS alone is not the place to check).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
+import time
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -23,6 +32,7 @@ from gateway.intake import Accepted, accept
 from gateway.logs import get_logger, safe_exception
 from gateway.model import RejectClass, Rejection
 from gateway.passwords import check_password, hash_password
+from gateway.throttle import AuthThrottle, SessionLimits
 
 log = get_logger("receive")
 
@@ -40,6 +50,8 @@ _REWRITE = {
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
     "552 Error: Too much mail data": "552 5.3.4 Message too large",
     "552 Error: message size exceeds fixed maximum message size": "552 5.3.4 Message too large",
+    "500 Line too long (see RFC5321 4.5.3.1.6)":
+        "552 5.3.4 Line too long (RFC 5321 section 4.5.3.1.6)",
 }
 
 # Checked when the login is unknown, so that the time taken does not reveal which senders exist.
@@ -58,12 +70,77 @@ def accepted_reply(accepted: Accepted) -> str:
     return f"250 2.0.0 Signal accepted as {accepted.ref}"
 
 
+class _BoundedReader(asyncio.StreamReader):
+    """aiosmtpd keeps the fragments of an over-long line until its CRLF arrives, without bound
+    (200 MiB sent grew memory by 200 MB). Past a cap, the rest of such a line is consumed and
+    thrown away: aiosmtpd has marked the line too long already and answers after the final dot,
+    as RFC 5321 §4.2.5 wants, instead of a reset the client could not read a reply from."""
+
+    line_cap: int = 1 << 20
+    _line_bytes: int = 0
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:
+        line = await super().readuntil(separator)
+        self._line_bytes = 0
+        return line
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        self._line_bytes += len(data)
+        return b"" if self._line_bytes > self.line_cap else data
+
+
 class GatewaySMTP(SMTP):
-    """aiosmtpd with asynchronous password checks and SPEC's reply wording."""
+    """aiosmtpd with asynchronous password checks, limits, and SPEC's reply wording."""
 
     def __init__(self, handler: IntakeHandler, **kwargs: Any) -> None:
         super().__init__(handler, authenticator=self._defer_authentication, **kwargs)
         self._intake = handler
+        self._counted = False
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        reader.__class__ = _BoundedReader  # same object, bounded reads (see _BoundedReader)
+        assert isinstance(reader, _BoundedReader)
+        reader.line_cap = max(self.data_size_limit or 0, 64 * 1024)
+        super()._cb_client_connected(reader, writer)
+
+    async def _handle_client(self) -> None:
+        peer = _peer_host(self.session)
+        if not self._intake.sessions.try_open(peer):
+            log.warning("session.refused", peer=peer, open=self._intake.sessions.total)
+            self._writer.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            self.loop.call_soon(self._close_transport)
+            return
+        self._counted = True
+        await super()._handle_client()
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._intake.sessions.close(_peer_host(self.session))
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §3.8: a server closing on its own tells the client with 421 first.
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(b"421 4.7.0 Idle timeout, closing connection\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        session = self.session
+        if session is not None and not session.authenticated:
+            name = await self._intake.sender_by_certificate(session)
+            if name is not None:
+                session.authenticated = True
+                session.auth_data = name  # type: ignore[assignment]
+                log.info("sender.authenticated", sender=name, method="client_certificate")
+        needed: bool = await super().check_auth_needed(caller_method)
+        return needed
 
     @staticmethod
     def _defer_authentication(server: SMTP, session: Session, envelope: Envelope,
@@ -77,15 +154,27 @@ class GatewaySMTP(SMTP):
             return result
         name = result.auth_data.login.decode("utf-8", "replace")
         password = result.auth_data.password.decode("utf-8", "replace")
+        peer = _peer_host(self.session)
+        throttle = self._intake.throttle
         # A sender added or removed a moment ago counts now, not at the next runner step.
         sender = (await self._intake.ctx.refresh()).senders.get(name)
+        # The attempted login is logged only when it names a sender: an unknown one may be a
+        # password typed into the wrong field.
+        login = name if sender is not None else "(unknown)"
+        if throttle.refused(peer, name, time.monotonic()):
+            log.warning("sender.auth_refused", peer=peer, login=login)
+            return AuthResult(success=False, handled=False,
+                              message="454 4.7.0 Too many failed attempts, try again later")
         ok = await asyncio.to_thread(check_password, password,
                                      sender.password_hash if sender else _DUMMY_HASH)
         if ok and sender is not None:
-            log.info("sender.authenticated", sender=name)
+            throttle.record_success(peer, name)
+            log.info("sender.authenticated", sender=name, method="password")
             return AuthResult(success=True, auth_data=name)
-        # The attempted login may be a mistyped secret: it is never logged.
-        log.warning("sender.auth_failed", peer=_peer_host(self.session))
+        delay = throttle.record_failure(peer, name, time.monotonic())
+        log.warning("sender.auth_failed", peer=peer, login=login, delay_seconds=delay)
+        if delay:
+            await asyncio.sleep(delay)
         return AuthResult(success=False, handled=False)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
@@ -106,6 +195,21 @@ class IntakeHandler:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.address = ctx.config.gateway.address.lower()
+        self.throttle = AuthThrottle()
+        self.sessions = SessionLimits(ctx.config.smtp.max_sessions,
+                                      ctx.config.smtp.max_sessions_per_client)
+
+    async def sender_by_certificate(self, session: Session) -> str | None:
+        """The sender whose pinned client certificate this TLS session presented, if any."""
+        ssl_object = (session.ssl or {}).get("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return None
+        digest = hashlib.sha256(der).hexdigest().upper()
+        for sender in (await self.ctx.refresh()).senders.values():
+            if digest in sender.client_certs:
+                return sender.name
+        return None
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -164,18 +268,23 @@ def _peer_host(session: Session | None) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
-def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+def server_tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
+    if client_ca:
+        # Optional: a sender without a certificate still authenticates with a password.
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cafile=client_ca)
     return ctx
 
 
 async def start_listener(ctx: Context, host: str | None = None,
-                         port: int | None = None) -> asyncio.Server:
+                         port: int | None = None) -> tuple[asyncio.Server, IntakeHandler]:
     """Listen for senders on the daemon's loop; port 0 picks a free port (tests)."""
     smtp = ctx.config.smtp
-    tls = server_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
+    tls = server_tls_context(str(smtp.tls_cert), str(smtp.tls_key),
+                             str(smtp.client_ca_file) if smtp.client_ca_file else None)
     handler = IntakeHandler(ctx)
     loop = asyncio.get_running_loop()
 
@@ -186,5 +295,6 @@ async def start_listener(ctx: Context, host: str | None = None,
                            data_size_limit=smtp.max_message_bytes,
                            timeout=smtp.timeout_seconds, ident="hwc-gateway")
 
-    return await loop.create_server(factory, host or smtp.listen.host,
-                                    smtp.listen.port if port is None else port)
+    server = await loop.create_server(factory, host or smtp.listen.host,
+                                      smtp.listen.port if port is None else port)
+    return server, handler

@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS sender_keys (
 CREATE TABLE IF NOT EXISTS sender_addresses (
     sender TEXT NOT NULL REFERENCES senders(name) ON DELETE CASCADE,
     address TEXT NOT NULL, PRIMARY KEY (sender, address));
+CREATE TABLE IF NOT EXISTS sender_certs (
+    sender TEXT NOT NULL REFERENCES senders(name) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL, PRIMARY KEY (sender, sha256));
 CREATE TABLE IF NOT EXISTS schools (
     code TEXT PRIMARY KEY, name TEXT NOT NULL, place TEXT NOT NULL DEFAULT '', route TEXT);
 CREATE TABLE IF NOT EXISTS contacts (
@@ -177,12 +180,15 @@ class Tx:
     # -- senders ----------------------------------------------------------------------------
 
     async def add_sender(self, name: str, password_hash: str, fingerprint: str,
-                         allow_from: Sequence[str], at: dt.datetime) -> None:
+                         allow_from: Sequence[str], client_certs: Sequence[str],
+                         at: dt.datetime) -> None:
         await self.execute("INSERT INTO senders (name, password_hash, created_at) VALUES (?, ?, ?)",
                            (name, password_hash, iso(at)))
         await self.add_sender_key(name, fingerprint, at)
         await self.executemany("INSERT OR IGNORE INTO sender_addresses (sender, address)"
                                " VALUES (?, ?)", [(name, a) for a in allow_from])
+        await self.executemany("INSERT OR IGNORE INTO sender_certs (sender, sha256)"
+                               " VALUES (?, ?)", [(name, c) for c in client_certs])
 
     async def add_sender_key(self, name: str, fingerprint: str, at: dt.datetime) -> None:
         await self.execute("INSERT OR IGNORE INTO sender_keys (sender, fingerprint, added_at)"
@@ -425,6 +431,9 @@ class Store:
 
     async def sender_addresses(self) -> list[sqlite3.Row]:
         return await self.all("SELECT sender, address FROM sender_addresses ORDER BY sender")
+
+    async def sender_certs(self) -> list[sqlite3.Row]:
+        return await self.all("SELECT sender, sha256 FROM sender_certs ORDER BY sender")
 
     async def schools(self) -> list[sqlite3.Row]:
         return await self.all("SELECT code, name, place, route FROM schools ORDER BY code")

@@ -58,8 +58,9 @@ def make_ca(directory: Path, name: str) -> tuple[CertPair, x509.Certificate,
 
 
 def make_server_cert(directory: Path, stem: str, hosts: list[str], ca_cert: x509.Certificate,
-                     ca_key: ec.EllipticCurvePrivateKey) -> CertPair:
-    """A server certificate for `hosts` (names or IP addresses), signed by the CA."""
+                     ca_key: ec.EllipticCurvePrivateKey, client: bool = False) -> CertPair:
+    """A certificate for `hosts` (names or IP addresses), signed by the CA; a TLS server's,
+    or with `client` a TLS client's (a sender's MTA authenticating by certificate)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     names: list[x509.GeneralName] = []
@@ -75,7 +76,8 @@ def make_server_cert(directory: Path, stem: str, hosts: list[str], ca_cert: x509
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=825))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client
+                                                  else ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
     pair = CertPair(directory / f"{stem}.pem", directory / f"{stem}.key")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,11 +97,12 @@ class Template:
 
 
 def _config_text(base: Path, ca_file: Path, extra: str = "", listen: int = 2525,
-                 retry_min: int = 60) -> str:
+                 retry_min: int = 60, smtp_extra: str = "") -> str:
     return f"""
 [gateway]
 address = "{GATEWAY}"
 [smtp]
+{smtp_extra}
 listen = "127.0.0.1:{listen}"
 tls_cert = "{base}/keys/tls/server.pem"
 tls_key = "{base}/keys/tls/server.key"
@@ -131,13 +132,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
 
 
 def copy_gateway_state(template: Template, dest: Path, extra_config: str = "",
-                       listen: int = 2525, retry_min: int = 60) -> Config:
+                       listen: int = 2525, retry_min: int = 60, smtp_extra: str = "") -> Config:
     """A fresh gateway home for one test: the session's keys and database, copied."""
     shutil.copytree(template.keys / "keys", dest / "keys",
                     ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*"))
     shutil.copytree(template.keys / "var", dest / "var")
     (dest / "config.toml").write_text(_config_text(dest, template.school_ca, extra_config,
-                                                   listen, retry_min))
+                                                   listen, retry_min, smtp_extra))
     return load_config(dest / "config.toml")
 
 
@@ -250,3 +251,26 @@ async def harness(identities: Identities, template: Template,
         yield h
     finally:
         await stop_harness(h)
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def harness_factory(identities: Identities, template: Template,
+                          tmp_path: Path) -> AsyncIterator[HarnessFactory]:
+    """Like `harness`, with settings of the test's own (e.g. `smtp_extra="timeout_seconds = 1"`)."""
+    configure(json=True)
+    started: list[Harness] = []
+
+    async def make(**settings: Any) -> Harness:
+        config = copy_gateway_state(template, tmp_path, **settings)
+        h = await start_harness(config, identities, template, tmp_path)
+        started.append(h)
+        return h
+
+    try:
+        yield make
+    finally:
+        for h in started:
+            await stop_harness(h)
