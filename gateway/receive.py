@@ -11,9 +11,10 @@ Any failure of our own is `451 4.3.0` with nothing internal in it (`handle_excep
 Limits of our own where aiosmtpd has none (LIBRARIES.md): one line without CRLF is buffered
 only up to the message size, the rest is discarded and the message answered 552; sessions are
 capped in total and per client address (421 4.7.0); an idle client is told 421 before it is
-cut off; AUTH failures slow and then refuse their address and login (454 4.7.0). A sender registered with a
-client certificate is recognised by it in MAIL, RCPT and DATA (with TLS 1.3 the certificate can
-arrive after the handshake has been reported, so STARTTLS alone is not the place to check).
+cut off; AUTH failures slow and then refuse their address and login (454 4.7.0). A sender
+registered with a client certificate is recognised by it in MAIL, RCPT and DATA (with TLS 1.3
+the certificate can arrive after the handshake has been reported, so STARTTLS alone is not the
+place to check).
 """
 
 from __future__ import annotations
