@@ -1,11 +1,11 @@
-# hwc-gateway: run / test / demo. Everything runs from a virtual environment in .venv.
+# hwc-gateway: run / test / demo / fuzz. Everything runs from a virtual environment in .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo check-gpg clean
+.PHONY: run test lint demo fuzz check-gpg clean
 
 check-gpg:
 	@command -v gpg >/dev/null 2>&1 || { echo "gpg not found: install GnuPG 2.2 or newer (Debian/Ubuntu: apt-get install gnupg)"; exit 1; }
@@ -25,11 +25,16 @@ test: check-gpg $(STAMP) lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests fuzz
 	$(BIN)/mypy
 
 demo: check-gpg $(STAMP)
 	$(BIN)/hwc-gateway demo
+
+# The property tests of tests/test_properties.py with many more examples (FUZZ_SECONDS of work).
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -32,7 +32,8 @@ from gateway.keyadmin import (
 from gateway.model import Child
 from gateway.names import names_match, pseudonym_text
 from gateway.passwords import hash_password
-from gateway.store import Store, chain_problems
+from gateway.schedule import deadline, time_left
+from gateway.store import Store, chain_problems, from_iso, iso
 from gateway.tlsdev import make_dev_tls
 from gateway.vault import create_secrets
 
@@ -340,11 +341,17 @@ async def held_list(ctx: Context) -> list[dict[str, Any]]:
     for r in rows:
         signal = await ctx.store.signal(r["ref"])
         accepted = signal["accepted_at"] if signal else r["updated_at"]
-        age = now - dt.datetime.fromisoformat(accepted.replace("Z", "+00:00"))
+        age = now - from_iso(accepted)
+        due = _deadline(ctx, accepted)
         out.append({"id": f"{r['ref']}-{r['n']}", "signal": r["ref"], "reason": r["reason"],
                     "school": r["school"], "accepted": accepted,
-                    "age_minutes": int(age.total_seconds() // 60)})
+                    "age_minutes": int(age.total_seconds() // 60),
+                    "deadline": iso(due), "time_left": time_left(due, now)})
     return out
+
+
+def _deadline(ctx: Context, accepted: str) -> dt.datetime:
+    return deadline(from_iso(accepted), ctx.config.schedule)
 
 
 async def held_show(ctx: Context, child_id: str) -> dict[str, Any]:
@@ -408,15 +415,28 @@ async def held_drop(ctx: Context, child_id: str, reason: str) -> str:
 # -- queue, receipts, status ------------------------------------------------------------------
 
 async def queue_list(ctx: Context) -> list[dict[str, Any]]:
-    return [{"notice": r["id"], "ref": r["ref"], "school": r["school"], "state": r["state"],
-             "attempts": r["attempts"], "next_attempt": r["next_attempt_at"],
-             "last_reply": r["last_reply"]}
-            for r in await ctx.store.notices(states=("queued",))]
+    now = ctx.clock()
+    out = []
+    for r in await ctx.store.notices(states=("queued",)):
+        signal = await ctx.store.signal(r["ref"])
+        due = _deadline(ctx, signal["accepted_at"] if signal else r["created_at"])
+        out.append({"notice": r["id"], "ref": r["ref"], "school": r["school"],
+                    "state": r["state"], "attempts": r["attempts"],
+                    "next_attempt": r["next_attempt_at"], "last_reply": r["last_reply"],
+                    "deadline": iso(due), "time_left": time_left(due, now)})
+    return out
 
 
 async def receipts_verify(store: Store) -> tuple[int, list[str]]:
     rows = await store.receipts()
-    return len(rows), chain_problems(rows)
+    anchor = await store.chain_anchor()
+    problems = chain_problems(rows, anchor)
+    # The anchor itself is vouched for by the newest purge receipt, which is inside the chain.
+    purges = [r for r in rows if r.event == "purged" and r.detail.get("anchor")]
+    if anchor is not None and (not purges or purges[-1].detail["anchor"] != [anchor.seq,
+                                                                               anchor.hash]):
+        problems.insert(0, "the chain's starting point does not match the last purge receipt")
+    return len(rows), problems
 
 
 async def receipts_find(ctx: Context, name: str, birthdate: dt.date) -> list[dict[str, Any]]:

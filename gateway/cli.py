@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway import admin
+from gateway import admin, retention
 from gateway.admin import Refused, dumps
 from gateway.config import Config, ConfigError, load_config
 from gateway.context import Context, open_context, utc_now
@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     hdrop = held.add_parser("drop", help="drop a held child and erase its data")
     hdrop.add_argument("id")
     hdrop.add_argument("--reason", required=True)
+
+    purge = verbs.add_parser("purge", help="apply the [retention] settings now")
+    purge.add_argument("--dry-run", action="store_true", help="only show what would go")
 
     queue = verbs.add_parser("queue", help="notices not yet delivered").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -275,7 +278,8 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
         elif verb == "held":
             if action == "list":
                 out = _listing(await admin.held_list(ctx),
-                               ["id", "reason", "school", "accepted", "age_minutes"], args.json)
+                               ["id", "reason", "school", "accepted", "deadline", "time_left"],
+                               args.json)
             elif action == "show":
                 shown = await admin.held_show(ctx, args.id)
                 out = dumps(shown) if args.json else _show_held(shown)
@@ -285,8 +289,10 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                 out = await admin.held_drop(ctx, args.id, args.reason)
         elif verb == "queue":
             out = _listing(await admin.queue_list(ctx),
-                           ["notice", "ref", "school", "attempts", "next_attempt", "last_reply"],
-                           args.json)
+                           ["notice", "ref", "school", "attempts", "next_attempt", "time_left",
+                            "last_reply"], args.json)
+        elif verb == "purge":
+            out = "\n".join((await retention.purge(ctx, ctx.clock(), args.dry_run)).lines())
         elif verb == "receipts":
             if action == "verify":
                 count, problems = await admin.receipts_verify(ctx.store)

@@ -95,6 +95,8 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
     if len(valid) != 1:
         return _bad_signature("signature is not valid")
     fields = valid[0].split()
+    if not fields:
+        return _bad_signature("signature is not valid")
     primary = fields[9] if len(fields) >= 10 else fields[0]
     if primary not in pinned:
         return _bad_signature("signature is not by a key pinned for this sender")
@@ -186,8 +188,13 @@ def signed_parts(entity: bytes) -> tuple[bytes, bytes] | Rejection | None:
     if len(marks) != 3 or marks[0].group(1) or marks[1].group(1) or not marks[2].group(1):
         return _bad_signature("multipart/signed must hold exactly one part and one signature")
     signed = body[marks[0].end():marks[1].start()]
-    sig_part = _parse(body[marks[1].end():marks[2].start()])
-    if sig_part.get_content_type() != "application/pgp-signature":
+    try:
+        sig_part = _parse(body[marks[1].end():marks[2].start()])
+        sig_type = sig_part.get_content_type()
+    except Exception:
+        # The header parser raises on some malformed parameters (`x*`): a refusal, not a 451.
+        return _bad_signature("signature part cannot be parsed")
+    if sig_type != "application/pgp-signature":
         return _bad_signature("second part of multipart/signed must be application/pgp-signature")
     return signed, _leaf_bytes(sig_part)
 

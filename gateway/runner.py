@@ -27,6 +27,7 @@ from gateway.logs import get_logger, safe_exception
 from gateway.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
 from gateway.seal import NoticeChild, make_message_id, seal_notice
 from gateway.store import Conflict, from_iso
+from gateway.watch import Watch
 
 log = get_logger("runner")
 
@@ -209,7 +210,9 @@ async def drain(ctx: Context, max_steps: int = 100) -> None:
 
 async def run(ctx: Context, stop: asyncio.Event) -> None:
     """The daemon's loop: step, then wait for a wake-up, the next due retry, or a poll tick."""
+    watch = Watch()
     while not stop.is_set():
+        await watch.tick(ctx)
         try:
             report = await step(ctx)
         except Exception as exc:

@@ -112,10 +112,18 @@ def receipt_hash(prev: str, seq: int, at: str, event: str, ref: str | None, scho
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def chain_problems(rows: Iterable[Receipt]) -> list[str]:
+@dataclass(frozen=True)
+class Anchor:
+    """Where the chain starts after old receipts were purged: the last purged receipt."""
+
+    seq: int
+    hash: str
+
+
+def chain_problems(rows: Iterable[Receipt], anchor: Anchor | None = None) -> list[str]:
     """Every break in the chain: a changed entry, a missing or an inserted one."""
     problems = []
-    prev, expected_seq = GENESIS, None
+    prev, expected_seq = (anchor.hash, anchor.seq + 1) if anchor else (GENESIS, None)
     for r in rows:
         if expected_seq is not None and r.seq != expected_seq:
             problems.append(f"receipt {expected_seq}: missing (next is {r.seq})")
@@ -159,7 +167,13 @@ class Tx:
                       school: str | None = None, pseudonym: str | None = None,
                       **detail: Any) -> Receipt:
         last = await self.one("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1")
-        seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
+        if last is not None:
+            seq, prev = last["seq"] + 1, last["hash"]
+        else:
+            # Every receipt purged: the chain goes on from the anchor, never restarts.
+            anchor = await self.one("SELECT value FROM meta WHERE key = 'chain_anchor'")
+            anchor_seq, prev = json.loads(anchor["value"]) if anchor else (0, GENESIS)
+            seq = anchor_seq + 1
         at_text = iso(at)
         detail_text = json.dumps(detail, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
         digest = receipt_hash(prev, seq, at_text, event, ref, school, detail_text, pseudonym)
@@ -170,6 +184,31 @@ class Tx:
         receipt = Receipt(seq, at_text, event, ref, school, detail, pseudonym, prev, digest)
         self.receipts.append(receipt)
         return receipt
+
+    async def purge_receipts_before(self, cutoff: dt.datetime) -> tuple[int, Anchor | None]:
+        """Delete receipts older than `cutoff`; the chain then starts at a recorded anchor."""
+        row = await self.one("SELECT seq, hash FROM receipts WHERE at < ? ORDER BY seq DESC"
+                             " LIMIT 1", (iso(cutoff),))
+        if row is None:
+            return 0, None
+        anchor = Anchor(int(row["seq"]), str(row["hash"]))
+        cur = await self.execute("DELETE FROM receipts WHERE seq <= ?", (anchor.seq,))
+        await self.execute("INSERT INTO meta (key, value) VALUES ('chain_anchor', ?)"
+                           " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           (json.dumps([anchor.seq, anchor.hash]),))
+        return cur.rowcount, anchor
+
+    async def purge_finished_signals_before(self, cutoff: dt.datetime) -> int:
+        """Forget signals older than `cutoff` of which nothing is waiting any more."""
+        old = [r["ref"] for r in await self.all(
+            "SELECT ref FROM signals WHERE accepted_at < ? AND NOT EXISTS (SELECT 1 FROM"
+            " children c WHERE c.ref = signals.ref AND c.state IN ('routed', 'held', 'sealed'))",
+            (iso(cutoff),))]
+        for ref in old:
+            await self.execute("DELETE FROM notices WHERE ref = ?", (ref,))
+            await self.execute("DELETE FROM children WHERE ref = ?", (ref,))
+            await self.execute("DELETE FROM signals WHERE ref = ?", (ref,))
+        return len(old)
 
     async def bump_directory_version(self) -> None:
         """Tell a running daemon that senders, schools, keys or the register changed."""
@@ -331,9 +370,13 @@ class Tx:
 
     async def finish_notice(self, notice_id: int, state: str, reply: str, at: dt.datetime,
                             child_state: str) -> None:
-        """A notice delivered or failed: its children follow, their sealed data is erased."""
-        await self.execute("UPDATE notices SET state = ?, last_reply = ?, lease_until = NULL"
-                           " WHERE id = ?", (state, reply, notice_id))
+        """A notice delivered or failed: its children follow, their sealed data is erased.
+
+        A delivered notice's ciphertext goes too: the school has it, and a copy kept here would
+        only wait for the day its recipients' keys leak."""
+        await self.execute("UPDATE notices SET state = ?, last_reply = ?, lease_until = NULL,"
+                           " message = CASE WHEN ? THEN X'' ELSE message END WHERE id = ?",
+                           (state, reply, state == "delivered", notice_id))
         # Delivered: the school has the data, so the gateway's copy goes. Failed: kept (sealed)
         # so that an administrator can still route the child elsewhere.
         await self.execute(
@@ -397,6 +440,13 @@ class Store:
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock, self.db.execute(sql, params) as cur:
             return list(await cur.fetchall())
+
+    async def chain_anchor(self) -> Anchor | None:
+        row = await self.one("SELECT value FROM meta WHERE key = 'chain_anchor'")
+        if row is None:
+            return None
+        seq, digest = json.loads(row["value"])
+        return Anchor(int(seq), str(digest))
 
     async def directory_version(self) -> str:
         row = await self.one("SELECT value FROM meta WHERE key = 'directory_version'")
@@ -473,6 +523,14 @@ class Store:
             sql += " AND ref = ?"
             params.append(ref)
         return await self.all(sql + " ORDER BY ref, n", params)
+
+    async def held_before(self, cutoff: dt.datetime) -> list[sqlite3.Row]:
+        return await self.all("SELECT ref, n, school, reason FROM children WHERE state = 'held'"
+                              " AND updated_at < ? ORDER BY ref, n", (iso(cutoff),))
+
+    async def count_receipts_before(self, cutoff: dt.datetime) -> int:
+        row = await self.one("SELECT count(*) AS n FROM receipts WHERE at < ?", (iso(cutoff),))
+        return int(row["n"]) if row else 0
 
     async def child(self, ref: str, n: int) -> sqlite3.Row | None:
         return await self.one("SELECT * FROM children WHERE ref = ? AND n = ?", (ref, n))

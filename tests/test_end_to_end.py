@@ -359,3 +359,16 @@ async def test_unexpected_error_is_451_without_internals(harness: Harness) -> No
     from gateway.receive import IntakeHandler
     reply = await IntakeHandler(harness.ctx).handle_exception(KeyError("Sanne de Vries"))
     assert reply.startswith("451 4.3.0") and "Sanne" not in reply and "KeyError" not in reply
+
+
+async def test_replay_is_recognised_for_thirty_days(harness: Harness) -> None:
+    """A replay 29 days later is still the same signal: nothing is sent twice."""
+    message = harness.signal(json_payload(
+        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}]))
+    first = await harness.send(message)
+    await harness.drain()
+    harness.clock.advance(days=29, hours=23)
+    again = await harness.send(message)
+    assert "already accepted as " + first.text.rsplit(" ", 1)[1] in again.text
+    await harness.drain()
+    assert len(harness.inboxes[SCHOOL_A].received) == 1
