@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from conftest import (
     EVA_BIRTH,
     GATEWAY,
     PASSWORD,
+    PUPILS_CSV,
     SANNE_BIRTH,
     SCHOOL_A,
     SCHOOL_B,
@@ -20,6 +22,7 @@ from conftest import (
 )
 
 from gateway import admin
+from gateway.context import open_context
 from gateway.demokit import json_payload, text_payload
 from gateway.gpg import Gpg
 
@@ -372,3 +375,30 @@ async def test_replay_is_recognised_for_thirty_days(harness: Harness) -> None:
     assert "already accepted as " + first.text.rsplit(" ", 1)[1] in again.text
     await harness.drain()
     assert len(harness.inboxes[SCHOOL_A].received) == 1
+
+
+async def test_birth_date_one_day_off_is_held_not_routed(harness: Harness) -> None:
+    """A name that matches but a birth date one day off is held: never routed on a guess."""
+    payload = json_payload([{"name": "Eva Jansen",
+                             "birthdate": (EVA_BIRTH + dt.timedelta(days=1)).isoformat()}])
+    await harness.send(harness.signal(payload))
+    await harness.drain()
+    assert harness.inboxes[SCHOOL_A].received == []
+    [held] = await admin.held_list(harness.ctx)
+    assert held["reason"] == "not in the register and no school named"
+
+
+async def test_register_import_takes_effect_in_the_running_daemon(harness: Harness) -> None:
+    """A register imported by another process (the CLI) routes the very next signal."""
+    payload = json_payload([{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}])
+    second = await open_context(harness.ctx.config)
+    try:
+        print(await admin.pupils_import(
+            second, (PUPILS_CSV + f";Noor Bakker;{EVA_BIRTH:%d-%m-%Y};{SCHOOL_B}\n").encode(),
+            False))
+    finally:
+        await second.close()
+    await harness.send(harness.signal(payload))
+    await harness.drain()
+    [(text, _, _)] = harness.notices(SCHOOL_B)
+    assert "Naam: Noor Bakker" in text

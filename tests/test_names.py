@@ -37,6 +37,10 @@ CASES: list[tuple[str, str, bool, str]] = [
     # from the first prefix) applies. Only a same-birthdate register entry can reach this pair.
     ("Anna de Vries", "Anna Smit de Vries", True, "unhyphenated Smit reads as a given name"),
     ("Mohammed El Amrani", "Mohammed El Amrani", True, "no prefix: surname is the last token"),
+    ("Zoe\u0308 Mu\u0308ller", "Zoë Müller", True, "decomposed (NFD) accents"),
+    ("Kees in ’t Veld", "Kees in 't Veld", True, "in 't prefix, typographic apostrophe"),
+    ("Kees IN 'T VELD", "Kees in 't Veld", True, "in 't prefix in capitals"),
+    ("Veld, Kees in 't", "Kees in 't Veld", True, "admin order with a two-word prefix"),
     # --- not to be decided without a person ---
     ("Hans de Vries", "Johannes de Vries", False, "nickname"),
     ("Sane de Vries", "Sanne de Vries", False, "one letter off is a guess"),

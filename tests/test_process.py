@@ -23,6 +23,7 @@ from conftest import (
     GATEWAY,
     PASSWORD,
     SCHOOL_A,
+    SCHOOL_B,
     SENDER,
     SENDER_ADDRESS,
     Identities,
@@ -39,7 +40,8 @@ from gateway.keyadmin import stop_agent
 CANARY_NAME = "Kanarie Zwaluwstaart"
 CANARY_BIRTH = dt.date(dt.date.today().year - 8, 2, 28)
 CANARY_BSN = "111222333"
-CANARY_STRINGS = ["Kanarie", "Zwaluwstaart", "Merelzang", "kanarie", "zwaluwstaart", CANARY_BSN,
+CANARY_STRINGS = ["Kanarie", "Zwaluwstaart", "Merelzang", "Roodborst", "Zanglijster", "kanarie",
+                  "zwaluwstaart", "aangehouden", CANARY_BSN,
                   CANARY_BIRTH.isoformat(), f"{CANARY_BIRTH:%d-%m-%Y}", f"{CANARY_BIRTH:%Y%m%d}"]
 
 
@@ -80,8 +82,8 @@ class Process:
 
 @pytest.fixture
 def process_setup(identities: Identities, template: Template,
-                  tmp_path: Path) -> Iterator[tuple[Path, int, int, Process]]:
-    listen, school_port = free_port(), free_port()
+                  tmp_path: Path) -> Iterator[tuple[Path, int, int, int, Process]]:
+    listen, school_port, other_port = free_port(), free_port(), free_port()
     config = copy_gateway_state(template, tmp_path / "gw", listen=listen, retry_min=1)
     register = ("bsn;naam;geboortedatum;vestigingscode\n"
                 f"{CANARY_BSN};{CANARY_NAME};{CANARY_BIRTH:%d-%m-%Y};{SCHOOL_A}\n")
@@ -89,7 +91,7 @@ def process_setup(identities: Identities, template: Template,
     async def setup() -> None:
         ctx = await open_context(config)
         try:
-            await onboard(ctx, identities, {SCHOOL_A: school_port, "34CD01": free_port()},
+            await onboard(ctx, identities, {SCHOOL_A: school_port, SCHOOL_B: other_port},
                           pupils_csv=register)
         finally:
             await ctx.close()
@@ -98,7 +100,7 @@ def process_setup(identities: Identities, template: Template,
     stop_agent(config.gnupg_home)
     (tmp_path / "tmp").mkdir()
     proc = Process(config.path, tmp_path / "daemon.log", tmp_path / "tmp")
-    yield config.path, listen, school_port, proc
+    yield config.path, listen, school_port, other_port, proc
     if proc.proc is not None and proc.proc.poll() is None:
         proc.kill(signal.SIGKILL)
     stop_agent(config.gnupg_home)
@@ -123,30 +125,55 @@ async def _wait_for(condition: Callable[[], bool]) -> None:
 
 
 async def test_kill_9_with_notice_waiting_loses_nothing(
-        process_setup: tuple[Path, int, int, Process], identities: Identities,
+        process_setup: tuple[Path, int, int, int, Process], identities: Identities,
         template: Template) -> None:
-    """After a 250, kill -9 and a restart: the waiting notice is delivered exactly once."""
-    config_path, listen, school_port, proc = process_setup
+    """After a 250, kill -9 and a restart: the waiting notice is delivered exactly once; and no
+    canary name, date, BSN or incident text is left in any log, reply, receipt, database or
+    temp file, through every path: delivered, held, failed, duplicate and rejected."""
+    config_path, listen, school_port, other_port, proc = process_setup
     db = config_path.parent / "var" / "hwc-gateway.sqlite3"
-    proc.start(listen)
     con = sqlite3.connect(db)
     gateway_fpr = con.execute(
         "SELECT fingerprint FROM gateway_keys WHERE state = 'current'").fetchone()[0]
     con.close()
-    message = build_signal(
-        json_payload([{"name": CANARY_NAME, "birthdate": CANARY_BIRTH.isoformat(),
-                       "bsn": CANARY_BSN},
-                      # Not in the register and no school named: held, and kept at rest.
-                      {"name": "Kanarie Merelzang", "birthdate": CANARY_BIRTH.isoformat()}],
-                     reference="VT-CANARY-1"),
-        identities.sender, gateway_fpr, mail_from=SENDER_ADDRESS, rcpt=GATEWAY)
-    reply = await submit("127.0.0.1", listen, user=SENDER, password=PASSWORD,
-                         mail_from=SENDER_ADDRESS, rcpt=GATEWAY, message=message,
-                         ca_file=config_path.parent / "keys" / "tls" / "ca.pem")
-    assert reply.code == 250, reply
-    # The school's server is down: the daemon defers the notice. Then it dies hard.
-    await _wait_for(lambda: "deferred" in _receipt_events(db))
-    assert proc.kill(signal.SIGKILL) == -signal.SIGKILL
+    ca = config_path.parent / "keys" / "tls" / "ca.pem"
+
+    async def send(children: list[dict[str, str]], reference: str) -> str:
+        message = build_signal(
+            json_payload(children, reference=reference,
+                         incident="Kanarie-incident: politie ter plaatse, vader aangehouden"),
+            identities.sender, gateway_fpr, mail_from=SENDER_ADDRESS, rcpt=GATEWAY)
+        reply = await submit("127.0.0.1", listen, user=SENDER, password=PASSWORD,
+                             mail_from=SENDER_ADDRESS, rcpt=GATEWAY, message=message,
+                             ca_file=ca)
+        replies.append(str(reply))
+        return str(reply)
+
+    replies: list[str] = []
+    failing = SchoolInbox()  # school B answers every delivery with a permanent refusal
+    failing.fail_next("554 5.7.1 Mailbox disabled", times=10)
+    await failing.start(template.school_cert, port=other_port)
+    proc.start(listen)
+    try:
+        signal_children = [
+            {"name": CANARY_NAME, "birthdate": CANARY_BIRTH.isoformat(), "bsn": CANARY_BSN},
+            # Not in the register and no school named: held, and kept at rest.
+            {"name": "Kanarie Merelzang", "birthdate": CANARY_BIRTH.isoformat()},
+            # Named for school B, whose server refuses: the notice fails.
+            {"name": "Kanarie Roodborst", "birthdate": CANARY_BIRTH.isoformat(),
+             "school": SCHOOL_B},
+        ]
+        assert (await send(signal_children, "VT-CANARY-1")).startswith("250 2.0.0 Signal acc")
+        assert "already accepted" in await send(signal_children, "VT-CANARY-1")
+        rejected = await send([{"name": "Kanarie Zanglijster", "birthdate": "31-02-2016"}],
+                              "VT-CANARY-2")
+        assert rejected.startswith("554 5.6.0")
+        # School A's server is down: the daemon defers its notice. Then it dies hard.
+        await _wait_for(lambda: "deferred" in _receipt_events(db))
+        await _wait_for(lambda: "failed" in _receipt_events(db))
+        assert proc.kill(signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        await failing.stop()
 
     inbox = SchoolInbox()
     await inbox.start(template.school_cert, port=school_port)
@@ -159,19 +186,26 @@ async def test_kill_9_with_notice_waiting_loses_nothing(
         assert len(inbox.received) == 1
         text, result = read_notice(inbox.received[0], identities.school_a)
         assert f"Naam: {CANARY_NAME}" in text and result.valid
+        assert "Merelzang" not in text and "Roodborst" not in text and "incident" not in text
         assert proc.kill(signal.SIGTERM) == 0
     finally:
         await inbox.stop()
 
-    # The canary sweep: logs, database (with WAL), temp dir, key and state directories.
+    # The canary sweep: replies, logs, database (with WAL), temp dir, key and state directories.
+    for reply in replies:
+        for canary in CANARY_STRINGS:
+            assert canary not in reply, f"{canary!r} in the reply {reply!r}"
     searched = [proc.log, *config_path.parent.joinpath("var").iterdir(), *proc.tmpdir.rglob("*")]
     searched += [p for p in config_path.parent.joinpath("keys").rglob("*")
                  if p.is_file() and not p.name.startswith("S.")]
     con = sqlite3.connect(db)
     assert con.execute("SELECT count(*) FROM children WHERE state = 'held'").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM children WHERE state = 'failed'").fetchone()[0] == 1
     con.close()
     log_text = proc.log.read_text()
-    assert "signal.accepted" in log_text and "notice.delivered" in log_text
+    for event in ("signal.accepted", "signal.duplicate", "signal.rejected", "notice.failed",
+                  "notice.delivered"):
+        assert event in log_text
     for path in searched:
         if path.is_file():
             data = path.read_bytes()
