@@ -278,7 +278,7 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
         elif verb == "held":
             if action == "list":
                 out = _listing(await admin.held_list(ctx),
-                               ["id", "reason", "school", "accepted", "deadline", "time_left"],
+                               ["id", "reason", "school", "age_minutes", "deadline", "time_left"],
                                args.json)
             elif action == "show":
                 shown = await admin.held_show(ctx, args.id)
