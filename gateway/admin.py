@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.context import Context
+from gateway.custody import CustodyError, read_passphrase
 from gateway.fields import normalise_school
 from gateway.gpg import Gpg, normalise_fingerprint
 from gateway.imports import parse_duo_csv, parse_pupils_csv
@@ -60,6 +61,7 @@ async def keys_init(config: Config, now: dt.datetime) -> list[str]:
     """Create what is missing: gateway key, development TLS pair, secrets. Says what it did."""
     done = []
     config.keys.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config.keys.dir.chmod(0o700)  # a fresh checkout's keys/ is 0755: close it before filling it
     if not config.smtp.tls_cert.exists() or not config.smtp.tls_key.exists():
         make_dev_tls(config.smtp.tls_cert, config.smtp.tls_key,
                      [config.smtp.hostname, "localhost", "127.0.0.1"])
@@ -67,12 +69,13 @@ async def keys_init(config: Config, now: dt.datetime) -> list[str]:
                     f"(its CA: {config.smtp.tls_cert.parent / 'ca.pem'})")
     for path in create_secrets(config.secrets_dir):
         done.append(f"created secret {path}")
-    gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary)
+    passphrase = _passphrase(config)
+    gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary, passphrase=passphrase)
     store = await Store.open(config.storage.path)
     try:
         current = [r for r in await store.gateway_keys() if r["state"] == "current"]
         if not current:
-            fpr = generate_gateway_key(gpg, config.gateway.address)
+            fpr = generate_gateway_key(gpg, config.gateway.address, passphrase)
             async with store.transaction() as tx:
                 await tx.add_gateway_key(fpr, now)
                 await tx.receipt("key.created", at=now, fingerprint=fpr, role="gateway")
@@ -82,6 +85,13 @@ async def keys_init(config: Config, now: dt.datetime) -> list[str]:
     finally:
         await store.close()
     return done
+
+
+def _passphrase(config: Config) -> str | None:
+    try:
+        return read_passphrase(config)
+    except CustodyError as exc:
+        raise Refused(str(exc)) from None
 
 
 def keys_export(ctx: Context) -> str:

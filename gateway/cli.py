@@ -22,6 +22,7 @@ from gateway import admin, retention
 from gateway.admin import Refused, dumps
 from gateway.config import Config, ConfigError, load_config
 from gateway.context import Context, open_context, utc_now
+from gateway.custody import CustodyError, custody_problems
 from gateway.fields import parse_date
 from gateway.logs import configure
 from gateway.vault import VaultError
@@ -178,7 +179,7 @@ def _listener_up(config: Config) -> bool:
 async def _with_context(config: Config, fn: Callable[[Context], Awaitable[int]]) -> int:
     try:
         ctx = await open_context(config)
-    except VaultError as exc:
+    except (VaultError, CustodyError) as exc:
         raise Refused(str(exc)) from None
     try:
         return await fn(ctx)
@@ -331,6 +332,9 @@ def _show_held(shown: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything this process (and the gpg it runs) writes is for the service user alone; gpg
+    # rewrites its keyrings with the process umask (systemd sets UMask=0077 as well).
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     configure()
@@ -345,6 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_REFUSED
+    if args.verb in ("check-config", "serve"):
+        problems = custody_problems(config)
+        if problems:
+            print(f"{config.path}: the secret material is not kept safely "
+                  f"({len(problems)} problem(s)):", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_REFUSED
     if args.verb == "check-config":
         print(f"{config.path}: configuration is valid")
         return EXIT_OK

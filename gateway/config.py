@@ -81,6 +81,8 @@ class KeysSection:
     dir: Path
     gpg_binary: str = "gpg"
     gpg_timeout_seconds: int = 30
+    passphrase_file: Path | None = None
+    allow_no_passphrase: bool = False
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,9 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
         dir=r.path(r.get(k, "keys.dir", str, "keys")),
         gpg_binary=r.get(k, "keys.gpg_binary", str, "gpg"),
         gpg_timeout_seconds=r.get(k, "keys.gpg_timeout_seconds", int, 30, _positive),
+        passphrase_file=(r.path(pf) if (pf := r.get(k, "keys.passphrase_file", str, ""))
+                         else None),
+        allow_no_passphrase=r.get(k, "keys.allow_no_passphrase", bool, False),
     )
 
     sc = r.section(doc, "schedule", ScheduleSection)

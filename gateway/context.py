@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.config import Config
+from gateway.custody import read_passphrase
 from gateway.directory import Snapshot, load_snapshot
 from gateway.gpg import Gpg
 from gateway.store import Store
@@ -57,7 +58,7 @@ class Context:
 
 async def open_context(config: Config, clock: Clock = utc_now) -> Context:
     gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary,
-              timeout=config.keys.gpg_timeout_seconds)
+              timeout=config.keys.gpg_timeout_seconds, passphrase=read_passphrase(config))
     vault = Vault.load(config.secrets_dir)
     store = await Store.open(config.storage.path)
     ctx = Context(config, store, gpg, vault, clock)

@@ -68,6 +68,7 @@ retry_min_seconds = 1
 path = "{base}/var/hwc-gateway.sqlite3"
 [keys]
 dir = "{base}/keys"
+allow_no_passphrase = true
 """
 
 

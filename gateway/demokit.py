@@ -27,7 +27,7 @@ from typing import Any, Literal
 import gnupg
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.gpg import SAFE_OPTIONS
+from gateway.gpg import NO_PROMPT, SAFE_OPTIONS
 from gateway.keyadmin import stop_agent
 from gateway.tlsdev import CertPair, make_ca, make_server_cert
 
@@ -40,13 +40,13 @@ class Identity:
     def __init__(self, home: Path, fingerprint: str) -> None:
         self.home = home
         self.fingerprint = fingerprint
-        self.gpg = gnupg.GPG(gnupghome=str(home), options=SAFE_OPTIONS)
+        self.gpg = gnupg.GPG(gnupghome=str(home), options=SAFE_OPTIONS + NO_PROMPT)
         self.gpg.encoding = "utf-8"
 
     @classmethod
     def create(cls, home: Path, name: str, email: str, expire: str = "1y") -> Identity:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        gpg = gnupg.GPG(gnupghome=str(home), options=SAFE_OPTIONS)
+        gpg = gnupg.GPG(gnupghome=str(home), options=SAFE_OPTIONS + NO_PROMPT)
         params = gpg.gen_key_input(key_type="EDDSA", key_curve="ed25519", key_usage="sign",
                                    subkey_type="ECDH", subkey_curve="cv25519",
                                    subkey_usage="encrypt", name_real=name, name_email=email,

@@ -36,9 +36,10 @@ SAFE_OPTIONS = [
     "--no-emit-version",
     "--no-comments",
     "--no-include-key-block",
-    # Never ask for a passphrase interactively (a symmetric message would start pinentry).
-    "--pinentry-mode", "error",
 ]
+# Never ask for a passphrase interactively (a symmetric message would start pinentry). Where the
+# gateway key has a passphrase, python-gnupg passes it with `--pinentry-mode loopback` instead.
+NO_PROMPT = ["--pinentry-mode", "error"]
 
 T = TypeVar("T")
 
@@ -89,11 +90,16 @@ class Gpg:
     """One GnuPG home, used from asyncio. Build once and reuse (each call spawns gpg)."""
 
     def __init__(self, home: Path, *, binary: str = "gpg", timeout: float = 30.0,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, passphrase: str | None = None) -> None:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if passphrase == "":
+            # python-gnupg would make gpg read the first line of the data as the passphrase.
+            raise GpgError("an empty passphrase is not a passphrase")
         self.home = home
         self.timeout = timeout
-        self._gpg = _KillableGPG(gpgbinary=binary, gnupghome=str(home), options=SAFE_OPTIONS)
+        self._passphrase = passphrase
+        options = SAFE_OPTIONS + (NO_PROMPT if passphrase is None else [])
+        self._gpg = _KillableGPG(gpgbinary=binary, gnupghome=str(home), options=options)
         self._gpg.encoding = "utf-8"
         self._semaphore = asyncio.Semaphore(concurrency or max(2, (os.cpu_count() or 2)))
 
@@ -132,9 +138,9 @@ class Gpg:
     # -- the operations the pipeline needs -----------------------------------------------------
 
     async def decrypt(self, ciphertext: bytes) -> GpgResult:
-        """Decrypt (and verify any signature inside). Never with a passphrase on stdin."""
+        """Decrypt (and verify any signature inside) with the gateway's secret key."""
         return await self._call(lambda: self._result(
-            self._gpg.decrypt(ciphertext, passphrase=None)))
+            self._gpg.decrypt(ciphertext, passphrase=self._passphrase)))
 
     async def verify_detached(self, signature: bytes, signed: bytes) -> GpgResult:
         """Verify a detached signature over the exact bytes given."""
@@ -150,7 +156,8 @@ class Gpg:
 
         def run() -> GpgResult:
             res = self._gpg.encrypt(plaintext, list(recipients), sign=signer, armor=True,
-                                    passphrase=None, extra_args=["--local-user", signer])
+                                    passphrase=self._passphrase,
+                                    extra_args=["--local-user", signer])
             return self._result(res)
 
         result = await self._call(run)

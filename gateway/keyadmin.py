@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from gateway.gpg import SAFE_OPTIONS, Gpg, normalise_fingerprint
+from gateway.gpg import NO_PROMPT, SAFE_OPTIONS, Gpg, normalise_fingerprint
 from gateway.keyinfo import KeyInfo, Purpose, key_info
 
 
@@ -25,7 +25,7 @@ class KeyRefused(Exception):
 
 def _gpg_cmd(binary: str, home: Path, *args: str) -> list[str]:
     return [binary, "--homedir", str(home), "--batch", "--no-tty", "--quiet", *SAFE_OPTIONS,
-            *args]
+            *NO_PROMPT, *args]
 
 
 def inspect_key_file(data: bytes, fingerprint: str, purpose: Purpose, now: dt.datetime,
@@ -79,13 +79,14 @@ def import_pinned(gpg: Gpg, data: bytes, fingerprint: str, purpose: Purpose,
     return info
 
 
-def generate_gateway_key(gpg: Gpg, address: str, years: int = 2) -> str:
-    """A new ed25519/cv25519 gateway key without passphrase (development and `keys init`)."""
+def generate_gateway_key(gpg: Gpg, address: str, passphrase: str | None,
+                         years: int = 2) -> str:
+    """A new ed25519/cv25519 gateway key, protected by `passphrase` unless it is None."""
     params = gpg.call_sync(lambda g: g.gen_key_input(
         key_type="EDDSA", key_curve="ed25519", key_usage="sign",
         subkey_type="ECDH", subkey_curve="cv25519", subkey_usage="encrypt",
         name_real="hwc-gateway", name_email=address, expire_date=f"{years}y",
-        no_protection=True))
+        passphrase=passphrase, no_protection=passphrase is None))
     result = gpg.call_sync(lambda g: g.gen_key(params))
     fpr = str(result.fingerprint or "")
     if not fpr:

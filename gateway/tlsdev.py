@@ -26,6 +26,7 @@ class CertPair:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Everything under keys/ is 0600 in a 0700 directory, certificates included (custody)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -51,8 +52,7 @@ def make_ca(directory: Path, name: str) -> tuple[CertPair, x509.Certificate,
                                          False), critical=True)
             .sign(key, hashes.SHA256()))
     pair = CertPair(directory / "ca.pem", directory / "ca.key")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(pair.cert, cert.public_bytes(serialization.Encoding.PEM))
     _write_private(pair.key, _key_pem(key))
     return pair, cert, key
 
@@ -81,8 +81,7 @@ def make_server_cert(directory: Path, stem: str, hosts: list[str], ca_cert: x509
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
     pair = CertPair(directory / f"{stem}.pem", directory / f"{stem}.key")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(pair.cert, cert.public_bytes(serialization.Encoding.PEM))
     _write_private(pair.key, _key_pem(key))
     return pair
 

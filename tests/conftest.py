@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ from gateway.demokit import (
 from gateway.keyadmin import stop_agent
 from gateway.logs import configure
 from gateway.tlsdev import CertPair
+
+# As `hwc-gateway` does: files the tests' gateways and their gpg write are the owner's alone.
+os.umask(0o077)
 
 GATEWAY = "leerplicht@hwc.example.nl"
 SENDER = "vt-utrecht"
@@ -115,6 +119,7 @@ timeout_seconds = 10
 path = "{base}/var/hwc-gateway.sqlite3"
 [keys]
 dir = "{base}/keys"
+allow_no_passphrase = true
 {extra}
 """
 
