@@ -25,11 +25,15 @@ from gateway.imports import parse_duo_csv, parse_pupils_csv
 from gateway.intake import register_candidates
 from gateway.keyadmin import (
     KeyRefused,
+    delete_secret_key,
     export_public,
     generate_gateway_key,
     import_pinned,
+    import_updates,
     list_key_infos,
+    scan_key_file,
 )
+from gateway.keyinfo import Purpose
 from gateway.model import Child
 from gateway.names import names_match, pseudonym_text
 from gateway.passwords import hash_password
@@ -60,6 +64,8 @@ def _address_ok(address: str) -> bool:
 async def keys_init(config: Config, now: dt.datetime) -> list[str]:
     """Create what is missing: gateway key, development TLS pair, secrets. Says what it did."""
     done = []
+    # First what can refuse: nothing is written for a passphrase policy that is not met.
+    passphrase = _passphrase(config)
     config.keys.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     config.keys.dir.chmod(0o700)  # a fresh checkout's keys/ is 0755: close it before filling it
     if not config.smtp.tls_cert.exists() or not config.smtp.tls_key.exists():
@@ -69,7 +75,6 @@ async def keys_init(config: Config, now: dt.datetime) -> list[str]:
                     f"(its CA: {config.smtp.tls_cert.parent / 'ca.pem'})")
     for path in create_secrets(config.secrets_dir):
         done.append(f"created secret {path}")
-    passphrase = _passphrase(config)
     gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary, passphrase=passphrase)
     store = await Store.open(config.storage.path)
     try:
@@ -94,28 +99,136 @@ def _passphrase(config: Config) -> str | None:
         raise Refused(str(exc)) from None
 
 
-def keys_export(ctx: Context) -> str:
-    fprs = [ctx.snapshot.signing_key] if ctx.snapshot.signing_key else []
-    if not fprs:
+def keys_export(ctx: Context, include_previous: bool = False) -> str:
+    """The gateway's public key for senders; the text before each block says which to use."""
+    snapshot = ctx.snapshot
+    if snapshot.signing_key is None:
         raise Refused("there is no gateway key yet: run `hwc-gateway keys init`")
-    return export_public(ctx.gpg, fprs)
+    blocks = [f"# hwc-gateway current key {snapshot.signing_key}: encrypt signals to this key\n"
+              + export_public(ctx.gpg, [snapshot.signing_key])]
+    if include_previous:
+        blocks += [f"# hwc-gateway previous key {fpr}: still opened during the overlap; "
+                   "do not use for new signals\n" + export_public(ctx.gpg, [fpr])
+                   for fpr in sorted(snapshot.decrypt_keys - {snapshot.signing_key})]
+    return "\n".join(blocks)
 
 
-def keys_list(ctx: Context, now: dt.datetime, within_days: int | None) -> list[dict[str, Any]]:
-    owners: dict[str, str] = {}
-    for name, sender in ctx.snapshot.senders.items():
-        for fpr in sender.fingerprints:
-            owners[fpr] = f"sender {name}"
-    return [_key_row(info, owners, now) for info in list_key_infos(ctx.gpg)
-            if within_days is None or (info.expires is not None
-                                       and info.expires <= now + dt.timedelta(days=within_days))]
+async def key_owners(ctx: Context) -> dict[str, tuple[str, Purpose]]:
+    """Every pinned key: fingerprint -> (owner, what it must do)."""
+    owners: dict[str, tuple[str, Purpose]] = {}
+    for row in await ctx.store.gateway_keys():
+        until = f" until {row['decrypt_until']}" if row["state"] == "previous" else ""
+        owners[row["fingerprint"]] = (f"gateway ({row['state']}{until})", "sign")
+    for row in await ctx.store.sender_keys():
+        owners[row["fingerprint"]] = (f"sender {row['sender']}", "sign")
+    for row in await ctx.store.contacts():
+        owners[row["fingerprint"]] = (f"school {row['school']} {row['email']}", "encrypt")
+    if ctx.config.alerts.key:
+        owners[ctx.config.alerts.key] = ("alerts", "encrypt")
+    return owners
 
 
-def _key_row(info: Any, owners: dict[str, str], now: dt.datetime) -> dict[str, Any]:
-    return {"fingerprint": info.fingerprint, "owner": owners.get(info.fingerprint, ""),
-            "user_ids": list(info.user_ids), "capabilities": info.capabilities,
-            "expires": info.expires.isoformat() if info.expires else None,
-            "state": info.unusable_reason("sign", now) or "valid"}
+async def keys_list(ctx: Context, now: dt.datetime,
+                    within_days: int | None) -> list[dict[str, Any]]:
+    owners = await key_owners(ctx)
+    rows = []
+    for info in list_key_infos(ctx.gpg):
+        owner, purpose = owners.get(info.fingerprint, ("(not pinned)", "encrypt"))
+        if within_days is not None and (info.expires is None or info.expires > now
+                                        + dt.timedelta(days=within_days)):
+            continue
+        rows.append({"fingerprint": info.fingerprint, "owner": owner,
+                     "user_ids": list(info.user_ids), "capabilities": info.capabilities,
+                     "expires": info.expires.isoformat() if info.expires else None,
+                     "state": info.unusable_reason(purpose, now) or "valid"})
+    return rows
+
+
+async def keys_rotate(ctx: Context, overlap_days: int) -> str:
+    """A new gateway key signs from now on; the old one still opens signals for the overlap."""
+    if overlap_days < 0:
+        raise Refused("--overlap-days must not be negative")
+    now = ctx.clock()
+    passphrase = _passphrase(ctx.config)
+    new = generate_gateway_key(ctx.gpg, ctx.config.gateway.address, passphrase)
+    until = now + dt.timedelta(days=overlap_days)
+    async with ctx.store.transaction() as tx:
+        old = await tx.add_gateway_key(new, now, until)
+        await tx.receipt("key.rotated", at=now, fingerprint=new, previous=old,
+                         overlap_until=iso(until), operator=_operator())
+    await ctx.refresh(force=True)
+    return (f"gateway key {new} signs from now on; {old} still opens signals until {iso(until)}"
+            f" (then it is retired). Send every sender the output of `keys export`.")
+
+
+async def keys_retire(ctx: Context, fingerprint: str) -> str:
+    """Stop opening signals encrypted to an old gateway key: its secret key is deleted."""
+    fpr = normalise_fingerprint(fingerprint) or fingerprint
+    rows = {r["fingerprint"]: r["state"] for r in await ctx.store.gateway_keys()}
+    if rows.get(fpr) == "current":
+        raise Refused(f"{fpr} is the current gateway key: `keys rotate` first")
+    if rows.get(fpr) != "previous":
+        raise Refused(f"{fpr} is not a gateway key in its overlap")
+    await retire_gateway_key(ctx, fpr, "by the administrator")
+    return f"gateway key {fpr} retired: signals encrypted to it are refused (554 5.7.5)"
+
+
+async def retire_gateway_key(ctx: Context, fpr: str, why: str) -> None:
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        if await tx.retire_gateway_key(fpr, now):
+            await tx.receipt("key.retired", at=now, fingerprint=fpr, why=why,
+                             operator=_operator())
+    try:
+        delete_secret_key(ctx.gpg, fpr, _passphrase(ctx.config))
+    except KeyRefused as exc:
+        raise Refused(str(exc)) from None
+    await ctx.refresh(force=True)
+
+
+async def keys_update(ctx: Context, data: bytes) -> str:
+    """Take in revocations, new expiry dates and subkeys of keys that are already pinned."""
+    infos = scan_key_file(data)
+    if not infos:
+        raise Refused("the file holds no OpenPGP key")
+    owners = await key_owners(ctx)
+    strangers = sorted(set(infos) - set(owners))
+    if strangers:
+        raise Refused(f"not pinned, refused: {', '.join(strangers)} (pin a key with "
+                      "`senders add-key` or `schools add`; nothing was imported)")
+    before = {i.fingerprint: i for i in list_key_infos(ctx.gpg) if i.fingerprint in infos}
+    import_updates(ctx.gpg, data, sorted(infos))
+    after = {i.fingerprint: i for i in list_key_infos(ctx.gpg) if i.fingerprint in infos}
+    now = ctx.clock()
+    lines = []
+    async with ctx.store.transaction() as tx:
+        for fpr in sorted(infos):
+            owner, purpose = owners[fpr]
+            old, new = before.get(fpr), after.get(fpr)
+            state = (new.unusable_reason(purpose, now) if new else "missing") or "valid"
+            expires = new.expires.isoformat() if new and new.expires else "never"
+            changed = old != new
+            lines.append(f"{fpr} ({owner}): {'updated' if changed else 'unchanged'}, "
+                         f"now {state}, expires {expires}")
+            await tx.receipt("key.updated", at=now, fingerprint=fpr, owner=owner, state=state,
+                             expires=expires, changed=changed, operator=_operator())
+        await tx.bump_directory_version()
+    await ctx.refresh(force=True)
+    return "\n".join(lines)
+
+
+async def keys_pin_alerts(ctx: Context, data: bytes) -> str:
+    """Pin the key that alerts are encrypted to: the one `[alerts] key` names."""
+    if not ctx.config.alerts.key:
+        raise Refused("set [alerts] key to the alert key's fingerprint first")
+    info = _import(ctx.gpg, data, ctx.config.alerts.key, "encrypt", ctx.clock())
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        await tx.receipt("key.pinned", at=now, fingerprint=info.fingerprint, owner="alerts",
+                         operator=_operator())
+        await tx.bump_directory_version()
+    await ctx.refresh(force=True)
+    return f"alerts are encrypted to {info.fingerprint}"
 
 
 # -- senders ----------------------------------------------------------------------------------
@@ -483,7 +596,8 @@ async def status(ctx: Context, listener_up: bool) -> Status:
         attention.append(f"{counts['notice.failed']} notices failed")
     if ctx.snapshot.signing_key is None:
         attention.append("there is no gateway key")
-    expiring = keys_list(ctx, now, 30)
+    expiring = await keys_list(ctx, now, 30)
+    gateway_keys = await ctx.store.gateway_keys()
     if expiring:
         attention.append(f"{len(expiring)} keys expire within 30 days")
     count, problems = await receipts_verify(ctx.store)
@@ -492,6 +606,9 @@ async def status(ctx: Context, listener_up: bool) -> Status:
     data = {"listener": {"address": str(ctx.config.smtp.listen), "up": listener_up},
             "counts": counts, "queued": len(queued), "oldest_queued": oldest,
             "held": counts.get("child.held", 0), "signing_key": ctx.snapshot.signing_key,
+            "gateway_keys": [{"fingerprint": r["fingerprint"], "state": r["state"],
+                              "overlap_until": r["decrypt_until"] if r["state"] == "previous"
+                              else None} for r in gateway_keys if r["state"] != "retired"],
             "keys_expiring_30_days": [k["fingerprint"] for k in expiring],
             "receipts": count, "attention": attention}
     return Status(data, attention)

@@ -49,7 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     init = keys.add_parser("init", help="create the gateway key, dev TLS pair and secrets")
     init.add_argument("--if-missing", action="store_true",
                       help="say nothing when everything exists already")
-    keys.add_parser("export", help="print the gateway's public key for senders")
+    kexport = keys.add_parser("export", help="print the gateway's public key for senders")
+    kexport.add_argument("--all", action="store_true",
+                         help="also the previous key(s) still in their overlap")
+    krotate = keys.add_parser("rotate", help="new gateway key for signing now; the old one "
+                                             "still decrypts for the overlap")
+    krotate.add_argument("--overlap-days", type=int, default=30, metavar="N",
+                         help="days the old key still opens signals (default 30)")
+    kretire = keys.add_parser("retire", help="stop using an old gateway key")
+    kretire.add_argument("fingerprint", metavar="FPR")
+    kupdate = keys.add_parser("update", help="take in updates (revocation, expiry, subkeys) of "
+                                             "keys already pinned")
+    kupdate.add_argument("file")
+    kalerts = keys.add_parser("pin-alerts", help="pin the key alerts are encrypted to "
+                                                 "([alerts] key)")
+    kalerts.add_argument("file")
     klist = keys.add_parser("list", help="every key with owner, capabilities, expiry, state")
     klist.add_argument("--expiring-within", type=int, metavar="DAYS")
     klist.add_argument("--json", action="store_true")
@@ -223,15 +237,28 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                 print(f"queue     {d['queued']} waiting (oldest since {d['oldest_queued'] or '-'})")
                 print(f"held      {d['held']} children")
                 print(f"counts    {', '.join(f'{k}={v}' for k, v in sorted(d['counts'].items()))}")
-                print(f"key       {d['signing_key'] or 'none'}")
+                for key in d["gateway_keys"]:
+                    until = (f", opens signals until {key['overlap_until']}"
+                             if key["overlap_until"] else "")
+                    print(f"key       {key['fingerprint']} ({key['state']}{until})")
+                if not d["gateway_keys"]:
+                    print("key       none")
                 print(f"receipts  {d['receipts']}")
                 print("attention " + ("; ".join(st.attention) if st.attention else "none"))
             return EXIT_REFUSED if st.attention else EXIT_OK
         if verb == "keys":
             if action == "export":
-                out = admin.keys_export(ctx)
+                out = admin.keys_export(ctx, args.all)
+            elif action == "rotate":
+                out = await admin.keys_rotate(ctx, args.overlap_days)
+            elif action == "retire":
+                out = await admin.keys_retire(ctx, args.fingerprint)
+            elif action == "update":
+                out = await admin.keys_update(ctx, admin.read_file(args.file))
+            elif action == "pin-alerts":
+                out = await admin.keys_pin_alerts(ctx, admin.read_file(args.file))
             else:
-                out = _listing(admin.keys_list(ctx, ctx.clock(), args.expiring_within),
+                out = _listing(await admin.keys_list(ctx, ctx.clock(), args.expiring_within),
                                ["fingerprint", "owner", "capabilities", "expires", "state"],
                                args.json)
         elif verb == "senders":

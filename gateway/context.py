@@ -49,7 +49,8 @@ class Context:
         now = self.clock()
         stale = now - self.snapshot.loaded_at > SNAPSHOT_MAX_AGE
         if force or stale or await self.store.directory_version() != self.snapshot.version:
-            self.snapshot = await load_snapshot(self.store, self.gpg, now)
+            self.snapshot = await load_snapshot(self.store, self.gpg, now,
+                                                self.config.alerts.key)
         return self.snapshot
 
     async def close(self) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import quopri
 import secrets
 import smtplib
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
@@ -178,8 +180,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# Senders' MTAs are other machines: their blocking clients get threads of their own, so that
+# they never take the worker threads the gateway on the same event loop needs (gpg, scrypt).
+_CLIENTS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sender-mta")
+
+
 async def submit(host: str, port: int, **kwargs: Any) -> Reply:
-    return await asyncio.to_thread(submit_sync, host, port, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(
+        _CLIENTS, functools.partial(submit_sync, host, port, **kwargs))
 
 
 @dataclass

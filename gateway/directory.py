@@ -30,6 +30,7 @@ class Snapshot:
     routes: dict[str, HostPort] = field(default_factory=dict)
     signing_key: str | None = None  # the gateway's current key
     decrypt_keys: frozenset[str] = frozenset()  # keys whose signals are still opened
+    alert_keys: frozenset[str] = frozenset()  # [alerts] key, when it is usable
 
 
 def parse_route(text: str | None) -> HostPort | None:
@@ -47,7 +48,8 @@ def key_infos(gpg: Gpg, fingerprints: list[str], secret: bool = False) -> dict[s
             for info in map(key_info, gpg.list_keys(secret=secret, fingerprints=fingerprints))}
 
 
-async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime) -> Snapshot:
+async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
+                        alerts_key: str = "") -> Snapshot:
     version = await store.directory_version()
     sender_rows = await store.senders()
     sender_keys = await store.sender_keys()
@@ -57,7 +59,8 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime) -> Snapshot:
     contact_rows = await store.contacts()
     gateway_rows = await store.gateway_keys()
 
-    wanted = sorted({r["fingerprint"] for r in [*sender_keys, *contact_rows]})
+    wanted = sorted({r["fingerprint"] for r in [*sender_keys, *contact_rows]}
+                    | ({alerts_key} if alerts_key else set()))
     infos = await asyncio.to_thread(key_infos, gpg, wanted)
 
     def usable(fpr: str, purpose: str) -> bool:
@@ -87,5 +90,7 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime) -> Snapshot:
         r["fingerprint"] for r in gateway_rows
         if r["state"] == "current" or (r["state"] == "previous" and r["decrypt_until"]
                                        and from_iso(r["decrypt_until"]) > now))
+    alert_keys = frozenset({alerts_key} if alerts_key and usable(alerts_key, "encrypt") else ())
     return Snapshot(version, now, senders, schools,
-                    {k: tuple(v) for k, v in contacts.items()}, routes, signing, decrypt)
+                    {k: tuple(v) for k, v in contacts.items()}, routes, signing, decrypt,
+                    alert_keys)

@@ -89,7 +89,7 @@ async def decide(store: Store, vault: Vault, snapshot: Snapshot, child: Child) -
 
 async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: Vault,
                  snapshot: Snapshot, now: dt.datetime, today: dt.date) -> Accepted | Rejection:
-    opened = await open_message(raw, gpg, sender.fingerprints)
+    opened = await open_message(raw, gpg, sender.fingerprints, snapshot.decrypt_keys)
     if isinstance(opened, Rejection):
         return opened
     signal = parse_signal(opened.entity, today=today)

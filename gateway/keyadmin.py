@@ -9,10 +9,12 @@ encrypts, a sender key signs). Nothing here ever asks a keyserver or WKD.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.gpg import NO_PROMPT, SAFE_OPTIONS, Gpg, normalise_fingerprint
@@ -28,20 +30,35 @@ def _gpg_cmd(binary: str, home: Path, *args: str) -> list[str]:
             *NO_PROMPT, *args]
 
 
+@contextlib.contextmanager
+def _scratch(data: bytes, binary: str) -> Iterator[tuple[Path, dict[str, KeyInfo]]]:
+    """A throwaway GnuPG home with `data` imported, and what gpg says about its keys."""
+    scratch = Path(tempfile.mkdtemp(prefix="hwc-keycheck-"))
+    try:
+        scratch.chmod(0o700)
+        subprocess.run(_gpg_cmd(binary, scratch, "--import"), input=data, capture_output=True,
+                       timeout=60, check=False)
+        infos = {i.fingerprint: i for i in map(key_info, Gpg(scratch, binary=binary).list_keys())}
+        yield scratch, infos
+    finally:
+        stop_agent(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _export(binary: str, home: Path, fingerprint: str) -> bytes:
+    """One key alone, without third-party signatures (its revocations and subkeys kept)."""
+    return subprocess.run(_gpg_cmd(binary, home, "--export", "--export-options",
+                                   "export-minimal", fingerprint),
+                          capture_output=True, timeout=60, check=True).stdout
+
+
 def inspect_key_file(data: bytes, fingerprint: str, purpose: Purpose, now: dt.datetime,
                      binary: str = "gpg") -> tuple[KeyInfo, bytes]:
     """Check the pinned key in `data`; return its info and a minimal export of it alone."""
     fpr = normalise_fingerprint(fingerprint)
     if fpr is None:
         raise KeyRefused("--fingerprint must be the full fingerprint (40 hex digits)")
-    scratch = Path(tempfile.mkdtemp(prefix="hwc-keycheck-"))
-    try:
-        scratch.chmod(0o700)
-        subprocess.run(_gpg_cmd(binary, scratch, "--import", "--import-options",
-                                "import-minimal"),
-                       input=data, capture_output=True, timeout=60, check=False)
-        probe = Gpg(scratch, binary=binary)
-        infos = {i.fingerprint: i for i in map(key_info, probe.list_keys())}
+    with _scratch(data, binary) as (home, infos):
         info = infos.get(fpr)
         if info is None:
             raise KeyRefused(f"the key file holds no key with fingerprint {fpr}"
@@ -50,13 +67,23 @@ def inspect_key_file(data: bytes, fingerprint: str, purpose: Purpose, now: dt.da
         if reason is not None:
             raise KeyRefused(f"key {fpr} is {reason}" if reason in ("expired", "revoked")
                              else f"key {fpr} {reason}: a {_role(purpose)} key must {purpose}")
-        exported = subprocess.run(_gpg_cmd(binary, scratch, "--export", "--export-options",
-                                           "export-minimal", fpr),
-                                  capture_output=True, timeout=60, check=True).stdout
-        return info, exported
-    finally:
-        stop_agent(scratch)
-        shutil.rmtree(scratch, ignore_errors=True)
+        return info, _export(binary, home, fpr)
+
+
+def scan_key_file(data: bytes, binary: str = "gpg") -> dict[str, KeyInfo]:
+    """The keys in a file, by primary fingerprint, as gpg sees them."""
+    with _scratch(data, binary) as (_, infos):
+        return infos
+
+
+def import_updates(gpg: Gpg, data: bytes, fingerprints: list[str],
+                   binary: str = "gpg") -> None:
+    """Take in what the file says about these already pinned keys: revocations, new expiry
+    dates, new subkeys. Nothing else in the file is read."""
+    with _scratch(data, binary) as (home, _):
+        for fpr in fingerprints:
+            blob = _export(binary, home, fpr)
+            gpg.call_sync(lambda g, blob=blob: g.import_keys(blob))  # type: ignore[misc]
 
 
 def stop_agent(home: Path) -> None:
@@ -92,6 +119,16 @@ def generate_gateway_key(gpg: Gpg, address: str, passphrase: str | None,
     if not fpr:
         raise KeyRefused("gpg could not create the gateway key")
     return fpr
+
+
+def delete_secret_key(gpg: Gpg, fingerprint: str, passphrase: str | None) -> None:
+    """Remove the gateway's secret key `fingerprint`: nothing encrypted to it opens any more.
+    The public key stays, so notices signed with it can still be verified."""
+    result = gpg.call_sync(lambda g: g.delete_keys(fingerprint, secret=True,
+                                                   passphrase=passphrase,
+                                                   expect_passphrase=passphrase is not None))
+    if str(result.status) != "ok":
+        raise KeyRefused(f"gpg could not delete the secret key {fingerprint}: {result.status}")
 
 
 def export_public(gpg: Gpg, fingerprints: list[str]) -> str:

@@ -22,7 +22,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import cast
 
-from gateway.gpg import Gpg, GpgResult
+from gateway.gpg import Gpg, GpgError, GpgResult
 from gateway.mimelimits import too_complex
 from gateway.model import RejectClass, Rejection
 
@@ -70,6 +70,25 @@ def decryption_verdict(result: GpgResult) -> Rejection | None:
         (len(f) > 0 and f[0] != "0") or (len(f) > 2 and f[2] != "0") for f in infos)
     if not protected:
         return _not_encrypted("ciphertext is not integrity protected")
+    return None
+
+
+# gpg-error codes (low 16 bits) meaning the gateway could not use its own secret key: a bad or
+# missing passphrase. That is our fault, and temporary: never a 5xx for the sender.
+_OWN_KEY_FAULTS = {11: "the gateway key's passphrase was refused",
+                   85: "no passphrase for the gateway key", 99: "gpg cancelled the decryption"}
+
+
+def own_key_fault(result: GpgResult) -> str | None:
+    """Why the gateway's own secret key could not be used, or None."""
+    if result.keywords("BAD_PASSPHRASE"):
+        return _OWN_KEY_FAULTS[11]
+    for value in result.keywords("ERROR"):
+        where, _, code = value.partition(" ")
+        if where == "pkdecrypt_failed" and code.strip().isdigit():
+            fault = _OWN_KEY_FAULTS.get(int(code) & 0xFFFF)
+            if fault:
+                return fault
     return None
 
 
@@ -207,13 +226,30 @@ def _contains_encrypted(entity: bytes) -> bool:
         return False
 
 
-async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str]) -> Opened | Rejection:
-    """Decrypt and verify one received message against the sender's pinned fingerprints."""
+def decryption_key_verdict(result: GpgResult, accepted: frozenset[str]) -> Rejection | None:
+    """After a rotation, only the current key and those still in their overlap may open signals;
+    a retired key's secret is deleted as well, this closes the gap until that happens."""
+    used = [value.split() for value in result.keywords("DECRYPTION_KEY")]
+    primaries = {fields[1] for fields in used if len(fields) >= 2}
+    if not primaries or not primaries <= accepted:
+        return _not_encrypted("message is encrypted to a gateway key that is no longer in use")
+    return None
+
+
+async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str],
+                       decrypt_keys: frozenset[str] | None = None) -> Opened | Rejection:
+    """Decrypt and verify one received message against the sender's pinned fingerprints;
+    with `decrypt_keys`, only a message encrypted to one of those gateway keys is opened."""
     ciphertext = encrypted_payload(raw)
     if isinstance(ciphertext, Rejection):
         return ciphertext
     result = await gpg.decrypt(ciphertext)
+    fault = own_key_fault(result)
+    if fault is not None:
+        raise GpgError(fault)
     refusal = decryption_verdict(result)
+    if refusal is None and decrypt_keys is not None:
+        refusal = decryption_key_verdict(result, decrypt_keys)
     if refusal is not None:
         return refusal
     entity = result.data

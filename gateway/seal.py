@@ -64,7 +64,7 @@ def _header_block(headers: Sequence[tuple[str, str]]) -> bytes:
 
 
 def compose_inner(body: str, *, sender: str, recipients: Sequence[str], message_id: str,
-                  date: str) -> bytes:
+                  date: str, subject: str = INNER_SUBJECT) -> bytes:
     """The cryptographic payload: protected headers, then the body, quoted-printable.
 
     RFC 3156 wants 7-bit content inside signatures; quoted-printable keeps names with accents
@@ -76,7 +76,7 @@ def compose_inner(body: str, *, sender: str, recipients: Sequence[str], message_
     headers = [
         ("Content-Type", 'text/plain; charset="utf-8"; protected-headers="v1"; hp="cipher"'),
         ("Content-Transfer-Encoding", "quoted-printable"),
-        ("From", sender), ("To", to), ("Subject", INNER_SUBJECT), ("Date", date),
+        ("From", sender), ("To", to), ("Subject", subject), ("Date", date),
         ("Message-ID", message_id),
         *[("HP-Outer", f"{k}: {v}") for k, v in outer],
     ]
@@ -108,13 +108,22 @@ def compose_outer(armored: bytes, *, sender: str, recipients: Sequence[str], mes
     return _header_block(headers) + b"\r\n" + b"".join(parts)
 
 
-async def seal_notice(gpg: Gpg, children: Sequence[NoticeChild], *, sender: str,
-                      recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
-                      message_id: str, teacher_text: str, now: dt.datetime) -> bytes:
-    """Compose, sign and encrypt one notice; the returned bytes hold no plaintext."""
+async def seal_text(gpg: Gpg, body: str, *, subject: str, sender: str,
+                    recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
+                    message_id: str, now: dt.datetime) -> bytes:
+    """Compose, sign and encrypt one message; the returned bytes hold no plaintext."""
     date = email.utils.format_datetime(now)
-    inner = compose_inner(notice_body(children, teacher_text), sender=sender,
-                          recipients=recipients, message_id=message_id, date=date)
+    inner = compose_inner(body, sender=sender, recipients=recipients, message_id=message_id,
+                          date=date, subject=subject)
     armored = await gpg.sign_encrypt(inner, fingerprints, signer)
     return compose_outer(armored, sender=sender, recipients=recipients, message_id=message_id,
                          date=date)
+
+
+async def seal_notice(gpg: Gpg, children: Sequence[NoticeChild], *, sender: str,
+                      recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
+                      message_id: str, teacher_text: str, now: dt.datetime) -> bytes:
+    """One school's notice (SPEC §4)."""
+    return await seal_text(gpg, notice_body(children, teacher_text), subject=INNER_SUBJECT,
+                           sender=sender, recipients=recipients, fingerprints=fingerprints,
+                           signer=signer, message_id=message_id, now=now)

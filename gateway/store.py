@@ -288,11 +288,29 @@ class Tx:
 
     # -- gateway keys -----------------------------------------------------------------------
 
-    async def add_gateway_key(self, fingerprint: str, at: dt.datetime) -> None:
-        await self.execute("UPDATE gateway_keys SET state = 'previous' WHERE state = 'current'")
+    async def add_gateway_key(self, fingerprint: str, at: dt.datetime,
+                              overlap_until: dt.datetime | None = None) -> str | None:
+        """Make `fingerprint` the current key; the one it replaces still decrypts until
+        `overlap_until`. Returns the replaced key's fingerprint."""
+        row = await self.one("SELECT fingerprint FROM gateway_keys WHERE state = 'current'")
+        await self.execute("UPDATE gateway_keys SET state = 'previous', decrypt_until = ?"
+                           " WHERE state = 'current'",
+                           (iso(overlap_until) if overlap_until else iso(at),))
         await self.execute("INSERT INTO gateway_keys (fingerprint, state, created_at)"
                            " VALUES (?, 'current', ?)", (fingerprint, iso(at)))
         await self.bump_directory_version()
+        return str(row["fingerprint"]) if row else None
+
+    async def retire_gateway_key(self, fingerprint: str, at: dt.datetime) -> bool:
+        cur = await self.execute("UPDATE gateway_keys SET state = 'retired', decrypt_until = ?"
+                                 " WHERE fingerprint = ? AND state = 'previous'",
+                                 (iso(at), fingerprint))
+        await self.bump_directory_version()
+        return cur.rowcount == 1
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
+                           " DO UPDATE SET value = excluded.value", (key, value))
 
     # -- signals and children ---------------------------------------------------------------
 
@@ -440,6 +458,10 @@ class Store:
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock, self.db.execute(sql, params) as cur:
             return list(await cur.fetchall())
+
+    async def meta(self, key: str) -> str | None:
+        row = await self.one("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(row["value"]) if row else None
 
     async def chain_anchor(self) -> Anchor | None:
         row = await self.one("SELECT value FROM meta WHERE key = 'chain_anchor'")

@@ -1,8 +1,10 @@
 """Periodic work of the daemon: what must happen on a clock rather than on a message.
 
-Takes a `Context`; `Watch.tick` is called by the runner's loop and does whatever is due (now:
-the retention purge, at start-up and then daily). Each job catches its own failure, so one
-broken job never stops the runner or the others.
+Takes a `Context`; `Watch.tick` is called by the runner's loop and does whatever is due: at
+start-up and then daily, the retention purge and the key check (a gateway key whose overlap has
+ended is retired; a pinned key that expires within 30, 14, 7 or 1 days raises a warning and an
+alert, once per threshold). Each job catches its own failure, so one broken job never stops the
+runner or the others.
 """
 
 from __future__ import annotations
@@ -10,24 +12,79 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from gateway import retention
+from gateway import admin, retention
+from gateway.alerts import send_alert
 from gateway.context import Context
+from gateway.keyadmin import list_key_infos
 from gateway.logs import get_logger, safe_exception
+from gateway.store import from_iso
 
 log = get_logger("watch")
 
-PURGE_EVERY = dt.timedelta(days=1)
+DAILY = dt.timedelta(days=1)
+WARN_DAYS = (30, 14, 7, 1)
+
+
+def warning_threshold(expires: dt.datetime, now: dt.datetime) -> int | None:
+    """The smallest of WARN_DAYS that the time left is within, or None when it is further off."""
+    left = expires - now
+    within = [days for days in WARN_DAYS if left <= dt.timedelta(days=days)]
+    return min(within) if within else None
+
+
+async def retire_ended_overlaps(ctx: Context, now: dt.datetime) -> list[str]:
+    retired = []
+    for row in await ctx.store.gateway_keys():
+        if row["state"] == "previous" and row["decrypt_until"] and \
+                from_iso(row["decrypt_until"]) <= now:
+            await admin.retire_gateway_key(ctx, row["fingerprint"], "its overlap ended")
+            log.info("key.retired", fingerprint=row["fingerprint"])
+            retired.append(row["fingerprint"])
+    return retired
+
+
+async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]:
+    """Warn once per key and threshold; returns what was warned about."""
+    owners = await admin.key_owners(ctx)
+    warned = []
+    for info in list_key_infos(ctx.gpg):
+        owner = owners.get(info.fingerprint)
+        if owner is None or info.expires is None or "retired" in owner[0]:
+            continue
+        threshold = warning_threshold(info.expires, now)
+        if threshold is None:
+            continue
+        key = f"key_warned:{info.fingerprint}:{info.expires.isoformat()}"
+        last = await ctx.store.meta(key)
+        if last is not None and int(last) <= threshold:
+            continue
+        async with ctx.store.transaction() as tx:
+            await tx.set_meta(key, str(threshold))
+            await tx.receipt("key.expiring", at=now, fingerprint=info.fingerprint,
+                             owner=owner[0], expires=info.expires.isoformat(),
+                             within_days=threshold)
+        log.warning("key.expiring", fingerprint=info.fingerprint, owner=owner[0],
+                    expires=info.expires.isoformat(), within_days=threshold)
+        await send_alert(ctx, "key.expiring", f"a key expires within {threshold} days", [
+            f"Key {info.fingerprint} ({owner[0]}) expires on {info.expires:%Y-%m-%d %H:%M} UTC.",
+            "Ask its owner for an updated key and take it in with `hwc-gateway keys update`,"
+            " or replace it (`schools set-key`, `senders add-key`, `keys rotate`).",
+        ])
+        warned.append((info.fingerprint, threshold))
+    return warned
 
 
 @dataclass
 class Watch:
-    next_purge: dt.datetime | None = None
+    next_daily: dt.datetime | None = None
 
     async def tick(self, ctx: Context) -> None:
         now = ctx.clock()
-        if self.next_purge is None or now >= self.next_purge:
-            self.next_purge = now + PURGE_EVERY
+        if self.next_daily is not None and now < self.next_daily:
+            return
+        self.next_daily = now + DAILY
+        for job in (retention.purge, retire_ended_overlaps, warn_expiring):
             try:
-                await retention.purge(ctx, now)
+                await job(ctx, now)
             except Exception as exc:
-                log.error("retention.failed", **safe_exception(exc))
+                log.error("watch.job_failed", job=job.__name__, **safe_exception(exc))

@@ -76,4 +76,4 @@ async def test_the_daemon_purges_at_start(harness: Harness) -> None:
     watch = Watch()
     await watch.tick(harness.ctx)
     assert await admin.held_list(harness.ctx) == []
-    assert watch.next_purge is not None and watch.next_purge > harness.clock()
+    assert watch.next_daily is not None and watch.next_daily > harness.clock()
