@@ -603,6 +603,12 @@ async def status(ctx: Context, listener_up: bool) -> Status:
     count, problems = await receipts_verify(ctx.store)
     if problems:
         attention.append("the receipt chain is broken: run `receipts verify`")
+    open_rows = await ctx.store.open_signals()
+    deadlines = sorted((_deadline(ctx, r["accepted_at"]), r["ref"]) for r in open_rows)
+    escalated = [r["ref"] for r in open_rows if await ctx.store.escalations(r["ref"])]
+    if escalated:
+        attention.append(f"{len(escalated)} signals escalated: {', '.join(escalated[:5])}")
+    unacked = await ctx.store.unacknowledged()
     data = {"listener": {"address": str(ctx.config.smtp.listen), "up": listener_up},
             "counts": counts, "queued": len(queued), "oldest_queued": oldest,
             "held": counts.get("child.held", 0), "signing_key": ctx.snapshot.signing_key,
@@ -610,6 +616,10 @@ async def status(ctx: Context, listener_up: bool) -> Status:
                               "overlap_until": r["decrypt_until"] if r["state"] == "previous"
                               else None} for r in gateway_keys if r["state"] != "retired"],
             "keys_expiring_30_days": [k["fingerprint"] for k in expiring],
+            "next_deadline": ({"ref": deadlines[0][1], "deadline": iso(deadlines[0][0]),
+                               "time_left": time_left(deadlines[0][0], now)}
+                              if deadlines else None),
+            "escalated": escalated, "unacknowledged": len(unacked),
             "receipts": count, "attention": attention}
     return Status(data, attention)
 

@@ -236,6 +236,11 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                       f"{'up' if d['listener']['up'] else 'DOWN'}")
                 print(f"queue     {d['queued']} waiting (oldest since {d['oldest_queued'] or '-'})")
                 print(f"held      {d['held']} children")
+                nd = d["next_deadline"]
+                print("deadline  " + (f"{nd['ref']} due {nd['deadline']} ({nd['time_left']} left)"
+                                      if nd else "nothing waiting"))
+                print(f"escalated {len(d['escalated'])}; unacknowledged notices "
+                      f"{d['unacknowledged']}")
                 print(f"counts    {', '.join(f'{k}={v}' for k, v in sorted(d['counts'].items()))}")
                 for key in d["gateway_keys"]:
                     until = (f", opens signals until {key['overlap_until']}"

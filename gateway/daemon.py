@@ -37,6 +37,7 @@ class Daemon:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        await runner.recover_leases(self.ctx)
         self.server, self.handler = await start_listener(self.ctx, self.host, self.port)
         if self.background:
             self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))

@@ -207,6 +207,7 @@ class SchoolInbox:
 
     received: list[Received] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # replies for the next DATA commands
+    drops: int = 0  # the next DATA commands are kept, then the connection drops unanswered
     server: asyncio.Server | None = None
     port: int = 0
 
@@ -215,6 +216,12 @@ class SchoolInbox:
             return self.failures.pop(0)
         self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos),
                                       bytes(envelope.original_content or b"")))
+        if self.drops:
+            # The worst moment for the sender: the message is here, the reply never comes.
+            self.drops -= 1
+            if isinstance(server.transport, asyncio.Transport):
+                server.transport.abort()
+            return "421 4.3.0 gone"
         return f"250 2.0.0 Ok: queued as {secrets.token_hex(5).upper()}"
 
     def fail_next(self, reply: str, times: int = 1) -> None:

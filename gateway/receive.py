@@ -140,6 +140,14 @@ class GatewaySMTP(SMTP):
                 session.authenticated = True
                 session.auth_data = name  # type: ignore[assignment]
                 log.info("sender.authenticated", sender=name, method="client_certificate")
+        # A school's acknowledgement comes without AUTH: MAIL and RCPT are decided by the
+        # handler (RCPT takes only a live ack address from an unauthenticated client), and DATA
+        # is allowed for an envelope of acknowledgement addresses alone.
+        if caller_method in ("MAIL", "RCPT"):
+            return False
+        if caller_method == "DATA" and self.envelope is not None and self.envelope.rcpt_tos \
+                and all(ack_token(a) for a in self.envelope.rcpt_tos):
+            return False
         needed: bool = await super().check_auth_needed(caller_method)
         return needed
 
@@ -214,9 +222,13 @@ class IntakeHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        sender = self.ctx.snapshot.senders.get(str(session.auth_data))
+        sender = self.ctx.snapshot.senders.get(str(session.auth_data)) \
+            if session.authenticated else None
         if sender is None:
-            return "530 5.7.0 Authentication required"
+            # Unauthenticated: only acknowledgement addresses will be accepted at RCPT.
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+            return "250 2.1.0 OK"
         if sender.allowed_from and address.lower() not in sender.allowed_from:
             log.warning("envelope.refused", sender=sender.name, reason="mail_from")
             return "550 5.7.1 Envelope sender not allowed for this account"
@@ -226,6 +238,17 @@ class IntakeHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
+        token = ack_token(address) if self._ack_domain(address) else None
+        kinds = {bool(ack_token(a)) for a in envelope.rcpt_tos}
+        if kinds and kinds != {token is not None}:
+            return "503 5.5.1 An acknowledgement is sent on its own, not with a signal"
+        if token is not None:
+            if not await self.ctx.store.ack_pending(self.ctx.vault.digest("ack", token)):
+                return "550 5.1.1 Unknown or already used acknowledgement address"
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
         if address.lower() != self.address:
             log.warning("envelope.refused", sender=str(session.auth_data), reason="rcpt_to")
             return "550 5.1.1 Recipient not accepted: this gateway takes signals only for its" \
@@ -235,6 +258,8 @@ class IntakeHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if envelope.rcpt_tos and all(ack_token(a) for a in envelope.rcpt_tos):
+            return await self._acknowledge(envelope)
         sender = self.ctx.snapshot.senders.get(str(session.auth_data))
         if sender is None:
             return "530 5.7.0 Authentication required"
@@ -258,10 +283,39 @@ class IntakeHandler:
             self.ctx.wake.set()
         return accepted_reply(outcome)
 
+    def _ack_domain(self, address: str) -> bool:
+        return address.lower().rpartition("@")[2] == self.address.rpartition("@")[2]
+
+    async def _acknowledge(self, envelope: Envelope) -> str:
+        """Record each acknowledgement; the reply's content is discarded unread."""
+        now = self.ctx.clock()
+        for address in envelope.rcpt_tos:
+            token = ack_token(address)
+            if token is None:
+                continue
+            async with self.ctx.store.transaction() as tx:
+                notice = await tx.acknowledge(self.ctx.vault.digest("ack", token), now)
+                if notice is not None:
+                    await tx.receipt("acknowledged", at=now, ref=notice["ref"],
+                                     school=notice["school"], notice=notice["id"])
+            if notice is not None:
+                log.info("notice.acknowledged", ref=notice["ref"], school=notice["school"],
+                         notice=notice["id"])
+        return "250 2.0.0 Acknowledgement recorded, thank you"
+
     async def handle_exception(self, error: Exception) -> str:
         # Always a string: returning None leaves the client without a reply (LIBRARIES.md).
         log.error("session.failed", **safe_exception(error))
         return TEMPORARY_FAILURE
+
+
+def ack_token(address: str) -> str | None:
+    """The token of an `ack+TOKEN@domain` address (26 base32 characters), or None."""
+    local = address.lower().rpartition("@")[0]
+    prefix, plus, token = local.partition("+")
+    if prefix != "ack" or not plus or len(token) != 26:
+        return None
+    return token if all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in token) else None
 
 
 def _peer_host(session: Session | None) -> str:

@@ -20,12 +20,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from gateway import deliver
+from gateway.alerts import send_alert
 from gateway.context import Context
 from gateway.deliver import Result
+from gateway.faults import crash_point
 from gateway.gpg import GpgError
 from gateway.logs import get_logger, safe_exception
 from gateway.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
-from gateway.seal import NoticeChild, make_message_id, seal_notice
+from gateway.seal import NoticeChild, ack_address, make_message_id, new_ack_token, seal_notice
 from gateway.store import Conflict, from_iso
 from gateway.watch import Watch
 
@@ -76,6 +78,7 @@ async def seal_routed(ctx: Context) -> StepReport:
     for row in await ctx.store.children(state="routed"):
         groups[(row["ref"], row["school"])].append(row["n"])
     for (ref, school), numbers in groups.items():
+        crash_point("before-seal")
         now = ctx.clock()
         contacts = snapshot.contacts.get(school, ())
         signer = snapshot.signing_key
@@ -104,11 +107,13 @@ async def seal_routed(ctx: Context) -> StepReport:
         recipients = [c.email for c in contacts]
         fingerprints = [c.fingerprint for c in contacts]
         message_id = make_message_id(ctx.config.gateway.address.rpartition("@")[2])
+        token = new_ack_token()
         try:
             message = await seal_notice(
                 ctx.gpg, children, sender=ctx.config.gateway.address, recipients=recipients,
                 fingerprints=fingerprints, signer=signer, message_id=message_id,
-                teacher_text=ctx.config.gateway.teacher_text, now=now)
+                teacher_text=ctx.config.gateway.teacher_text, now=now,
+                ack_to=ack_address(token, ctx.config.gateway.address))
         except GpgError as exc:
             # A key became unusable between the snapshot and now: retry with a fresh one.
             log.error("notice.seal_failed", ref=ref, school=school, **safe_exception(exc))
@@ -117,7 +122,8 @@ async def seal_routed(ctx: Context) -> StepReport:
         try:
             async with ctx.store.transaction() as tx:
                 notice_id = await tx.insert_notice(ref, school, message_id, recipients,
-                                                   fingerprints, message, numbers, now)
+                                                   fingerprints, message, numbers, now,
+                                                   ctx.vault.digest("ack", token))
                 await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
                                  children=[f"{ref}-{n}" for n in numbers],
                                  fingerprints=fingerprints, signer=signer)
@@ -126,6 +132,7 @@ async def seal_routed(ctx: Context) -> StepReport:
             continue
         log.info("notice.sealed", ref=ref, school=school, notice=notice_id,
                  children=len(numbers))
+        crash_point("after-seal")
         report.sealed += 1
     return report
 
@@ -143,11 +150,45 @@ async def deliver_due(ctx: Context) -> StepReport:
     results = await asyncio.gather(*(deliver_one(ctx, notice_id) for notice_id in claimed),
                                    return_exceptions=True)
     for notice_id, result in zip(claimed, results, strict=True):
-        if isinstance(result, BaseException):
-            # The lease runs out and the notice is tried again; never dropped on our error.
+        if isinstance(result, Exception):
+            # Tried again after a backoff; never dropped on our own error, parked if it recurs.
             log.error("notice.attempt_crashed", notice=notice_id, **safe_exception(result))
+            await crashed(ctx, notice_id, "the delivery stage failed")
     report.attempted = len(claimed)
     return report
+
+
+async def crashed(ctx: Context, notice_id: int, why: str) -> None:
+    """Count a crashed attempt; park the notice for a person when it keeps crashing."""
+    now = ctx.clock()
+    row = await ctx.store.notice(notice_id)
+    if row is None:
+        return
+    next_at = deliver.next_attempt_at(int(row["crashes"]) + 1, now,
+                                      ctx.config.delivery.retry_min_seconds,
+                                      ctx.config.delivery.retry_max_seconds)
+    async with ctx.store.transaction() as tx:
+        parked = await tx.record_crash(notice_id, next_at)
+        if parked:
+            await tx.receipt("parked", at=now, ref=row["ref"], school=row["school"],
+                             notice=notice_id, why=why)
+    if parked:
+        log.error("notice.parked", ref=row["ref"], school=row["school"], notice=notice_id)
+        await send_alert(ctx, "notice.parked", f"notice {row['ref']} for {row['school']} parked",
+                         [f"Notice {notice_id} of signal {row['ref']} for school {row['school']}"
+                          f" crashed the gateway {row['crashes'] + 1} times and is parked.",
+                          "It is kept; look at the logs (notice.attempt_crashed) and tell the"
+                          " maintainers."])
+
+
+async def recover_leases(ctx: Context) -> int:
+    """At start-up: a lease still held belongs to an attempt that died with the process."""
+    async with ctx.store.transaction() as tx:
+        leased = await tx.leased_notices()
+    for notice_id in leased:
+        log.warning("notice.lease_recovered", notice=notice_id)
+        await crashed(ctx, notice_id, "the process ended during an attempt")
+    return len(leased)
 
 
 async def deliver_one(ctx: Context, notice_id: int) -> None:
@@ -167,11 +208,14 @@ async def deliver_one(ctx: Context, notice_id: int) -> None:
             destination=destination, context=deliver.tls_context(ctx.config.delivery.ca_file),
             timeout=ctx.config.delivery.timeout_seconds,
             local_hostname=ctx.config.smtp.hostname)
+    if outcome.result is Result.DELIVERED:
+        crash_point("after-remote-250")
     now = ctx.clock()
     ref, school = row["ref"], row["school"]
     code = outcome.reply[:3] if outcome.reply[:3].isdigit() else None
     give_up = from_iso(row["created_at"]) + dt.timedelta(
         hours=ctx.config.delivery.give_up_after_hours)
+    failed = False
     async with ctx.store.transaction() as tx:
         if outcome.result is Result.DELIVERED:
             await tx.finish_notice(notice_id, "delivered", outcome.reply, now, "delivered")
@@ -181,6 +225,7 @@ async def deliver_one(ctx: Context, notice_id: int) -> None:
             await tx.finish_notice(notice_id, "failed", outcome.reply, now, "failed")
             await tx.receipt("failed", at=now, ref=ref, school=school, notice=notice_id,
                              attempt=attempt, reply=outcome.reply)
+            failed = True
         else:
             next_at = deliver.next_attempt_at(attempt, now, ctx.config.delivery.retry_min_seconds,
                                               ctx.config.delivery.retry_max_seconds)
@@ -192,6 +237,13 @@ async def deliver_one(ctx: Context, notice_id: int) -> None:
         tx.receipts[-1].event, "notice.deferred")
     log_fn = log.info if event == "notice.delivered" else log.warning
     log_fn(event, ref=ref, school=school, notice=notice_id, attempt=attempt, smtp_code=code)
+    if failed:
+        await send_alert(ctx, "notice.failed", f"notice {ref} for {school} failed", [
+            f"The notice of signal {ref} for school {school} could not be delivered.",
+            f"The school's server answered: {outcome.reply}",
+            "Its children are kept: find them with `hwc-gateway receipts list` and route them"
+            " by hand once the school's mail works (or call the school).",
+        ])
 
 
 async def step(ctx: Context) -> StepReport:

@@ -14,6 +14,7 @@ with `HP-Outer` copies of what the outside shows); outside, only neutral fields.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
 import quopri
@@ -41,7 +42,12 @@ class NoticeChild:
         return f"NoticeChild(<redacted>, {self.child_ref})"
 
 
-def notice_body(children: Sequence[NoticeChild], teacher_text: str) -> str:
+ACK_TEXT = ("Wilt u laten weten dat dit bericht is aangekomen? Beantwoord het dan; de inhoud van "
+            "uw antwoord wordt niet gelezen.")
+
+
+def notice_body(children: Sequence[NoticeChild], teacher_text: str,
+                ask_ack: bool = False) -> str:
     """The text a school contact reads (SPEC §4): codeword, then per child its three lines."""
     lines = [CODEWORD, ""]
     for child in children:
@@ -51,7 +57,19 @@ def notice_body(children: Sequence[NoticeChild], teacher_text: str) -> str:
                   f"Referentie: {child.child_ref}",
                   ""]
     lines.append(teacher_text.strip())
+    if ask_ack:
+        lines += ["", ACK_TEXT]
     return "\n".join(lines) + "\n"
+
+
+def ack_address(token: str, gateway_address: str) -> str:
+    """Where the school's reply goes: one unguessable, single-use address per notice."""
+    return f"ack+{token}@{gateway_address.rpartition('@')[2]}"
+
+
+def new_ack_token() -> str:
+    """128 random bits in lower-case base32: safe in an address, unguessable."""
+    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 
 def make_message_id(domain: str) -> str:
@@ -64,7 +82,7 @@ def _header_block(headers: Sequence[tuple[str, str]]) -> bytes:
 
 
 def compose_inner(body: str, *, sender: str, recipients: Sequence[str], message_id: str,
-                  date: str, subject: str = INNER_SUBJECT) -> bytes:
+                  date: str, subject: str = INNER_SUBJECT, reply_to: str | None = None) -> bytes:
     """The cryptographic payload: protected headers, then the body, quoted-printable.
 
     RFC 3156 wants 7-bit content inside signatures; quoted-printable keeps names with accents
@@ -72,12 +90,12 @@ def compose_inner(body: str, *, sender: str, recipients: Sequence[str], message_
     """
     to = ", ".join(recipients)
     outer = [("From", sender), ("To", to), ("Subject", OUTER_SUBJECT), ("Date", date),
-             ("Message-ID", message_id)]
+             ("Message-ID", message_id), *([("Reply-To", reply_to)] if reply_to else [])]
     headers = [
         ("Content-Type", 'text/plain; charset="utf-8"; protected-headers="v1"; hp="cipher"'),
         ("Content-Transfer-Encoding", "quoted-printable"),
         ("From", sender), ("To", to), ("Subject", subject), ("Date", date),
-        ("Message-ID", message_id),
+        ("Message-ID", message_id), *([("Reply-To", reply_to)] if reply_to else []),
         *[("HP-Outer", f"{k}: {v}") for k, v in outer],
     ]
     encoded = quopri.encodestring(body.encode("utf-8")).replace(b"\n", b"\r\n")
@@ -85,11 +103,12 @@ def compose_inner(body: str, *, sender: str, recipients: Sequence[str], message_
 
 
 def compose_outer(armored: bytes, *, sender: str, recipients: Sequence[str], message_id: str,
-                  date: str) -> bytes:
+                  date: str, reply_to: str | None = None) -> bytes:
     """RFC 3156 §4: multipart/encrypted around the armored OpenPGP message, CRLF throughout."""
     boundary = "hwc-" + secrets.token_hex(12)
     headers = [("From", sender), ("To", ", ".join(recipients)), ("Subject", OUTER_SUBJECT),
-               ("Date", date), ("Message-ID", message_id), ("MIME-Version", "1.0"),
+               ("Date", date), ("Message-ID", message_id),
+               *([("Reply-To", reply_to)] if reply_to else []), ("MIME-Version", "1.0"),
                ("Content-Type", 'multipart/encrypted; protocol="application/pgp-encrypted"; '
                                 f'boundary="{boundary}"')]
     armor = armored.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -110,20 +129,22 @@ def compose_outer(armored: bytes, *, sender: str, recipients: Sequence[str], mes
 
 async def seal_text(gpg: Gpg, body: str, *, subject: str, sender: str,
                     recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
-                    message_id: str, now: dt.datetime) -> bytes:
+                    message_id: str, now: dt.datetime, reply_to: str | None = None) -> bytes:
     """Compose, sign and encrypt one message; the returned bytes hold no plaintext."""
     date = email.utils.format_datetime(now)
     inner = compose_inner(body, sender=sender, recipients=recipients, message_id=message_id,
-                          date=date, subject=subject)
+                          date=date, subject=subject, reply_to=reply_to)
     armored = await gpg.sign_encrypt(inner, fingerprints, signer)
     return compose_outer(armored, sender=sender, recipients=recipients, message_id=message_id,
-                         date=date)
+                         date=date, reply_to=reply_to)
 
 
 async def seal_notice(gpg: Gpg, children: Sequence[NoticeChild], *, sender: str,
                       recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
-                      message_id: str, teacher_text: str, now: dt.datetime) -> bytes:
-    """One school's notice (SPEC §4)."""
-    return await seal_text(gpg, notice_body(children, teacher_text), subject=INNER_SUBJECT,
-                           sender=sender, recipients=recipients, fingerprints=fingerprints,
-                           signer=signer, message_id=message_id, now=now)
+                      message_id: str, teacher_text: str, now: dt.datetime,
+                      ack_to: str | None = None) -> bytes:
+    """One school's notice (SPEC §4); with `ack_to`, it asks for a reply to that address."""
+    return await seal_text(gpg, notice_body(children, teacher_text, ask_ack=ack_to is not None),
+                           subject=INNER_SUBJECT, sender=sender, recipients=recipients,
+                           fingerprints=fingerprints, signer=signer, message_id=message_id,
+                           now=now, reply_to=ack_to)

@@ -81,6 +81,16 @@ CREATE TRIGGER IF NOT EXISTS receipts_append_only BEFORE UPDATE ON receipts
     BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
 """
 
+# Columns added after the first release: (table, column, definition). Added when missing, so a
+# database made by an older gateway is brought up to date at start-up.
+COLUMNS = [
+    ("notices", "crashes", "INTEGER NOT NULL DEFAULT 0"),
+    ("notices", "ack_digest", "TEXT"),
+    ("notices", "acked_at", "TEXT"),
+    ("senders", "status_mail", "INTEGER NOT NULL DEFAULT 1"),
+]
+MAX_CRASHES = 5  # attempts that ended in a crash before a notice is parked for a person
+
 
 def iso(t: dt.datetime) -> str:
     """Times are stored as UTC ISO strings of fixed width, so text order is time order."""
@@ -360,12 +370,14 @@ class Tx:
 
     async def insert_notice(self, ref: str, school: str, message_id: str,
                             recipients: Sequence[str], fingerprints: Sequence[str],
-                            message: bytes, children: Sequence[int], at: dt.datetime) -> int:
+                            message: bytes, children: Sequence[int], at: dt.datetime,
+                            ack_digest: str | None = None) -> int:
         cur = await self.execute(
             "INSERT INTO notices (ref, school, message_id, recipients, fingerprints, message,"
-            " state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            " state, next_attempt_at, created_at, ack_digest)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
             (ref, school, message_id, json.dumps(list(recipients)),
-             json.dumps(list(fingerprints)), message, iso(at), iso(at)))
+             json.dumps(list(fingerprints)), message, iso(at), iso(at), ack_digest))
         notice_id = int(cur.lastrowid or 0)
         for n in children:
             cur = await self.execute(
@@ -402,6 +414,29 @@ class Tx:
             " blob = CASE WHEN ? THEN NULL ELSE blob END WHERE notice_id = ?",
             (child_state, iso(at), child_state == "delivered", notice_id))
 
+    async def acknowledge(self, ack_digest: str, at: dt.datetime) -> sqlite3.Row | None:
+        """Record a school's acknowledgement; the token is single-use. The notice, or None."""
+        row = await self.one("SELECT id, ref, school FROM notices WHERE ack_digest = ?"
+                             " AND acked_at IS NULL", (ack_digest,))
+        if row is not None:
+            await self.execute("UPDATE notices SET acked_at = ?, ack_digest = NULL WHERE id = ?",
+                               (iso(at), row["id"]))
+        return row
+
+    async def record_crash(self, notice_id: int, next_at: dt.datetime) -> bool:
+        """An attempt ended in a crash (ours, not the school's): count it, release the lease;
+        True when the notice has now crashed too often and is parked for a person."""
+        await self.execute("UPDATE notices SET crashes = crashes + 1, lease_until = NULL,"
+                           " next_attempt_at = ? WHERE id = ?", (iso(next_at), notice_id))
+        cur = await self.execute("UPDATE notices SET state = 'parked' WHERE id = ?"
+                                 " AND crashes >= ? AND state = 'queued'",
+                                 (notice_id, MAX_CRASHES))
+        return cur.rowcount == 1
+
+    async def leased_notices(self) -> list[int]:
+        return [int(r["id"]) for r in await self.all(
+            "SELECT id FROM notices WHERE state = 'queued' AND lease_until IS NOT NULL")]
+
     async def defer_notice(self, notice_id: int, reply: str, next_at: dt.datetime) -> None:
         await self.execute("UPDATE notices SET last_reply = ?, next_attempt_at = ?,"
                            " lease_until = NULL WHERE id = ?", (reply, iso(next_at), notice_id))
@@ -426,6 +461,11 @@ class Store:
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=10000")
             await db.executescript(SCHEMA)
+            for table, column, definition in COLUMNS:
+                async with db.execute(f"PRAGMA table_info({table})") as cur:
+                    present = {row["name"] for row in await cur.fetchall()}
+                if column not in present:
+                    await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
         except Exception:
@@ -545,6 +585,31 @@ class Store:
             sql += " AND ref = ?"
             params.append(ref)
         return await self.all(sql + " ORDER BY ref, n", params)
+
+    async def open_signals(self) -> list[sqlite3.Row]:
+        """Signals with a child not yet delivered (routed, sealed or held): what may escalate."""
+        return await self.all(
+            "SELECT s.ref, s.accepted_at, group_concat(DISTINCT c.state) AS states,"
+            " group_concat(DISTINCT c.school) AS schools FROM signals s JOIN children c"
+            " ON c.ref = s.ref WHERE c.state IN ('routed', 'held', 'sealed') GROUP BY s.ref")
+
+    async def ack_pending(self, ack_digest: str) -> bool:
+        row = await self.one("SELECT 1 FROM notices WHERE ack_digest = ? AND acked_at IS NULL",
+                             (ack_digest,))
+        return row is not None
+
+    async def unacknowledged(self) -> list[sqlite3.Row]:
+        """Delivered notices whose school has not confirmed receipt yet."""
+        return await self.all(
+            "SELECT n.id, n.ref, n.school, s.accepted_at FROM notices n JOIN signals s"
+            " ON s.ref = n.ref WHERE n.state = 'delivered' AND n.ack_digest IS NOT NULL"
+            " AND n.acked_at IS NULL")
+
+    async def escalations(self, ref: str) -> set[str]:
+        """What has already been escalated for this signal ("undelivered", "unacknowledged")."""
+        rows = await self.all("SELECT detail FROM receipts WHERE ref = ? AND event = 'escalated'",
+                              (ref,))
+        return {str(json.loads(r["detail"]).get("what")) for r in rows}
 
     async def held_before(self, cutoff: dt.datetime) -> list[sqlite3.Row]:
         return await self.all("SELECT ref, n, school, reason FROM children WHERE state = 'held'"

@@ -1,20 +1,22 @@
 """Periodic work of the daemon: what must happen on a clock rather than on a message.
 
-Takes a `Context`; `Watch.tick` is called by the runner's loop and does whatever is due: at
-start-up and then daily, the retention purge and the key check (a gateway key whose overlap has
-ended is retired; a pinned key that expires within 30, 14, 7 or 1 days raises a warning and an
-alert, once per threshold). Each job catches its own failure, so one broken job never stops the
-runner or the others.
+Takes a `Context`; `Watch.tick` is called by the runner's loop and does whatever is due: every
+half minute, escalation (`escalate`); at start-up and then daily, the retention purge and the
+key check (a gateway key whose overlap has ended is retired; a pinned key that expires within
+30, 14, 7 or 1 days raises a warning and an alert, once per threshold). Each job catches its
+own failure, so one broken job never stops the runner or the others.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway import admin, retention
 from gateway.alerts import send_alert
 from gateway.context import Context
+from gateway.escalate import escalate
 from gateway.keyadmin import list_key_infos
 from gateway.logs import get_logger, safe_exception
 from gateway.store import from_iso
@@ -22,6 +24,7 @@ from gateway.store import from_iso
 log = get_logger("watch")
 
 DAILY = dt.timedelta(days=1)
+ESCALATION_CHECK = dt.timedelta(seconds=30)
 WARN_DAYS = (30, 14, 7, 1)
 
 
@@ -77,14 +80,20 @@ async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]
 @dataclass
 class Watch:
     next_daily: dt.datetime | None = None
+    next_escalation: dt.datetime | None = None
 
     async def tick(self, ctx: Context) -> None:
         now = ctx.clock()
-        if self.next_daily is not None and now < self.next_daily:
-            return
-        self.next_daily = now + DAILY
-        for job in (retention.purge, retire_ended_overlaps, warn_expiring):
+        jobs: list[Callable[[Context, dt.datetime], Awaitable[object]]] = []
+        if self.next_escalation is None or now >= self.next_escalation:
+            self.next_escalation = now + ESCALATION_CHECK
+            jobs.append(escalate)
+        if self.next_daily is None or now >= self.next_daily:
+            self.next_daily = now + DAILY
+            jobs += [retention.purge, retire_ended_overlaps, warn_expiring]
+        for job in jobs:
             try:
                 await job(ctx, now)
             except Exception as exc:
-                log.error("watch.job_failed", job=job.__name__, **safe_exception(exc))
+                log.error("watch.job_failed", job=getattr(job, "__name__", "job"),
+                          **safe_exception(exc))

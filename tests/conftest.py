@@ -159,6 +159,10 @@ class FakeClock:
     def advance(self, **kwargs: float) -> None:
         self.offset += dt.timedelta(**kwargs)
 
+    def set(self, moment: dt.datetime) -> None:
+        """From now on the clock reads `moment` (and runs on from there)."""
+        self.offset = moment - dt.datetime.now(dt.UTC).replace(microsecond=0)
+
 
 @dataclass
 class Harness:

@@ -1,0 +1,126 @@
+"""The school day: escalation before the first lesson, and schools acknowledging notices."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import zoneinfo
+
+from conftest import (
+    EVA_BIRTH,
+    GATEWAY,
+    SANNE_BIRTH,
+    SCHOOL_A,
+    Harness,
+    HarnessFactory,
+)
+
+from gateway import admin
+from gateway.config import HostPort
+from gateway.demokit import SchoolInbox, json_payload, submit
+from gateway.escalate import escalate
+
+AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
+
+
+def next_tuesday_at(hour: int, minute: int) -> dt.datetime:
+    """A Tuesday night in the coming week, in UTC: a school day follows it."""
+    day = dt.datetime.now(AMS).date() + dt.timedelta(days=1)
+    while day.weekday() != 1:
+        day += dt.timedelta(days=1)
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=AMS).astimezone(dt.UTC)
+
+
+async def test_held_child_escalates_an_hour_before_school_starts(harness: Harness) -> None:
+    """A child still held at 07:30 (school at 08:30, escalate 60 minutes before) escalates once."""
+    harness.clock.set(next_tuesday_at(3, 0))
+    payload = json_payload([{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}])
+    ref = (await harness.send(harness.signal(payload))).text.rsplit(" ", 1)[1]
+    await harness.drain()
+    harness.clock.set(next_tuesday_at(7, 29))
+    assert await escalate(harness.ctx, harness.clock()) == []
+    harness.clock.set(next_tuesday_at(7, 31))
+    [item] = await escalate(harness.ctx, harness.clock())
+    assert (item.ref, item.what) == (ref, "undelivered") and "held" in item.states
+    assert await escalate(harness.ctx, harness.clock()) == [], "escalated twice"
+    receipts = [r for r in await harness.receipts() if r.event == "escalated"]
+    assert len(receipts) == 1 and "Noor" not in str(receipts[0].detail)
+    status = await admin.status(harness.ctx, listener_up=True)
+    assert ref in status.data["escalated"] and status.attention
+
+
+async def test_undelivered_notice_escalates_with_a_mail(harness_factory: HarnessFactory) -> None:
+    """A notice stuck behind a failing school server escalates, and the alert is mailed."""
+    relay = SchoolInbox()
+    h = await harness_factory(extra_config='[alerts]\naddress = "beheer@leerplicht.example.nl"\n')
+    await relay.start(h.template.school_cert)
+    try:
+        delivery = dataclasses.replace(h.ctx.config.delivery, relay=HostPort("127.0.0.1",
+                                                                             relay.port))
+        h.ctx.config = dataclasses.replace(h.ctx.config, delivery=delivery)
+        h.clock.set(next_tuesday_at(3, 0))
+        h.inboxes[SCHOOL_A].fail_next("451 4.3.0 try later", times=5)
+        ref = (await h.send(h.signal(json_payload(
+            [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))).text
+        ref = ref.rsplit(" ", 1)[1]
+        await h.drain()
+        h.clock.set(next_tuesday_at(7, 45))
+        [item] = await escalate(h.ctx, h.clock())
+        assert item.ref == ref and item.schools == (SCHOOL_A,)
+        [mail] = relay.received
+        assert ref.encode() in mail.data and SCHOOL_A.encode() in mail.data
+        assert b"Sanne" not in mail.data
+    finally:
+        await relay.stop()
+
+
+async def _delivered_notice(harness: Harness) -> tuple[str, str]:
+    reply = await harness.send(harness.signal(json_payload(
+        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))
+    await harness.drain()
+    [(_, _, item)] = harness.notices(SCHOOL_A)
+    return reply.text.rsplit(" ", 1)[1], item.header("Reply-To")
+
+
+async def _reply(harness: Harness, rcpt: str) -> str:
+    """The school contact's mail server answering the notice: no AUTH, STARTTLS."""
+    answer = await submit("127.0.0.1", harness.port, user=None, password=None,
+                          mail_from="hwc@regenboog.example.nl", rcpt=rcpt,
+                          message=b"Subject: Re: Vertrouwelijk bericht\r\n\r\nOntvangen, dank.\r\n",
+                          ca_file=harness.ctx.config.smtp.tls_cert.parent / "ca.pem")
+    return str(answer)
+
+
+async def test_school_acknowledges_by_replying(harness: Harness) -> None:
+    """A reply to the notice's ack address is recorded once; the address then stops working."""
+    ref, ack = await _delivered_notice(harness)
+    assert ack.startswith("ack+") and ack.endswith("@hwc.example.nl")
+    assert (await _reply(harness, ack)).startswith("250 2.0.0")
+    events = [(r.event, r.ref) for r in await harness.receipts()]
+    assert ("acknowledged", ref) in events
+    again = await _reply(harness, ack)
+    assert again.startswith("550 5.1.1"), "an ack address is single-use"
+    forged = await _reply(harness, "ack+" + "a" * 26 + "@hwc.example.nl")
+    assert forged.startswith("550 5.1.1")
+    assert (await _reply(harness, GATEWAY)).startswith("530 5.7.0"), \
+        "without AUTH only acknowledgements are taken"
+
+
+async def test_unacknowledged_notice_escalates_at_school_start(harness: Harness) -> None:
+    """A delivered notice nobody acknowledged escalates at the start of the school day."""
+    harness.clock.set(next_tuesday_at(3, 0))
+    ref, _ = await _delivered_notice(harness)
+    harness.clock.set(next_tuesday_at(8, 0))
+    assert await escalate(harness.ctx, harness.clock()) == []
+    harness.clock.set(next_tuesday_at(8, 31))
+    [item] = await escalate(harness.ctx, harness.clock())
+    assert (item.ref, item.what) == (ref, "unacknowledged")
+
+
+async def test_acknowledged_notice_does_not_escalate(harness: Harness) -> None:
+    """A notice its school acknowledged in time is not escalated."""
+    harness.clock.set(next_tuesday_at(3, 0))
+    _, ack = await _delivered_notice(harness)
+    await _reply(harness, ack)
+    harness.clock.set(next_tuesday_at(9, 0))
+    assert await escalate(harness.ctx, harness.clock()) == []
