@@ -91,6 +91,8 @@ class ScheduleSection:
     school_day_start: dt.time = dt.time(8, 30)
     escalate_before_minutes: int = 60
     holidays: tuple[tuple[dt.date, dt.date], ...] = ()
+    holidays_file: Path | None = None
+    region: str = ""
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,45 @@ def _timezone(value: str) -> str | None:
     return None
 
 
+REGIONS = ("noord", "midden", "zuid")
+
+
+def _date_ranges(items: list[Any], path: str, problems: list[str]) -> list[tuple[dt.date, dt.date]]:
+    ranges = []
+    for i, item in enumerate(items):
+        try:
+            first, last = (dt.date.fromisoformat(x) for x in item)
+            if last < first:
+                raise ValueError
+            ranges.append((first, last))
+        except (TypeError, ValueError):
+            problems.append(f"{path}[{i}]: must be [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]")
+    return ranges
+
+
+def _regional_holidays(path: Path, region: str, problems: list[str]) -> list[tuple[dt.date,
+                                                                                   dt.date]]:
+    """The school holidays of one region (noord, midden, zuid) from a TOML file with a table per
+    region and optionally `[landelijk]` for the national ones, each `holidays = [[from, to]]`."""
+    if region not in REGIONS:
+        problems.append(f"schedule.region: must be one of {', '.join(REGIONS)}")
+        return []
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        problems.append(f"schedule.holidays_file: cannot read {path}: {exc}")
+        return []
+    ranges = []
+    for table in ("landelijk", region):
+        section = doc.get(table, {})
+        if not isinstance(section, dict) or not isinstance(section.get("holidays", []), list):
+            problems.append(f"schedule.holidays_file: [{table}] must hold holidays = [...]")
+            continue
+        ranges += _date_ranges(section.get("holidays", []),
+                               f"schedule.holidays_file {table}.holidays", problems)
+    return ranges
+
+
 def parse_config(doc: dict[str, Any], path: Path) -> Config:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     r = _Reader(path.parent)
@@ -276,20 +317,22 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
     except ValueError:
         r.problems.append('schedule.school_day_start: must be "HH:MM"')
         start = dt.time(8, 30)
-    holidays: list[tuple[dt.date, dt.date]] = []
-    for i, item in enumerate(r.get(sc, "schedule.holidays", list, [])):
-        try:
-            first, last = (dt.date.fromisoformat(x) for x in item)
-            if last < first:
-                raise ValueError
-            holidays.append((first, last))
-        except (TypeError, ValueError):
-            r.problems.append(f"schedule.holidays[{i}]: must be [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]")
+    holidays = _date_ranges(r.get(sc, "schedule.holidays", list, []), "schedule.holidays",
+                            r.problems)
+    file_text = r.get(sc, "schedule.holidays_file", str, "")
+    region = r.get(sc, "schedule.region", str, "")
+    holidays_file = r.path(file_text) if file_text else None
+    if holidays_file is not None:
+        holidays += _regional_holidays(holidays_file, region, r.problems)
+    elif region:
+        r.problems.append("schedule.region: only meaningful with schedule.holidays_file")
     schedule = ScheduleSection(
         timezone=r.get(sc, "schedule.timezone", str, "Europe/Amsterdam", _timezone),
         school_day_start=start,
         escalate_before_minutes=r.get(sc, "schedule.escalate_before_minutes", int, 60),
         holidays=tuple(holidays),
+        holidays_file=holidays_file,
+        region=region,
     )
 
     a = r.section(doc, "alerts", AlertsSection)

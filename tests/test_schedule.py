@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from pathlib import Path
 
 import pytest
 
-from gateway.config import ScheduleSection
+from gateway.config import ConfigError, ScheduleSection, load_config
 from gateway.schedule import deadline, is_school_day, time_left
 
 AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
@@ -52,3 +53,27 @@ def test_time_left_formats() -> None:
     now = dt.datetime(2026, 11, 24, 5, 0, tzinfo=dt.UTC)
     assert time_left(now + dt.timedelta(hours=3, minutes=5), now) == "3h05m"
     assert time_left(now - dt.timedelta(minutes=20), now) == "-0h20m"
+
+
+def test_regional_holiday_file(tmp_path: Path) -> None:
+    """A holiday file per region adds the national and that region's holidays, no others."""
+    (tmp_path / "holidays.toml").write_text(
+        '[landelijk]\nholidays = [["2026-12-19", "2027-01-03"]]\n'
+        '[noord]\nholidays = [["2027-02-20", "2027-02-28"]]\n'
+        '[zuid]\nholidays = [["2027-02-13", "2027-02-21"]]\n')
+    (tmp_path / "config.toml").write_text(
+        '[gateway]\naddress = "a@b.nl"\n'
+        '[schedule]\nholidays_file = "holidays.toml"\nregion = "noord"\n')
+    schedule = load_config(tmp_path / "config.toml").schedule
+    assert not is_school_day(dt.date(2026, 12, 21), schedule)
+    assert not is_school_day(dt.date(2027, 2, 22), schedule)
+    assert is_school_day(dt.date(2027, 2, 15), schedule), "zuid's holiday is not noord's"
+
+
+def test_region_must_be_known(tmp_path: Path) -> None:
+    """An unknown region is a configuration error naming schedule.region."""
+    (tmp_path / "h.toml").write_text("")
+    (tmp_path / "config.toml").write_text(
+        '[gateway]\naddress = "a@b.nl"\n[schedule]\nholidays_file = "h.toml"\nregion = "west"\n')
+    with pytest.raises(ConfigError, match="schedule.region"):
+        load_config(tmp_path / "config.toml")
