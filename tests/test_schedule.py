@@ -75,5 +75,5 @@ def test_region_must_be_known(tmp_path: Path) -> None:
     (tmp_path / "h.toml").write_text("")
     (tmp_path / "config.toml").write_text(
         '[gateway]\naddress = "a@b.nl"\n[schedule]\nholidays_file = "h.toml"\nregion = "west"\n')
-    with pytest.raises(ConfigError, match="schedule.region"):
+    with pytest.raises(ConfigError, match=r"schedule\.region"):
         load_config(tmp_path / "config.toml")
