@@ -242,7 +242,7 @@ def normalise_cert_fingerprint(text: str) -> str | None:
 
 async def senders_add(ctx: Context, name: str, key_data: bytes, fingerprint: str,
                       password: str | None, allow_from: list[str],
-                      client_certs: list[str] | None = None) -> str:
+                      client_certs: list[str] | None = None, status_mail: bool = True) -> str:
     if not name or any(c in name for c in " \t\r\n\0:"):
         raise Refused("NAME must be one word without spaces or colons (it is the SMTP login)")
     certs = [normalise_cert_fingerprint(c) for c in client_certs or []]
@@ -263,7 +263,7 @@ async def senders_add(ctx: Context, name: str, key_data: bytes, fingerprint: str
         # Without a password the stored hash is "!", which no password ever matches.
         await tx.add_sender(name, hash_password(password) if password is not None else "!",
                             info.fingerprint, [a.lower() for a in allow_from],
-                            [c for c in certs if c], now)
+                            [c for c in certs if c], now, status_mail)
         await tx.receipt("sender.added", at=now, sender=name, fingerprint=info.fingerprint,
                          client_certs=len(certs), operator=_operator())
     return f"sender {name} added with key {info.fingerprint}" + (

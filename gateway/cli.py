@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     sadd.add_argument("--password-stdin", action="store_true",
                       help="read the SMTP password from standard input (else prompt, unless "
                            "--client-cert is given)")
+    sadd.add_argument("--no-status-mail", action="store_true",
+                      help="do not mail this sender the status of its signals (sent by default "
+                           "to its first --allow-from address, encrypted to its key)")
     sadd.add_argument("--client-cert", action="append", default=[], metavar="SHA256-FPR",
                       help="authenticate the sender by this TLS client certificate "
                            "(needs [smtp] client_ca_file)")
@@ -272,7 +275,7 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                             else _password(args.password_stdin))
                 out = await admin.senders_add(ctx, args.name, admin.read_file(args.key),
                                               args.fingerprint, password, args.allow_from,
-                                              args.client_cert)
+                                              args.client_cert, not args.no_status_mail)
             elif action == "add-key":
                 out = await admin.senders_add_key(ctx, args.name, admin.read_file(args.key),
                                                   args.fingerprint)

@@ -26,6 +26,7 @@ from gateway.deliver import Result
 from gateway.faults import crash_point
 from gateway.gpg import GpgError
 from gateway.logs import get_logger, safe_exception
+from gateway.report import report_finished
 from gateway.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
 from gateway.seal import NoticeChild, ack_address, make_message_id, new_ack_token, seal_notice
 from gateway.store import Conflict, from_iso
@@ -250,6 +251,7 @@ async def step(ctx: Context) -> StepReport:
     await release_reachable(ctx)
     sealed = await seal_routed(ctx)
     delivered = await deliver_due(ctx)
+    await report_finished(ctx)
     return StepReport(sealed.sealed, delivered.attempted, sealed.held)
 
 

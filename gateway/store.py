@@ -230,9 +230,9 @@ class Tx:
 
     async def add_sender(self, name: str, password_hash: str, fingerprint: str,
                          allow_from: Sequence[str], client_certs: Sequence[str],
-                         at: dt.datetime) -> None:
-        await self.execute("INSERT INTO senders (name, password_hash, created_at) VALUES (?, ?, ?)",
-                           (name, password_hash, iso(at)))
+                         at: dt.datetime, status_mail: bool = True) -> None:
+        await self.execute("INSERT INTO senders (name, password_hash, created_at, status_mail)"
+                           " VALUES (?, ?, ?, ?)", (name, password_hash, iso(at), status_mail))
         await self.add_sender_key(name, fingerprint, at)
         await self.executemany("INSERT OR IGNORE INTO sender_addresses (sender, address)"
                                " VALUES (?, ?)", [(name, a) for a in allow_from])
@@ -585,6 +585,16 @@ class Store:
             sql += " AND ref = ?"
             params.append(ref)
         return await self.all(sql + " ORDER BY ref, n", params)
+
+    async def finished_unreported(self) -> list[sqlite3.Row]:
+        """Signals of senders who want status mail, none of whose children is still on its way,
+        and about which no status mail was attempted yet."""
+        return await self.all(
+            "SELECT s.ref, s.sender, s.sender_ref FROM signals s JOIN senders d"
+            " ON d.name = s.sender WHERE d.status_mail = 1 AND NOT EXISTS (SELECT 1 FROM"
+            " children c WHERE c.ref = s.ref AND c.state IN ('routed', 'sealed')) AND NOT EXISTS"
+            " (SELECT 1 FROM receipts r WHERE r.ref = s.ref AND r.event IN ('status_sent',"
+            " 'status_not_sent')) ORDER BY s.accepted_at")
 
     async def open_signals(self) -> list[sqlite3.Row]:
         """Signals with a child not yet delivered (routed, sealed or held): what may escalate."""

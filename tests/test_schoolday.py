@@ -11,13 +11,14 @@ from conftest import (
     GATEWAY,
     SANNE_BIRTH,
     SCHOOL_A,
+    SENDER_ADDRESS,
     Harness,
     HarnessFactory,
 )
 
 from gateway import admin
 from gateway.config import HostPort
-from gateway.demokit import SchoolInbox, json_payload, submit
+from gateway.demokit import SchoolInbox, json_payload, read_notice, submit
 from gateway.escalate import escalate
 
 AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
@@ -124,3 +125,32 @@ async def test_acknowledged_notice_does_not_escalate(harness: Harness) -> None:
     await _reply(harness, ack)
     harness.clock.set(next_tuesday_at(9, 0))
     assert await escalate(harness.ctx, harness.clock()) == []
+
+
+async def test_sender_gets_the_status_of_its_signal(harness_factory: HarnessFactory) -> None:
+    """Once every child is delivered or held, the sender gets one encrypted status, no names."""
+    relay = SchoolInbox()
+    h = await harness_factory()
+    await relay.start(h.template.school_cert)
+    try:
+        delivery = dataclasses.replace(h.ctx.config.delivery, relay=HostPort("127.0.0.1",
+                                                                             relay.port))
+        h.ctx.config = dataclasses.replace(h.ctx.config, delivery=delivery)
+        reply = await h.send(h.signal(json_payload(
+            [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()},
+             {"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}],
+            reference="VT-STATUS-1")))
+        ref = reply.text.rsplit(" ", 1)[1]
+        await h.drain()
+        await h.drain()
+        [mail] = relay.received
+        assert mail.rcpt_tos == [SENDER_ADDRESS]
+        text, result = read_notice(mail, h.ids.sender)
+        assert result.valid and "VT-STATUS-1" in text and ref in text
+        assert f"Kind 1: afgeleverd bij school {SCHOOL_A}" in text
+        assert "Kind 2: wacht op een medewerker van leerplicht" in text
+        for secret in ("Sanne", "Noor", SANNE_BIRTH.isoformat(), f"{SANNE_BIRTH:%d-%m-%Y}"):
+            assert secret not in text and secret.encode() not in mail.data
+        assert "status_sent" in [r.event for r in await h.receipts()]
+    finally:
+        await relay.stop()
