@@ -37,8 +37,10 @@ class Daemon:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        await runner.recover_leases(self.ctx)
+        # The bound port is the one-instance lock: a second `serve` on the same state fails
+        # here, before it could take over leases of attempts the first one still has open.
         self.server, self.handler = await start_listener(self.ctx, self.host, self.port)
+        await runner.recover_leases(self.ctx)
         if self.background:
             self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
         snapshot = self.ctx.snapshot

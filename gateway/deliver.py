@@ -65,42 +65,69 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return ctx
 
 
-async def send(message: bytes, *, mail_from: str, recipients: Sequence[str],
-               destination: HostPort, context: ssl.SSLContext, timeout: float,  # noqa: ASYNC109
-               local_hostname: str | None = None) -> Outcome:
-    """One delivery attempt over a fresh connection."""
-    client = aiosmtplib.SMTP(hostname=destination.host, port=destination.port,
-                             start_tls=True, tls_context=context, timeout=timeout,
-                             local_hostname=local_hostname)
-    try:
-        await client.connect()
-        errors, response = await client.sendmail(mail_from, list(recipients), message)
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        # Every contact refused: retry while any refusal was temporary (that contact may
-        # come back); only when all are permanent does the notice fail.
-        codes = [r.code for r in exc.recipients]
-        best = min(codes) if codes else 451
-        return classify_reply(best, "; ".join(f"{r.recipient}: {r.code} {r.message}"
-                                               for r in exc.recipients))
-    except aiosmtplib.SMTPResponseException as exc:
-        return classify_reply(exc.code, exc.message)
-    except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-        # Connection refused, reset, timed out, no STARTTLS offered, certificate not trusted:
-        # the school may be back soon; never fall back to plaintext. (This clause comes before
-        # ValueError: ssl.SSLCertVerificationError is a ValueError too.)
-        return Outcome(Result.TEMPORARY, f"{type(exc).__name__}: {_one_line(str(exc))}")
-    except ValueError as exc:
-        # aiosmtplib refuses an address it cannot send safely: retrying will not change it.
-        return Outcome(Result.PERMANENT, f"address refused before sending: {_one_line(str(exc))}")
-    finally:
+class Connection:
+    """One SMTP session to one destination, reused for several messages (a backlog drains over
+    a few connections instead of one handshake per notice). Connects on first use and again
+    after any failure; STARTTLS is required and verified on every connection."""
+
+    def __init__(self, destination: HostPort, *, context: ssl.SSLContext, timeout: float,
+                 local_hostname: str | None = None) -> None:
+        self.destination = destination
+        self._client = aiosmtplib.SMTP(hostname=destination.host, port=destination.port,
+                                       start_tls=True, tls_context=context, timeout=timeout,
+                                       local_hostname=local_hostname)
+
+    async def send(self, message: bytes, *, mail_from: str,
+                   recipients: Sequence[str]) -> Outcome:
+        client = self._client
+        try:
+            if not client.is_connected:
+                await client.connect()
+            errors, response = await client.sendmail(mail_from, list(recipients), message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            # Every contact refused: retry while any refusal was temporary (that contact may
+            # come back); only when all are permanent does the notice fail.
+            codes = [r.code for r in exc.recipients]
+            best = min(codes) if codes else 451
+            return classify_reply(best, "; ".join(f"{r.recipient}: {r.code} {r.message}"
+                                                   for r in exc.recipients))
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421 or not client.is_connected:
+                await self.close()  # the server is closing: the next message reconnects
+            return classify_reply(exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+            # Connection refused, reset, timed out, no STARTTLS offered, certificate not
+            # trusted: the school may be back soon; never fall back to plaintext. (This clause
+            # comes before ValueError: ssl.SSLCertVerificationError is a ValueError too.)
+            await self.close()
+            return Outcome(Result.TEMPORARY, f"{type(exc).__name__}: {_one_line(str(exc))}")
+        except ValueError as exc:
+            # aiosmtplib refuses an address it cannot send safely: retrying will not change it.
+            return Outcome(Result.PERMANENT,
+                           f"address refused before sending: {_one_line(str(exc))}")
+        # aiosmtplib returns only the text of the final 250 reply to DATA.
+        outcome = Outcome(Result.DELIVERED, f"250 {_one_line(response)}")
+        if errors:
+            refused = "; ".join(f"{rcpt}: {r.code} {r.message}" for rcpt, r in errors.items())
+            return Outcome(outcome.result, f"{outcome.reply} (refused: {_one_line(refused)})")
+        return outcome
+
+    async def close(self) -> None:
+        client = self._client
         if client.is_connected:
             try:
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 client.close()
-    # aiosmtplib returns only the text of the final 250 reply to DATA.
-    outcome = Outcome(Result.DELIVERED, f"250 {_one_line(response)}")
-    if errors:
-        refused = "; ".join(f"{rcpt}: {r.code} {r.message}" for rcpt, r in errors.items())
-        return Outcome(outcome.result, f"{outcome.reply} (refused: {_one_line(refused)})")
-    return outcome
+
+
+async def send(message: bytes, *, mail_from: str, recipients: Sequence[str],
+               destination: HostPort, context: ssl.SSLContext, timeout: float,  # noqa: ASYNC109
+               local_hostname: str | None = None) -> Outcome:
+    """One delivery attempt over a fresh connection (alerts, status mails)."""
+    connection = Connection(destination, context=context, timeout=timeout,
+                            local_hostname=local_hostname)
+    try:
+        return await connection.send(message, mail_from=mail_from, recipients=recipients)
+    finally:
+        await connection.close()

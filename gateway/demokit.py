@@ -208,6 +208,7 @@ class SchoolInbox:
     received: list[Received] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # replies for the next DATA commands
     drops: int = 0  # the next DATA commands are kept, then the connection drops unanswered
+    connections: int = 0  # sessions opened by clients so far
     server: asyncio.Server | None = None
     port: int = 0
 
@@ -231,9 +232,11 @@ class SchoolInbox:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(str(cert.cert), str(cert.key))
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: SMTP(self, hostname="school.example", tls_context=tls,
-                         require_starttls=True), host, port)
+        def session() -> SMTP:
+            self.connections += 1
+            return SMTP(self, hostname="school.example", tls_context=tls, require_starttls=True)
+
+        self.server = await loop.create_server(session, host, port)
         self.port = int(self.server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

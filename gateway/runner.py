@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from gateway import deliver
 from gateway.alerts import send_alert
+from gateway.config import HostPort
 from gateway.context import Context
 from gateway.deliver import Result
 from gateway.faults import crash_point
@@ -35,6 +36,7 @@ from gateway.watch import Watch
 log = get_logger("runner")
 
 LEASE = dt.timedelta(minutes=10)
+PER_DESTINATION = 4  # sessions at once to one school server or relay
 POLL_SECONDS = 1.0  # how quickly a change made by the command line is noticed
 
 
@@ -144,19 +146,45 @@ async def deliver_due(ctx: Context) -> StepReport:
     now = ctx.clock()
     rows = await ctx.store.due_notices(now)
     claimed = []
-    for row in rows:
-        async with ctx.store.transaction() as tx:
+    async with ctx.store.transaction() as tx:
+        for row in rows:
             if await tx.claim_notice(row["id"], now + LEASE, now):
                 claimed.append(row["id"])
-    results = await asyncio.gather(*(deliver_one(ctx, notice_id) for notice_id in claimed),
-                                   return_exceptions=True)
-    for notice_id, result in zip(claimed, results, strict=True):
-        if isinstance(result, Exception):
-            # Tried again after a backoff; never dropped on our own error, parked if it recurs.
-            log.error("notice.attempt_crashed", notice=notice_id, **safe_exception(result))
-            await crashed(ctx, notice_id, "the delivery stage failed")
+    # Per destination, a few connections each carry several notices: a school server that
+    # comes back after hours gets its backlog without a handshake per notice, and is never
+    # hit by more than PER_DESTINATION sessions at once.
+    queues: dict[HostPort | None, list[int]] = defaultdict(list)
+    for notice_id in claimed:
+        notice = await ctx.store.notice(notice_id)
+        if notice is not None:
+            route = ctx.snapshot.routes.get(notice["school"]) or ctx.config.delivery.relay
+            queues[route].append(notice_id)
+    workers = [_destination_worker(ctx, destination, pending)
+               for destination, pending in queues.items()
+               for _ in range(min(PER_DESTINATION, len(pending)))]
+    await asyncio.gather(*workers)
     report.attempted = len(claimed)
     return report
+
+
+async def _destination_worker(ctx: Context, destination: HostPort | None,
+                              pending: list[int]) -> None:
+    """Take notices for one destination off the shared list and send them over one session."""
+    connection = None if destination is None else deliver.Connection(
+        destination, context=deliver.tls_context(ctx.config.delivery.ca_file),
+        timeout=ctx.config.delivery.timeout_seconds, local_hostname=ctx.config.smtp.hostname)
+    try:
+        while pending:
+            notice_id = pending.pop(0)
+            try:
+                await deliver_one(ctx, notice_id, connection)
+            except Exception as exc:
+                # Tried again after a backoff; never dropped on our error, parked if it recurs.
+                log.error("notice.attempt_crashed", notice=notice_id, **safe_exception(exc))
+                await crashed(ctx, notice_id, "the delivery stage failed")
+    finally:
+        if connection is not None:
+            await connection.close()
 
 
 async def crashed(ctx: Context, notice_id: int, why: str) -> None:
@@ -192,23 +220,20 @@ async def recover_leases(ctx: Context) -> int:
     return len(leased)
 
 
-async def deliver_one(ctx: Context, notice_id: int) -> None:
+async def deliver_one(ctx: Context, notice_id: int,
+                      connection: deliver.Connection | None) -> None:
+    """One attempt for one claimed notice, and its receipt."""
     row = await ctx.store.notice(notice_id)
     if row is None:
         return
-    snapshot = ctx.snapshot
-    destination = snapshot.routes.get(row["school"]) or ctx.config.delivery.relay
     recipients = json.loads(row["recipients"])
     attempt = int(row["attempts"])
-    if destination is None:
+    if connection is None:
         outcome = deliver.Outcome(Result.TEMPORARY, "no route: the school has no route and no"
                                   " relay is configured")
     else:
-        outcome = await deliver.send(
-            row["message"], mail_from=ctx.config.gateway.address, recipients=recipients,
-            destination=destination, context=deliver.tls_context(ctx.config.delivery.ca_file),
-            timeout=ctx.config.delivery.timeout_seconds,
-            local_hostname=ctx.config.smtp.hostname)
+        outcome = await connection.send(row["message"], mail_from=ctx.config.gateway.address,
+                                        recipients=recipients)
     if outcome.result is Result.DELIVERED:
         crash_point("after-remote-250")
     now = ctx.clock()

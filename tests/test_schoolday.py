@@ -154,3 +154,22 @@ async def test_sender_gets_the_status_of_its_signal(harness_factory: HarnessFact
         assert "status_sent" in [r.event for r in await h.receipts()]
     finally:
         await relay.stop()
+
+
+async def test_backlog_drains_over_few_reused_connections(harness: Harness) -> None:
+    """A school server back after refusing gets its backlog over at most 4 reused sessions."""
+    inbox = harness.inboxes[SCHOOL_A]
+    inbox.fail_next("421 4.3.2 Service not available, try later", times=20)
+    for i in range(20):
+        reply = await harness.send(harness.signal(json_payload(
+            [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}],
+            reference=f"VT-BACKLOG-{i}")))
+        assert reply.code == 250
+    await harness.drain()
+    assert inbox.received == [] and len(await admin.queue_list(harness.ctx)) == 20
+    inbox.failures.clear()
+    before = inbox.connections
+    harness.clock.advance(minutes=20)
+    await harness.drain()
+    assert len(inbox.received) == 20 and await admin.queue_list(harness.ctx) == []
+    assert inbox.connections - before <= 4, "one session per notice instead of reuse"
