@@ -173,3 +173,23 @@ async def test_backlog_drains_over_few_reused_connections(harness: Harness) -> N
     await harness.drain()
     assert len(inbox.received) == 20 and await admin.queue_list(harness.ctx) == []
     assert inbox.connections - before <= 4, "one session per notice instead of reuse"
+
+
+async def test_permanent_failure_alerts_the_administrator(harness_factory: HarnessFactory) -> None:
+    """A 5xx from a school fails the notice and mails the administrator, without names."""
+    relay = SchoolInbox()
+    h = await harness_factory(extra_config='[alerts]\naddress = "beheer@leerplicht.example.nl"\n')
+    await relay.start(h.template.school_cert)
+    try:
+        delivery = dataclasses.replace(h.ctx.config.delivery, relay=HostPort("127.0.0.1",
+                                                                             relay.port))
+        h.ctx.config = dataclasses.replace(h.ctx.config, delivery=delivery)
+        h.inboxes[SCHOOL_A].fail_next("550 5.1.1 No such mailbox")
+        ref = (await h.send(h.signal(json_payload(
+            [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))).text
+        await h.drain()
+        alerts = [m for m in relay.received if m.rcpt_tos == ["beheer@leerplicht.example.nl"]]
+        assert len(alerts) == 1 and b"550 5.1.1" in alerts[0].data
+        assert ref.rsplit(" ", 1)[1].encode() in alerts[0].data and b"Sanne" not in alerts[0].data
+    finally:
+        await relay.stop()
