@@ -10,6 +10,7 @@ sender and two schools, imports a small register, and offers helpers to submit a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from gateway import admin, runner
-from gateway.config import Config, load_config
+from gateway.config import Config, HostPort, load_config
 from gateway.context import Context, open_context
 from gateway.daemon import Daemon
 from gateway.demokit import (
@@ -239,6 +240,16 @@ async def start_harness(config: Config, ids: Identities, template: Template,
     await daemon.start()
     assert ctx.snapshot.signing_key is not None
     return Harness(ctx, daemon, ids, inboxes, clock, template, ctx.snapshot.signing_key, base)
+
+
+async def start_relay(h: Harness) -> SchoolInbox:
+    """A mail relay on loopback for alerts and status mail, and the gateway pointed at it."""
+    relay = SchoolInbox()
+    await relay.start(h.template.school_cert)
+    delivery = dataclasses.replace(h.ctx.config.delivery, relay=HostPort("127.0.0.1", relay.port))
+    h.ctx.config = dataclasses.replace(h.ctx.config, delivery=delivery)
+    h.inboxes["relay"] = relay  # stopped with the others
+    return relay
 
 
 async def stop_harness(h: Harness) -> None:

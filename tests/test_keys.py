@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -15,11 +14,11 @@ from conftest import (
     Harness,
     HarnessFactory,
     Identities,
+    start_relay,
 )
 
 from gateway import admin, watch
-from gateway.config import Config, HostPort
-from gateway.demokit import Identity, SchoolInbox, json_payload, read_notice
+from gateway.demokit import Identity, json_payload, read_notice
 
 
 def sanne() -> bytes:
@@ -162,30 +161,19 @@ async def test_expiry_alert_is_mailed_encrypted_to_the_alerts_key(
         harness_factory: HarnessFactory, short_lived: Identity, identities: Identities,
         ) -> None:
     """With [alerts] address and key set, an expiry warning arrives encrypted to that key."""
-    relay = SchoolInbox()
-    try:
-        h0 = await harness_factory(extra_config=(
-            f'[alerts]\naddress = "beheer@leerplicht.example.nl"\n'
-            f'key = "{identities.other_sender.fingerprint}"\n'))
-        await relay.start(h0.template.school_cert)
-        # The relay is the alert route: point [delivery] relay at it for this gateway.
-        h0.ctx.config = _with_relay(h0.ctx.config, relay.port)
-        await admin.keys_pin_alerts(h0.ctx, identities.other_sender.public_key())
-        await admin.schools_add(h0.ctx, SCHOOL_B, None, "kort@school.nl",
-                                short_lived.public_key(), short_lived.fingerprint, None)
-        await watch.warn_expiring(h0.ctx, h0.clock())
-        [mail] = relay.received
-        assert mail.rcpt_tos == ["beheer@leerplicht.example.nl"]
-        assert short_lived.fingerprint.encode() not in mail.data, "alert sent in plaintext"
-        text, result = read_notice(mail, identities.other_sender)
-        assert short_lived.fingerprint in text and result.valid
-    finally:
-        await relay.stop()
-
-
-def _with_relay(config: Config, port: int) -> Config:
-    delivery = dataclasses.replace(config.delivery, relay=HostPort("127.0.0.1", port))
-    return dataclasses.replace(config, delivery=delivery)
+    h0 = await harness_factory(extra_config=(
+        f'[alerts]\naddress = "beheer@leerplicht.example.nl"\n'
+        f'key = "{identities.other_sender.fingerprint}"\n'))
+    relay = await start_relay(h0)
+    await admin.keys_pin_alerts(h0.ctx, identities.other_sender.public_key())
+    await admin.schools_add(h0.ctx, SCHOOL_B, None, "kort@school.nl",
+                            short_lived.public_key(), short_lived.fingerprint, None)
+    await watch.warn_expiring(h0.ctx, h0.clock())
+    [mail] = relay.received
+    assert mail.rcpt_tos == ["beheer@leerplicht.example.nl"]
+    assert short_lived.fingerprint.encode() not in mail.data, "alert sent in plaintext"
+    text, result = read_notice(mail, identities.other_sender)
+    assert short_lived.fingerprint in text and result.valid
 
 
 def test_warning_thresholds() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import zoneinfo
 
@@ -14,11 +13,11 @@ from conftest import (
     SENDER_ADDRESS,
     Harness,
     HarnessFactory,
+    start_relay,
 )
 
 from gateway import admin
-from gateway.config import HostPort
-from gateway.demokit import SchoolInbox, json_payload, read_notice, submit
+from gateway.demokit import json_payload, read_notice, submit
 from gateway.escalate import escalate
 
 AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
@@ -52,27 +51,20 @@ async def test_held_child_escalates_an_hour_before_school_starts(harness: Harnes
 
 async def test_undelivered_notice_escalates_with_a_mail(harness_factory: HarnessFactory) -> None:
     """A notice stuck behind a failing school server escalates, and the alert is mailed."""
-    relay = SchoolInbox()
     h = await harness_factory(extra_config='[alerts]\naddress = "beheer@leerplicht.example.nl"\n')
-    await relay.start(h.template.school_cert)
-    try:
-        delivery = dataclasses.replace(h.ctx.config.delivery, relay=HostPort("127.0.0.1",
-                                                                             relay.port))
-        h.ctx.config = dataclasses.replace(h.ctx.config, delivery=delivery)
-        h.clock.set(next_tuesday_at(3, 0))
-        h.inboxes[SCHOOL_A].fail_next("451 4.3.0 try later", times=5)
-        ref = (await h.send(h.signal(json_payload(
-            [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))).text
-        ref = ref.rsplit(" ", 1)[1]
-        await h.drain()
-        h.clock.set(next_tuesday_at(7, 45))
-        [item] = await escalate(h.ctx, h.clock())
-        assert item.ref == ref and item.schools == (SCHOOL_A,)
-        [mail] = relay.received
-        assert ref.encode() in mail.data and SCHOOL_A.encode() in mail.data
-        assert b"Sanne" not in mail.data
-    finally:
-        await relay.stop()
+    relay = await start_relay(h)
+    h.clock.set(next_tuesday_at(3, 0))
+    h.inboxes[SCHOOL_A].fail_next("451 4.3.0 try later", times=5)
+    ref = (await h.send(h.signal(json_payload(
+        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))).text
+    ref = ref.rsplit(" ", 1)[1]
+    await h.drain()
+    h.clock.set(next_tuesday_at(7, 45))
+    [item] = await escalate(h.ctx, h.clock())
+    assert item.ref == ref and item.schools == (SCHOOL_A,)
+    [mail] = relay.received
+    assert ref.encode() in mail.data and SCHOOL_A.encode() in mail.data
+    assert b"Sanne" not in mail.data
 
 
 async def _delivered_notice(harness: Harness) -> tuple[str, str]:
@@ -129,31 +121,24 @@ async def test_acknowledged_notice_does_not_escalate(harness: Harness) -> None:
 
 async def test_sender_gets_the_status_of_its_signal(harness_factory: HarnessFactory) -> None:
     """Once every child is delivered or held, the sender gets one encrypted status, no names."""
-    relay = SchoolInbox()
     h = await harness_factory()
-    await relay.start(h.template.school_cert)
-    try:
-        delivery = dataclasses.replace(h.ctx.config.delivery, relay=HostPort("127.0.0.1",
-                                                                             relay.port))
-        h.ctx.config = dataclasses.replace(h.ctx.config, delivery=delivery)
-        reply = await h.send(h.signal(json_payload(
-            [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()},
-             {"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}],
-            reference="VT-STATUS-1")))
-        ref = reply.text.rsplit(" ", 1)[1]
-        await h.drain()
-        await h.drain()
-        [mail] = relay.received
-        assert mail.rcpt_tos == [SENDER_ADDRESS]
-        text, result = read_notice(mail, h.ids.sender)
-        assert result.valid and "VT-STATUS-1" in text and ref in text
-        assert f"Kind 1: afgeleverd bij school {SCHOOL_A}" in text
-        assert "Kind 2: wacht op een medewerker van leerplicht" in text
-        for secret in ("Sanne", "Noor", SANNE_BIRTH.isoformat(), f"{SANNE_BIRTH:%d-%m-%Y}"):
-            assert secret not in text and secret.encode() not in mail.data
-        assert "status_sent" in [r.event for r in await h.receipts()]
-    finally:
-        await relay.stop()
+    relay = await start_relay(h)
+    reply = await h.send(h.signal(json_payload(
+        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()},
+         {"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}],
+        reference="VT-STATUS-1")))
+    ref = reply.text.rsplit(" ", 1)[1]
+    await h.drain()
+    await h.drain()
+    [mail] = relay.received
+    assert mail.rcpt_tos == [SENDER_ADDRESS]
+    text, result = read_notice(mail, h.ids.sender)
+    assert result.valid and "VT-STATUS-1" in text and ref in text
+    assert f"Kind 1: afgeleverd bij school {SCHOOL_A}" in text
+    assert "Kind 2: wacht op een medewerker van leerplicht" in text
+    for secret in ("Sanne", "Noor", SANNE_BIRTH.isoformat(), f"{SANNE_BIRTH:%d-%m-%Y}"):
+        assert secret not in text and secret.encode() not in mail.data
+    assert "status_sent" in [r.event for r in await h.receipts()]
 
 
 async def test_backlog_drains_over_few_reused_connections(harness: Harness) -> None:
@@ -177,19 +162,12 @@ async def test_backlog_drains_over_few_reused_connections(harness: Harness) -> N
 
 async def test_permanent_failure_alerts_the_administrator(harness_factory: HarnessFactory) -> None:
     """A 5xx from a school fails the notice and mails the administrator, without names."""
-    relay = SchoolInbox()
     h = await harness_factory(extra_config='[alerts]\naddress = "beheer@leerplicht.example.nl"\n')
-    await relay.start(h.template.school_cert)
-    try:
-        delivery = dataclasses.replace(h.ctx.config.delivery, relay=HostPort("127.0.0.1",
-                                                                             relay.port))
-        h.ctx.config = dataclasses.replace(h.ctx.config, delivery=delivery)
-        h.inboxes[SCHOOL_A].fail_next("550 5.1.1 No such mailbox")
-        ref = (await h.send(h.signal(json_payload(
-            [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))).text
-        await h.drain()
-        alerts = [m for m in relay.received if m.rcpt_tos == ["beheer@leerplicht.example.nl"]]
-        assert len(alerts) == 1 and b"550 5.1.1" in alerts[0].data
-        assert ref.rsplit(" ", 1)[1].encode() in alerts[0].data and b"Sanne" not in alerts[0].data
-    finally:
-        await relay.stop()
+    relay = await start_relay(h)
+    h.inboxes[SCHOOL_A].fail_next("550 5.1.1 No such mailbox")
+    ref = (await h.send(h.signal(json_payload(
+        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))).text
+    await h.drain()
+    alerts = [m for m in relay.received if m.rcpt_tos == ["beheer@leerplicht.example.nl"]]
+    assert len(alerts) == 1 and b"550 5.1.1" in alerts[0].data
+    assert ref.rsplit(" ", 1)[1].encode() in alerts[0].data and b"Sanne" not in alerts[0].data
