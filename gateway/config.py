@@ -58,6 +58,7 @@ class SmtpSection:
     max_sessions: int = 100
     max_sessions_per_client: int = 10
     client_ca_file: Path | None = None
+    shutdown_grace_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
         timeout_seconds=r.get(s, "smtp.timeout_seconds", int, 60, _positive),
         max_sessions=r.get(s, "smtp.max_sessions", int, 100, _positive),
         max_sessions_per_client=r.get(s, "smtp.max_sessions_per_client", int, 10, _positive),
+        shutdown_grace_seconds=r.get(s, "smtp.shutdown_grace_seconds", int, 30, _positive),
         client_ca_file=(r.path(client_ca) if (client_ca := r.get(s, "smtp.client_ca_file", str, ""))
                         else None),
     )

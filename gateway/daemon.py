@@ -1,23 +1,48 @@
 """The daemon: start, run, shut down (what `hwc-gateway serve` and systemd run).
 
-Takes a `Context`; runs the SMTP listener and the runner on one event loop until `stop` is set
-(SIGTERM or SIGINT), then stops accepting, lets the runner finish its step and closes the store.
-SIGHUP re-reads the directory and keys at once. Notices left waiting by a crash are picked up
-by the runner on start: their leases have run out or run out soon (DESIGN invariant 1).
+Takes a `Context`; runs the SMTP listener and the runner on one event loop until `stop` is set.
+SIGTERM or SIGINT: new sessions are answered 421 4.3.2, the sessions already open get
+`[smtp] shutdown_grace_seconds` to finish, the runner ends its step, the store is closed, and
+the process exits 0. SIGHUP re-reads the config file and applies what can change while running
+(saying what needs a restart), and re-reads the directory and keys. systemd is told READY,
+STOPPING and, from the runner's loop, WATCHDOG (sd_notify). Notices left waiting by a crash are
+picked up on start (DESIGN invariant 1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 
 from gateway import runner
+from gateway.config import Config, ConfigError, load_config
 from gateway.context import Context
 from gateway.logs import get_logger
 from gateway.receive import IntakeHandler, start_listener
+from gateway.sdnotify import notify
 
 log = get_logger("daemon")
+
+# What a running daemon can take from a changed config file; everything else needs a restart.
+RELOADABLE = ("delivery", "schedule", "alerts", "retention")
+
+
+def reloaded_config(old: Config, new: Config) -> tuple[Config, list[str], list[str]]:
+    """Pure: the config to run with after SIGHUP, the sections applied, those needing a restart."""
+    applied = [name for name in RELOADABLE if getattr(old, name) != getattr(new, name)]
+    config = dataclasses.replace(old, **{name: getattr(new, name) for name in RELOADABLE})
+    if old.gateway.teacher_text != new.gateway.teacher_text:
+        config = dataclasses.replace(config, gateway=dataclasses.replace(
+            config.gateway, teacher_text=new.gateway.teacher_text))
+        applied.append("gateway.teacher_text")
+    restart = [field.name for field in dataclasses.fields(Config)
+               if field.name not in (*RELOADABLE, "path", "gateway")
+               and getattr(old, field.name) != getattr(new, field.name)]
+    if old.gateway.address != new.gateway.address:
+        restart.append("gateway.address")
+    return config, applied, restart
 
 
 class Daemon:
@@ -44,13 +69,24 @@ class Daemon:
         if self.background:
             self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
         snapshot = self.ctx.snapshot
-        log.info("gateway.started", listen=f"{self.host or self.ctx.config.smtp.listen.host}:"
-                 f"{self.bound_port}", signing_key=snapshot.signing_key,
+        listen = f"{self.host or self.ctx.config.smtp.listen.host}:{self.bound_port}"
+        log.info("gateway.started", listen=listen, signing_key=snapshot.signing_key,
                  senders=len(snapshot.senders), schools=len(snapshot.schools))
         if snapshot.signing_key is None:
             log.warning("gateway.no_signing_key", hint="run `hwc-gateway keys init`")
+        notify(f"READY=1\nSTATUS=listening on {listen}")
 
     async def shutdown(self) -> None:
+        notify("STOPPING=1\nSTATUS=finishing the sessions in progress")
+        handler = self.handler
+        if handler is not None:
+            handler.draining = True
+            grace = self.ctx.config.smtp.shutdown_grace_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handler.sessions.idle.wait(), grace)
+            if handler.sessions.total:
+                log.warning("gateway.sessions_cut", open=handler.sessions.total,
+                            grace_seconds=grace)
         self.stop.set()
         if self.server is not None:
             self.server.close()
@@ -61,20 +97,29 @@ class Daemon:
         log.info("gateway.stopped")
 
     async def reload(self) -> None:
+        """SIGHUP: take in the config file and the directory without a restart."""
+        try:
+            new = load_config(self.ctx.config.path)
+        except ConfigError as exc:
+            log.error("gateway.reload_failed", problems=exc.problems)
+            return
+        self.ctx.config, applied, restart = reloaded_config(self.ctx.config, new)
         await self.ctx.refresh(force=True)
         self.ctx.wake.set()
-        log.info("gateway.reloaded", version=self.ctx.snapshot.version)
+        log.info("gateway.reloaded", version=self.ctx.snapshot.version, applied=applied,
+                 needs_restart=restart)
 
 
 async def serve(ctx: Context) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads."""
     daemon = Daemon(ctx)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, daemon.stop.set)
-    loop.add_signal_handler(signal.SIGINT, daemon.stop.set)
+    finished = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, finished.set)
+    loop.add_signal_handler(signal.SIGINT, finished.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
     await daemon.start()
     try:
-        await daemon.stop.wait()
+        await finished.wait()
     finally:
         await daemon.shutdown()

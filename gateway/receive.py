@@ -108,6 +108,10 @@ class GatewaySMTP(SMTP):
 
     async def _handle_client(self) -> None:
         peer = _peer_host(self.session)
+        if self._intake.draining:
+            self._writer.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+            self.loop.call_soon(self._close_transport)
+            return
         if not self._intake.sessions.try_open(peer):
             log.warning("session.refused", peer=peer, open=self._intake.sessions.total)
             self._writer.write(b"421 4.7.0 Too many connections, try again later\r\n")
@@ -205,6 +209,7 @@ class IntakeHandler:
         self.ctx = ctx
         self.address = ctx.config.gateway.address.lower()
         self.throttle = AuthThrottle()
+        self.draining = False  # set on SIGTERM: new sessions are turned away with 421 4.3.2
         self.sessions = SessionLimits(ctx.config.smtp.max_sessions,
                                       ctx.config.smtp.max_sessions_per_client)
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from gateway.gpg import GpgError
 from gateway.logs import get_logger, safe_exception
 from gateway.report import report_finished
 from gateway.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
+from gateway.sdnotify import notify, watchdog_interval
 from gateway.seal import NoticeChild, ack_address, make_message_id, new_ack_token, seal_notice
 from gateway.store import Conflict, from_iso
 from gateway.watch import Watch
@@ -290,7 +292,14 @@ async def drain(ctx: Context, max_steps: int = 100) -> None:
 async def run(ctx: Context, stop: asyncio.Event) -> None:
     """The daemon's loop: step, then wait for a wake-up, the next due retry, or a poll tick."""
     watch = Watch()
+    # systemd's watchdog is fed from this loop: a loop that hangs stops feeding it and the
+    # service is restarted (Restart=on-failure), which is the point.
+    interval = watchdog_interval()
+    next_ping = 0.0
     while not stop.is_set():
+        if interval is not None and time.monotonic() >= next_ping:
+            notify("WATCHDOG=1")
+            next_ping = time.monotonic() + interval
         await watch.tick(ctx)
         try:
             report = await step(ctx)

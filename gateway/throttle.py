@@ -8,6 +8,7 @@ an attacker nothing they could not get by waiting, and needs no disk writes on a
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -67,12 +68,17 @@ class SessionLimits:
     max_total: int
     max_per_address: int
     open: dict[str, int] = field(default_factory=dict)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while no session is open
+
+    def __post_init__(self) -> None:
+        self.idle.set()
 
     def try_open(self, address: str) -> bool:
         if (sum(self.open.values()) >= self.max_total
                 or self.open.get(address, 0) >= self.max_per_address):
             return False
         self.open[address] = self.open.get(address, 0) + 1
+        self.idle.clear()
         return True
 
     def close(self, address: str) -> None:
@@ -81,6 +87,8 @@ class SessionLimits:
             self.open[address] = left
         else:
             self.open.pop(address, None)
+        if not self.open:
+            self.idle.set()
 
     @property
     def total(self) -> int:
