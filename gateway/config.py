@@ -9,6 +9,7 @@ resolved against the directory of the config file, never the working directory.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import tomllib
 import zoneinfo
 from collections.abc import Callable
@@ -194,6 +195,13 @@ class _Reader:
         return HostPort(host.strip("[]"), int(port))
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _positive(value: int) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
@@ -356,6 +364,9 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
     metrics = MetricsSection(
         listen=r.hostport(metrics_text, "metrics.listen") if metrics_text else None
     )
+    if metrics.listen is not None and not _loopback(metrics.listen.host):
+        # The endpoint has no authentication: it must not be reachable from the network.
+        r.problems.append("metrics.listen: must be a loopback address (127.0.0.1 or [::1])")
 
     if r.problems:
         raise ConfigError(r.problems)

@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+from typing import Any
 
-from gateway import runner
+from gateway import metrics, runner
 from gateway.config import Config, ConfigError, load_config
 from gateway.context import Context
 from gateway.logs import get_logger
@@ -55,6 +56,7 @@ class Daemon:
         self.server: asyncio.Server | None = None
         self.handler: IntakeHandler | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._metrics: Any = None
 
     @property
     def bound_port(self) -> int:
@@ -66,6 +68,9 @@ class Daemon:
         # here, before it could take over leases of attempts the first one still has open.
         self.server, self.handler = await start_listener(self.ctx, self.host, self.port)
         await runner.recover_leases(self.ctx)
+        if self.ctx.config.metrics.listen is not None:
+            self._metrics = metrics.serve(self.ctx.config.metrics.listen)
+            log.info("metrics.started", listen=str(self.ctx.config.metrics.listen))
         if self.background:
             self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
         snapshot = self.ctx.snapshot
@@ -94,6 +99,8 @@ class Daemon:
         if self._runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
+        if self._metrics is not None:
+            self._metrics.shutdown()
         log.info("gateway.stopped")
 
     async def reload(self) -> None:

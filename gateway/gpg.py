@@ -18,12 +18,15 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import gnupg
+
+from gateway.metrics import GPG_SECONDS
 
 # gpg must never look a key up anywhere (LIBRARIES.md: an unknown e-mail recipient triggers WKD).
 # `--trust-model always` because trust comes from our own pinning by full fingerprint, not from
@@ -112,20 +115,28 @@ class Gpg:
         finally:
             _KillableGPG._local.holder = None
 
-    async def _call(self, fn: Callable[[], T]) -> T:
+    async def _call(self, fn: Callable[[], T], operation: str = "other") -> T:
         holder: list[subprocess.Popen[bytes]] = []
         async with self._semaphore:
-            task = asyncio.ensure_future(asyncio.to_thread(self._run_killable, fn, holder))
+            started = time.monotonic()
             try:
-                return await asyncio.wait_for(asyncio.shield(task), self.timeout)
-            except TimeoutError:
-                for proc in holder:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                # The reader threads end once the process is gone; wait so no thread outlives us.
-                with contextlib.suppress(Exception):
-                    await task
-                raise GpgTimeout(f"gpg did not finish within {self.timeout:g} s") from None
+                return await self._call_timed(fn, holder)
+            finally:
+                GPG_SECONDS.labels(operation).observe(time.monotonic() - started)
+
+    async def _call_timed(self, fn: Callable[[], T],
+                          holder: list[subprocess.Popen[bytes]]) -> T:
+        task = asyncio.ensure_future(asyncio.to_thread(self._run_killable, fn, holder))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.timeout)
+        except TimeoutError:
+            for proc in holder:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            # The reader threads end once the process is gone; wait so no thread outlives us.
+            with contextlib.suppress(Exception):
+                await task
+            raise GpgTimeout(f"gpg did not finish within {self.timeout:g} s") from None
 
     def call_sync(self, fn: Callable[[gnupg.GPG], T]) -> T:
         """For the command line: the same gpg, without the event loop."""
@@ -140,14 +151,14 @@ class Gpg:
     async def decrypt(self, ciphertext: bytes) -> GpgResult:
         """Decrypt (and verify any signature inside) with the gateway's secret key."""
         return await self._call(lambda: self._result(
-            self._gpg.decrypt(ciphertext, passphrase=self._passphrase)))
+            self._gpg.decrypt(ciphertext, passphrase=self._passphrase)), "decrypt")
 
     async def verify_detached(self, signature: bytes, signed: bytes) -> GpgResult:
         """Verify a detached signature over the exact bytes given."""
         def run() -> GpgResult:
             with _tempfile(signature, self.home) as sig_path:
                 return self._result(self._gpg.verify_data(sig_path, signed))
-        return await self._call(run)
+        return await self._call(run, "verify")
 
     async def sign_encrypt(self, plaintext: bytes, recipients: Sequence[str],
                            signer: str) -> bytes:
@@ -160,7 +171,7 @@ class Gpg:
                                     extra_args=["--local-user", signer])
             return self._result(res)
 
-        result = await self._call(run)
+        result = await self._call(run, "sign_encrypt")
         if result.returncode != 0 or not result.data.startswith(b"-----BEGIN PGP MESSAGE-----"):
             problems = [f"{k} {v}" for k, v in result.status
                         if k in ("INV_RECP", "INV_SGNR", "FAILURE", "ERROR", "KEYEXPIRED")]

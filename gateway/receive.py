@@ -27,6 +27,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from gateway import metrics
 from gateway.context import Context
 from gateway.gpg import GpgError
 from gateway.intake import Accepted, accept
@@ -275,16 +276,21 @@ class IntakeHandler:
                                    now=self.ctx.clock(), today=self.ctx.today())
         except GpgError as exc:
             log.error("signal.deferred", sender=sender.name, **safe_exception(exc))
+            metrics.SIGNALS.labels("deferred").inc()
             return TEMPORARY_FAILURE
         if isinstance(outcome, Rejection):
             log.warning("signal.rejected", sender=sender.name, reason=outcome.kind.value,
                         detail=outcome.detail)
+            metrics.SIGNALS.labels(outcome.kind.value).inc()
             return rejection_reply(outcome)
         if outcome.duplicate:
             log.info("signal.duplicate", ref=outcome.ref, sender=sender.name)
+            metrics.SIGNALS.labels("duplicate").inc()
         else:
             log.info("signal.accepted", ref=outcome.ref, sender=sender.name,
                      children=outcome.children, held=outcome.held)
+            metrics.SIGNALS.labels("accepted").inc()
+            metrics.HELD.inc(outcome.held)
             self.ctx.wake.set()
         return accepted_reply(outcome)
 

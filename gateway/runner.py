@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from gateway import deliver
+from gateway import deliver, metrics
 from gateway.alerts import send_alert
 from gateway.config import HostPort
 from gateway.context import Context
@@ -96,6 +96,7 @@ async def seal_routed(ctx: Context) -> StepReport:
                     await tx.receipt("held", at=now, ref=f"{ref}-{n}", school=school,
                                      reason=reason)
             log.warning("child.held", ref=ref, school=school, reason=reason, count=len(numbers))
+            metrics.HELD.inc(len(numbers))
             report.held += len(numbers)
             continue
         children = []
@@ -265,6 +266,7 @@ async def deliver_one(ctx: Context, notice_id: int,
         tx.receipts[-1].event, "notice.deferred")
     log_fn = log.info if event == "notice.delivered" else log.warning
     log_fn(event, ref=ref, school=school, notice=notice_id, attempt=attempt, smtp_code=code)
+    metrics.NOTICES.labels(event.removeprefix("notice.")).inc()
     if failed:
         await send_alert(ctx, "notice.failed", f"notice {ref} for {school} failed", [
             f"The notice of signal {ref} for school {school} could not be delivered.",

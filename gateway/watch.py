@@ -10,21 +10,24 @@ own failure, so one broken job never stops the runner or the others.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway import admin, retention
+from gateway import admin, metrics, retention
 from gateway.alerts import send_alert
 from gateway.context import Context
 from gateway.escalate import escalate
 from gateway.keyadmin import list_key_infos
 from gateway.logs import get_logger, safe_exception
+from gateway.schedule import deadline
 from gateway.store import from_iso
 
 log = get_logger("watch")
 
 DAILY = dt.timedelta(days=1)
-ESCALATION_CHECK = dt.timedelta(seconds=30)
+ESCALATION_CHECK = dt.timedelta(seconds=30)  # also how often the metrics gauges are updated
+KEY_GAUGE_EVERY = dt.timedelta(minutes=5)
 WARN_DAYS = (30, 14, 7, 1)
 
 
@@ -77,17 +80,40 @@ async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]
     return warned
 
 
+async def update_metrics(ctx: Context, now: dt.datetime, with_keys: bool) -> None:
+    """The gauges, from one look at the store (and, now and then, at the keys)."""
+    counts = await ctx.store.counts()
+    queued = await ctx.store.notices(states=("queued",))
+    oldest = min((now - from_iso(r["created_at"]) for r in queued), default=None)
+    deadlines = [deadline(from_iso(r["accepted_at"]), ctx.config.schedule)
+                 for r in await ctx.store.open_signals()]
+    expiry: list[tuple[str, dt.timedelta]] = []
+    if with_keys:
+        owners = await admin.key_owners(ctx)
+        for info in list_key_infos(ctx.gpg):
+            owner = owners.get(info.fingerprint)
+            if owner is not None and info.expires is not None and "retired" not in owner[0]:
+                expiry.append((owner[0].split(" ", 1)[0], info.expires - now))
+    metrics.set_gauges(counts=counts, oldest=oldest,
+                       next_deadline=min(deadlines) - now if deadlines else None,
+                       key_expiry=expiry)
+
+
 @dataclass
 class Watch:
     next_daily: dt.datetime | None = None
     next_escalation: dt.datetime | None = None
+    next_keys_gauge: dt.datetime | None = None
 
     async def tick(self, ctx: Context) -> None:
         now = ctx.clock()
         jobs: list[Callable[[Context, dt.datetime], Awaitable[object]]] = []
         if self.next_escalation is None or now >= self.next_escalation:
             self.next_escalation = now + ESCALATION_CHECK
-            jobs.append(escalate)
+            with_keys = self.next_keys_gauge is None or now >= self.next_keys_gauge
+            if with_keys:
+                self.next_keys_gauge = now + KEY_GAUGE_EVERY
+            jobs += [escalate, functools.partial(update_metrics, with_keys=with_keys)]
         if self.next_daily is None or now >= self.next_daily:
             self.next_daily = now + DAILY
             jobs += [retention.purge, retire_ended_overlaps, warn_expiring]
@@ -95,5 +121,6 @@ class Watch:
             try:
                 await job(ctx, now)
             except Exception as exc:
-                log.error("watch.job_failed", job=getattr(job, "__name__", "job"),
+                name = getattr(getattr(job, "func", job), "__name__", "job")
+                log.error("watch.job_failed", job=name,
                           **safe_exception(exc))
