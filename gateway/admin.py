@@ -609,6 +609,7 @@ async def status(ctx: Context, listener_up: bool) -> Status:
     if escalated:
         attention.append(f"{len(escalated)} signals escalated: {', '.join(escalated[:5])}")
     unacked = await ctx.store.unacknowledged()
+    last = await ctx.store.last_receipt("delivered")
     data = {"listener": {"address": str(ctx.config.smtp.listen), "up": listener_up},
             "counts": counts, "queued": len(queued), "oldest_queued": oldest,
             "held": counts.get("child.held", 0), "signing_key": ctx.snapshot.signing_key,
@@ -620,6 +621,8 @@ async def status(ctx: Context, listener_up: bool) -> Status:
                                "time_left": time_left(deadlines[0][0], now)}
                               if deadlines else None),
             "escalated": escalated, "unacknowledged": len(unacked),
+            "last_delivery": ({"at": last["at"], "ref": last["ref"], "school": last["school"]}
+                              if last else None),
             "receipts": count, "attention": attention}
     return Status(data, attention)
 

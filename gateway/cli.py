@@ -244,6 +244,9 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                                       if nd else "nothing waiting"))
                 print(f"escalated {len(d['escalated'])}; unacknowledged notices "
                       f"{d['unacknowledged']}")
+                last = d["last_delivery"]
+                print("delivered " + (f"last at {last['at']} ({last['ref']} to {last['school']})"
+                                      if last else "nothing yet"))
                 print(f"counts    {', '.join(f'{k}={v}' for k, v in sorted(d['counts'].items()))}")
                 for key in d["gateway_keys"]:
                     until = (f", opens signals until {key['overlap_until']}"

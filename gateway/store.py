@@ -603,6 +603,10 @@ class Store:
             " group_concat(DISTINCT c.school) AS schools FROM signals s JOIN children c"
             " ON c.ref = s.ref WHERE c.state IN ('routed', 'held', 'sealed') GROUP BY s.ref")
 
+    async def last_receipt(self, event: str) -> sqlite3.Row | None:
+        return await self.one("SELECT at, ref, school FROM receipts WHERE event = ?"
+                              " ORDER BY seq DESC LIMIT 1", (event,))
+
     async def ack_pending(self, ack_digest: str) -> bool:
         row = await self.one("SELECT 1 FROM notices WHERE ack_digest = ? AND acked_at IS NULL",
                              (ack_digest,))
