@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GATEWAY, SENDER_ADDRESS, Identities, Template
+from hostile import crc24
 
 from gateway.demokit import (
     Identity,
@@ -470,18 +471,6 @@ async def test_open_signed_only_openpgp_message(setup: OpenSetup, identities: Id
     assert bytes(res.data).startswith(b"-----BEGIN PGP MESSAGE-----")
     assert await open_as_sender(setup, identities, envelope(bytes(res.data))) == Rejection(
         RejectClass.NOT_ENCRYPTED, "message is not encrypted")
-
-
-def crc24(data: bytes) -> int:
-    """The OpenPGP armor checksum (RFC 4880 §6.1)."""
-    crc = 0xB704CE
-    for byte in data:
-        crc ^= byte << 16
-        for _ in range(8):
-            crc <<= 1
-            if crc & 0x1000000:
-                crc ^= 0x1864CFB
-    return crc & 0xFFFFFF
 
 
 def flip_byte(armored: bytes, where: str) -> bytes:
