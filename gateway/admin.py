@@ -585,8 +585,7 @@ class Status:
 async def status(ctx: Context, listener_up: bool) -> Status:
     now = ctx.clock()
     counts = await ctx.store.counts()
-    queued = await ctx.store.notices(states=("queued",))
-    oldest = min((r["created_at"] for r in queued), default=None)
+    oldest = await ctx.store.oldest_queued()
     attention = []
     if not listener_up:
         attention.append("the listener is not answering")
@@ -611,7 +610,7 @@ async def status(ctx: Context, listener_up: bool) -> Status:
     unacked = await ctx.store.unacknowledged()
     last = await ctx.store.last_receipt("delivered")
     data = {"listener": {"address": str(ctx.config.smtp.listen), "up": listener_up},
-            "counts": counts, "queued": len(queued), "oldest_queued": oldest,
+            "counts": counts, "queued": counts.get("notice.queued", 0), "oldest_queued": oldest,
             "held": counts.get("child.held", 0), "signing_key": ctx.snapshot.signing_key,
             "gateway_keys": [{"fingerprint": r["fingerprint"], "state": r["state"],
                               "overlap_until": r["decrypt_until"] if r["state"] == "previous"

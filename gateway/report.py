@@ -9,6 +9,7 @@ code and time. One attempt; the outcome is a receipt either way, so nothing is s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,8 +84,9 @@ async def _send(ctx: Context, ref: str, sender_name: str, sender_ref: str | None
     if ctx.snapshot.signing_key is None:
         return "the gateway has no signing key"
     now = ctx.clock()
-    encrypt_to = [i.fingerprint for i in map(key_info, ctx.gpg.list_keys(
-        fingerprints=sorted(sender.fingerprints))) if i.unusable_reason("encrypt", now) is None]
+    listed = await asyncio.to_thread(ctx.gpg.list_keys, False, sorted(sender.fingerprints))
+    encrypt_to = [i.fingerprint for i in map(key_info, listed)
+                  if i.unusable_reason("encrypt", now) is None]
     if not encrypt_to:
         return "none of the sender's pinned keys can encrypt"
     address = sorted(sender.allowed_from)[0]

@@ -656,10 +656,9 @@ class Store:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
         return await self.all(sql + " ORDER BY id", list(states))
 
-    async def next_wakeup(self) -> dt.datetime | None:
-        row = await self.one("SELECT min(next_attempt_at) AS t FROM notices"
-                             " WHERE state = 'queued'")
-        return from_iso(row["t"]) if row and row["t"] else None
+    async def oldest_queued(self) -> str | None:
+        row = await self.one("SELECT min(created_at) AS t FROM notices WHERE state = 'queued'")
+        return str(row["t"]) if row and row["t"] else None
 
     async def counts(self) -> dict[str, int]:
         """Queue and child counts by state, for `status`."""

@@ -9,6 +9,7 @@ own failure, so one broken job never stops the runner or the others.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable
@@ -53,7 +54,7 @@ async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]
     """Warn once per key and threshold; returns what was warned about."""
     owners = await admin.key_owners(ctx)
     warned = []
-    for info in list_key_infos(ctx.gpg):
+    for info in await asyncio.to_thread(list_key_infos, ctx.gpg):
         owner = owners.get(info.fingerprint)
         if owner is None or info.expires is None or "retired" in owner[0]:
             continue
@@ -83,14 +84,14 @@ async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]
 async def update_metrics(ctx: Context, now: dt.datetime, with_keys: bool) -> None:
     """The gauges, from one look at the store (and, now and then, at the keys)."""
     counts = await ctx.store.counts()
-    queued = await ctx.store.notices(states=("queued",))
-    oldest = min((now - from_iso(r["created_at"]) for r in queued), default=None)
+    first = await ctx.store.oldest_queued()
+    oldest = now - from_iso(first) if first else None
     deadlines = [deadline(from_iso(r["accepted_at"]), ctx.config.schedule)
                  for r in await ctx.store.open_signals()]
     expiry: list[tuple[str, dt.timedelta]] = []
     if with_keys:
         owners = await admin.key_owners(ctx)
-        for info in list_key_infos(ctx.gpg):
+        for info in await asyncio.to_thread(list_key_infos, ctx.gpg):
             owner = owners.get(info.fingerprint)
             if owner is not None and info.expires is not None and "retired" not in owner[0]:
                 expiry.append((owner[0].split(" ", 1)[0], info.expires - now))
