@@ -53,7 +53,7 @@ def _pupils_csv(today: dt.date) -> str:
             f";Eva Maria Jansen;{born(7, 1, 30)};12AB00\n")
 
 
-def _config_text(base: Path, ca_file: Path) -> str:
+def _config_text(base: Path, ca_file: Path, relay_port: int) -> str:
     return f"""
 [gateway]
 address = "{GATEWAY}"
@@ -63,6 +63,7 @@ tls_cert = "{base}/keys/tls/server.pem"
 tls_key = "{base}/keys/tls/server.key"
 [delivery]
 ca_file = "{ca_file}"
+relay = "127.0.0.1:{relay_port}"  # the municipality's mail relay: status mail to the sender
 retry_min_seconds = 1
 [storage]
 path = "{base}/var/hwc-gateway.sqlite3"
@@ -79,8 +80,10 @@ def _say(text: str = "") -> None:
 async def _demo(base: Path) -> int:
     today = dt.date.today()
     ca_file, school_cert = school_ca(base / "school-tls")
+    relay = SchoolInbox()  # stands in for the relay that carries mail back to Veilig Thuis
+    await relay.start(school_cert)
     config_path = base / "config.toml"
-    config_path.write_text(_config_text(base, ca_file))
+    config_path.write_text(_config_text(base, ca_file, relay.port))
     config = load_config(config_path)
 
     _say("== Setting up: gateway keys, a sender, two participating schools, the register")
@@ -166,6 +169,20 @@ async def _demo(base: Path) -> int:
                      f"{item.header('Subject')!r}; {signer}")
                 for line in text.strip().splitlines():
                     _say(f"   | {line}")
+        _say("\n== A school contact confirms receipt by replying (no AUTH, content unread)")
+        first = inboxes["12AB00"].received[0]
+        answer = await submit("127.0.0.1", daemon.bound_port, user=None, password=None,
+                              mail_from="hwc@regenboog.example.nl", rcpt=first.header("Reply-To"),
+                              message=b"Subject: Re: Vertrouwelijk bericht\r\n\r\nOntvangen.\r\n",
+                              ca_file=config.smtp.tls_cert.parent / "ca.pem")
+        _say(f"   reply to {first.header('Reply-To')}\n      -> {answer}")
+        _say("\n== What Veilig Thuis received back (status mail, decrypted with its own key)")
+        for item in relay.received:
+            text, result = read_notice(item, sender)
+            _say(f"-- to {', '.join(item.rcpt_tos)}; "
+                 f"{'signed by the gateway key' if result.valid else 'NOT signed'}")
+            for line in text.strip().splitlines():
+                _say(f"   | {line}")
         _say("\n== Held for an administrator (`hwc-gateway held list`)")
         for row in await admin.held_list(ctx):
             _say(f"   {row['id']}: {row['reason']}")
@@ -180,7 +197,7 @@ async def _demo(base: Path) -> int:
         return 0 if not problems else 1
     finally:
         await daemon.shutdown()
-        for inbox in inboxes.values():
+        for inbox in [*inboxes.values(), relay]:
             await inbox.stop()
         await ctx.close()
         for identity in identities.values():

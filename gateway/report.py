@@ -44,7 +44,8 @@ def status_body(ref: str, sender_ref: str | None, children: Sequence[ChildOutcom
     for child in children:
         outcome = OUTCOME_NL.get(child.state, child.state).format(
             school=child.school or "?", reason=child.reason or "")
-        lines.append(f"Kind {child.n}: {outcome}, {child.at} UTC (referentie {ref}-{child.n})")
+        when = f"{child.at[:10]} {child.at[11:16]} UTC"
+        lines.append(f"Kind {child.n}: {outcome}, {when} (referentie {ref}-{child.n})")
     lines += ["", "Namen en geboortedata staan bewust niet in dit bericht."]
     return "\n".join(lines) + "\n"
 

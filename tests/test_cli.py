@@ -145,7 +145,9 @@ def test_demo_runs_and_shows_each_school_its_notice() -> None:
                             text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert out.count("signed by the gateway key") == 3
+    schools = [line for line in out.splitlines() if line.startswith("-- school")]
+    assert len(schools) == 3 and all("signed by the gateway key" in line for line in schools)
+    assert out.count("Status van uw signaal") == 3 and "Acknowledgement recorded" in out
     assert "Signal accepted as" in out and "554 5.7.7" in out
     assert "not in the register and no school named" in out
     assert "intact" in out
