@@ -1,11 +1,11 @@
-# hwc-gateway: run / test / demo / fuzz. Everything runs from a virtual environment in .venv.
+# hwc-gateway: run / test / demo / fuzz / bench. Everything runs from a virtual environment in .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo fuzz check-gpg clean
+.PHONY: run test lint demo fuzz bench check-gpg clean
 
 check-gpg:
 	@command -v gpg >/dev/null 2>&1 || { echo "gpg not found: install GnuPG 2.2 or newer (Debian/Ubuntu: apt-get install gnupg)"; exit 1; }
@@ -25,8 +25,9 @@ test: check-gpg $(STAMP) lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests fuzz
+	$(BIN)/ruff check gateway tests fuzz bench
 	$(BIN)/mypy
+	$(BIN)/mypy bench/run.py  # on its own: fuzz/run.py is a module named run too
 
 demo: check-gpg $(STAMP)
 	$(BIN)/hwc-gateway demo
@@ -35,6 +36,10 @@ demo: check-gpg $(STAMP)
 FUZZ_SECONDS ?= 300
 fuzz: $(STAMP)
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+# Throughput, latency and memory against the raw gpg work, in one run (bench/README.md).
+bench: check-gpg $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
