@@ -303,6 +303,8 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
             notify("WATCHDOG=1")
             next_ping = time.monotonic() + interval
         await watch.tick(ctx)
+        # Cleared before the step, so a signal accepted during it still wakes the next one.
+        ctx.wake.clear()
         try:
             report = await step(ctx)
         except Exception as exc:
@@ -310,7 +312,6 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
             report = StepReport()
         if not report.idle:
             continue
-        ctx.wake.clear()
         waiters = [asyncio.ensure_future(ctx.wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=POLL_SECONDS,
