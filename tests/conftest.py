@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,8 @@ class Template:
 
 
 def _config_text(base: Path, ca_file: Path, extra: str = "", listen: int = 2525,
-                 retry_min: int = 60, smtp_extra: str = "") -> str:
+                 retry_min: int = 60, smtp_extra: str = "",
+                 keys_extra: str = "allow_no_passphrase = true") -> str:
     return f"""
 [gateway]
 address = "{GATEWAY}"
@@ -120,7 +122,7 @@ timeout_seconds = 10
 path = "{base}/var/hwc-gateway.sqlite3"
 [keys]
 dir = "{base}/keys"
-allow_no_passphrase = true
+{keys_extra}
 {extra}
 """
 
@@ -146,6 +148,26 @@ def copy_gateway_state(template: Template, dest: Path, extra_config: str = "",
     (dest / "config.toml").write_text(_config_text(dest, template.school_ca, extra_config,
                                                    listen, retry_min, smtp_extra))
     return load_config(dest / "config.toml")
+
+
+def expired_key(home: Path, uid: str, encrypt: bool) -> tuple[str, bytes]:
+    """A key that expired in 2020 (gpg's faked clock): a signing key, with an encryption
+    subkey when `encrypt`. Returns its fingerprint and armored public key."""
+    home.mkdir(mode=0o700, parents=True)
+    base = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
+            "--passphrase", "", "--faked-system-time", "20200101T000000"]
+    subprocess.run([*base, "--quick-gen-key", uid, "ed25519", "sign,cert", "1d"], check=True,
+                   capture_output=True)
+    listing = subprocess.run([*base, "--with-colons", "--list-keys"], check=True,
+                             capture_output=True, text=True).stdout
+    fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    if encrypt:
+        subprocess.run([*base, "--quick-add-key", fpr, "cv25519", "encr", "1d"], check=True,
+                       capture_output=True)
+    public = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--armor", "--export",
+                             fpr], check=True, capture_output=True).stdout
+    stop_agent(home)
+    return fpr, public
 
 
 class FakeClock:

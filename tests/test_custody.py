@@ -27,10 +27,12 @@ from conftest import (
     Harness,
     Identities,
     Template,
+    _config_text,
     copy_gateway_state,
     start_harness,
     stop_harness,
 )
+from test_process import free_port
 
 from gateway.cli import main
 from gateway.config import load_config
@@ -57,33 +59,10 @@ async def run_async(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int
     return code, out, err
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def write_config(base: Path, ca_file: Path, keys_extra: str, listen: int = 2525) -> str:
     """A config of this file's own: only `[keys]` differs between the tests."""
     path = base / "config.toml"
-    path.write_text(f"""
-[gateway]
-address = "leerplicht@hwc.example.nl"
-[smtp]
-listen = "127.0.0.1:{listen}"
-tls_cert = "{base}/keys/tls/server.pem"
-tls_key = "{base}/keys/tls/server.key"
-[delivery]
-ca_file = "{ca_file}"
-retry_min_seconds = 60
-retry_max_seconds = 600
-timeout_seconds = 10
-[storage]
-path = "{base}/var/hwc-gateway.sqlite3"
-[keys]
-dir = "{base}/keys"
-{keys_extra}
-""")
+    path.write_text(_config_text(base, ca_file, listen=listen, keys_extra=keys_extra))
     return str(path)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import GATEWAY, SENDER_ADDRESS, Identities, Template
+from conftest import GATEWAY, SENDER_ADDRESS, Identities, Template, expired_key
 from hostile import crc24
 
 from gateway.demokit import (
@@ -321,14 +321,7 @@ class OpenSetup:
 
 def make_expired_signer(home: Path) -> Identity:
     """A sender key that expired in 2020, made with gpg's faked clock."""
-    home.mkdir(mode=0o700, parents=True)
-    base = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
-            "--passphrase", "", "--faked-system-time", "20200101T000000"]
-    subprocess.run([*base, "--quick-gen-key", "Old Sender <old@vt.example>", "ed25519",
-                    "sign,cert", "1d"], check=True, capture_output=True)
-    listing = subprocess.run([*base, "--with-colons", "--list-keys"], check=True,
-                             capture_output=True, text=True).stdout
-    fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    fpr, _ = expired_key(home, "Old Sender <old@vt.example>", encrypt=False)
     return Identity(home, fpr)
 
 

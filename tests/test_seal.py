@@ -6,7 +6,6 @@ import datetime as dt
 import email.utils
 import shutil
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy
@@ -15,7 +14,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
-from conftest import CONTACT_A, GATEWAY, Identities, Template
+from conftest import CONTACT_A, GATEWAY, Identities, Template, expired_key
 
 from gateway.config import DEFAULT_TEACHER_TEXT
 from gateway.demokit import Received, read_notice
@@ -147,24 +146,6 @@ def copy_gateway_home(template: Template, dest: Path) -> GatewayHome:
     return GatewayHome(home, str(fpr), public)
 
 
-def make_expired_key(home: Path) -> tuple[str, bytes]:
-    """A school key that expired years ago (made with gpg's faked clock)."""
-    home.mkdir(mode=0o700, parents=True)
-    base = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
-            "--passphrase", "", "--faked-system-time", "20200101T000000"]
-    subprocess.run([*base, "--quick-gen-key", "Old School <old@school.example>", "ed25519",
-                    "sign,cert", "1d"], check=True, capture_output=True)
-    listing = subprocess.run([*base, "--with-colons", "--list-keys"], check=True,
-                             capture_output=True, text=True).stdout
-    fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-    subprocess.run([*base, "--quick-add-key", fpr, "cv25519", "encr", "1d"], check=True,
-                   capture_output=True)
-    public = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--armor", "--export",
-                             fpr], check=True, capture_output=True).stdout
-    stop_agent(home)
-    return fpr, public
-
-
 @dataclass(frozen=True)
 class SealSetup:
     gateway: GatewayHome
@@ -176,7 +157,8 @@ def setup(template: Template, identities: Identities,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[SealSetup]:
     base = tmp_path_factory.mktemp("seal")
     gateway = copy_gateway_home(template, base)
-    expired_fpr, expired_public = make_expired_key(base / "old-school")
+    expired_fpr, expired_public = expired_key(
+        base / "old-school", "Old School <old@school.example>", encrypt=True)
     gpg = Gpg(gateway.home)
     gpg.call_sync(lambda g: g.import_keys(identities.school_a.public_key()))
     gpg.call_sync(lambda g: g.import_keys(expired_public))
