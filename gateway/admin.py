@@ -604,7 +604,8 @@ async def status(ctx: Context, listener_up: bool) -> Status:
         attention.append("the receipt chain is broken: run `receipts verify`")
     open_rows = await ctx.store.open_signals()
     deadlines = sorted((_deadline(ctx, r["accepted_at"]), r["ref"]) for r in open_rows)
-    escalated = [r["ref"] for r in open_rows if await ctx.store.escalations(r["ref"])]
+    done = await ctx.store.escalations()
+    escalated = [r["ref"] for r in open_rows if r["ref"] in done]
     if escalated:
         attention.append(f"{len(escalated)} signals escalated: {', '.join(escalated[:5])}")
     unacked = await ctx.store.unacknowledged()

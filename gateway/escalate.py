@@ -55,8 +55,7 @@ async def escalate(ctx: Context, now: dt.datetime) -> list[Escalation]:
     store = ctx.store
     open_rows = await store.open_signals()
     unacked_rows = await store.unacknowledged()
-    refs = {r["ref"] for r in open_rows} | {r["ref"] for r in unacked_rows}
-    done = {ref: await store.escalations(ref) for ref in refs}
+    done = await store.escalations()
     due = due_escalations(
         [(r["ref"], from_iso(r["accepted_at"]), tuple(str(r["states"]).split(",")),
           tuple(s for s in str(r["schools"] or "").split(",") if s)) for r in open_rows],

@@ -619,11 +619,18 @@ class Store:
             " ON s.ref = n.ref WHERE n.state = 'delivered' AND n.ack_digest IS NOT NULL"
             " AND n.acked_at IS NULL")
 
-    async def escalations(self, ref: str) -> set[str]:
-        """What has already been escalated for this signal ("undelivered", "unacknowledged")."""
-        rows = await self.all("SELECT detail FROM receipts WHERE ref = ? AND event = 'escalated'",
-                              (ref,))
-        return {str(json.loads(r["detail"]).get("what")) for r in rows}
+    async def escalations(self) -> dict[str, set[str]]:
+        """What has already been escalated ("undelivered", "unacknowledged"), per signal still
+        open or unacknowledged: one query, whatever the number of signals waiting."""
+        rows = await self.all(
+            "SELECT ref, detail FROM receipts WHERE event = 'escalated' AND ref IN ("
+            " SELECT ref FROM children WHERE state IN ('routed', 'held', 'sealed')"
+            " UNION SELECT ref FROM notices WHERE state = 'delivered'"
+            " AND ack_digest IS NOT NULL AND acked_at IS NULL)")
+        done: dict[str, set[str]] = {}
+        for row in rows:
+            done.setdefault(str(row["ref"]), set()).add(str(json.loads(row["detail"])["what"]))
+        return done
 
     async def held_before(self, cutoff: dt.datetime) -> list[sqlite3.Row]:
         return await self.all("SELECT ref, n, school, reason FROM children WHERE state = 'held'"
