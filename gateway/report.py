@@ -53,7 +53,14 @@ def status_body(ref: str, sender_ref: str | None, children: Sequence[ChildOutcom
 async def report_finished(ctx: Context) -> int:
     """Send the status mails that are due; returns how many signals were dealt with."""
     done = 0
-    for row in await ctx.store.finished_unreported():
+    rows = await ctx.store.finished_unreported()
+    unwanted = [row["ref"] for row in rows if not row["status_mail"]]
+    if unwanted:
+        async with ctx.store.transaction() as tx:
+            await tx.mark_reported(unwanted)
+    for row in rows:
+        if not row["status_mail"]:
+            continue
         children = [ChildOutcome(c["n"], c["state"], c["school"], c["reason"], c["updated_at"])
                     for c in await ctx.store.children(ref=row["ref"])]
         problem = await _send(ctx, row["ref"], row["sender"], row["sender_ref"], children)
@@ -64,6 +71,7 @@ async def report_finished(ctx: Context) -> int:
             else:
                 await tx.receipt("status_not_sent", at=now, ref=row["ref"], sender=row["sender"],
                                  why=problem)
+            await tx.mark_reported([row["ref"]])
         (log.info if problem is None else log.warning)(
             "signal.reported" if problem is None else "signal.report_failed",
             ref=row["ref"], sender=row["sender"], reason=problem)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from gateway.alerts import send_alert
 from gateway.config import HostPort
 from gateway.context import Context
 from gateway.deliver import Result
+from gateway.directory import Snapshot
 from gateway.faults import crash_point
 from gateway.gpg import GpgError
 from gateway.logs import get_logger, safe_exception
@@ -39,6 +41,7 @@ log = get_logger("runner")
 
 LEASE = dt.timedelta(minutes=10)
 PER_DESTINATION = 4  # sessions at once to one school server or relay
+SEALING_AT_ONCE = 4  # notices sealed concurrently (gpg's own limit still bounds the processes)
 POLL_SECONDS = 1.0  # how quickly a change made by the command line is noticed
 
 
@@ -76,71 +79,84 @@ async def release_reachable(ctx: Context) -> int:
 
 
 async def seal_routed(ctx: Context) -> StepReport:
-    """Seal every routed child; a school without a usable key gets its children held."""
+    """Seal every routed child; a school without a usable key gets its children held.
+
+    Notices are sealed a few at a time: each waits mostly on its gpg process, and one at a
+    time left the machine idle while signals queued up behind the sealing."""
     report = StepReport()
     snapshot = await ctx.refresh()
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[sqlite3.Row]] = defaultdict(list)
     for row in await ctx.store.children(state="routed"):
-        groups[(row["ref"], row["school"])].append(row["n"])
-    for (ref, school), numbers in groups.items():
-        crash_point("before-seal")
-        now = ctx.clock()
-        contacts = snapshot.contacts.get(school, ())
-        signer = snapshot.signing_key
-        if not contacts or signer is None:
-            reason = HELD_NO_USABLE_KEY if not contacts else "the gateway has no signing key"
-            async with ctx.store.transaction() as tx:
-                for n in numbers:
-                    await tx.set_child_state(ref, n, "held", now, reason=reason,
-                                             expect=("routed",))
-                    await tx.receipt("held", at=now, ref=f"{ref}-{n}", school=school,
-                                     reason=reason)
-            log.warning("child.held", ref=ref, school=school, reason=reason, count=len(numbers))
-            metrics.HELD.inc(len(numbers))
-            report.held += len(numbers)
-            continue
-        children = []
-        for n in numbers:
-            child_row = await ctx.store.child(ref, n)
-            if child_row is None or child_row["blob"] is None:
-                continue
-            record = ctx.vault.open(child_row["blob"], f"{ref}-{n}")
-            children.append(NoticeChild(str(record["name"]),
-                                        dt.date.fromisoformat(str(record["birthdate"])),
-                                        f"{ref}-{n}"))
-        if not children:
-            continue
-        recipients = [c.email for c in contacts]
-        fingerprints = [c.fingerprint for c in contacts]
-        message_id = make_message_id(ctx.config.gateway.address.rpartition("@")[2])
-        token = new_ack_token()
-        try:
-            message = await seal_notice(
-                ctx.gpg, children, sender=ctx.config.gateway.address, recipients=recipients,
-                fingerprints=fingerprints, signer=signer, message_id=message_id,
-                teacher_text=ctx.config.gateway.teacher_text, now=now,
-                ack_to=ack_address(token, ctx.config.gateway.address))
-        except GpgError as exc:
-            # A key became unusable between the snapshot and now: retry with a fresh one.
-            log.error("notice.seal_failed", ref=ref, school=school, **safe_exception(exc))
-            await ctx.refresh(force=True)
-            continue
-        try:
-            async with ctx.store.transaction() as tx:
-                notice_id = await tx.insert_notice(ref, school, message_id, recipients,
-                                                   fingerprints, message, numbers, now,
-                                                   ctx.vault.digest("ack", token))
-                await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
-                                 children=[f"{ref}-{n}" for n in numbers],
-                                 fingerprints=fingerprints, signer=signer)
-        except Conflict:
-            log.info("notice.seal_skipped", ref=ref, school=school)
-            continue
-        log.info("notice.sealed", ref=ref, school=school, notice=notice_id,
-                 children=len(numbers))
-        crash_point("after-seal")
-        report.sealed += 1
+        groups[(row["ref"], row["school"])].append(row)
+    limit = asyncio.Semaphore(SEALING_AT_ONCE)
+
+    async def one(ref: str, school: str, rows: list[sqlite3.Row]) -> tuple[int, int]:
+        async with limit:
+            return await _seal_group(ctx, snapshot, ref, school, rows)
+
+    for sealed, held in await asyncio.gather(*(one(ref, school, rows)
+                                               for (ref, school), rows in groups.items())):
+        report.sealed += sealed
+        report.held += held
     return report
+
+
+async def _seal_group(ctx: Context, snapshot: Snapshot, ref: str, school: str,
+                      rows: list[sqlite3.Row]) -> tuple[int, int]:
+    """One notice for the children of one signal at one school: (sealed, held)."""
+    crash_point("before-seal")
+    now = ctx.clock()
+    numbers = [int(row["n"]) for row in rows]
+    contacts = snapshot.contacts.get(school, ())
+    signer = snapshot.signing_key
+    if not contacts or signer is None:
+        reason = HELD_NO_USABLE_KEY if not contacts else "the gateway has no signing key"
+        async with ctx.store.transaction() as tx:
+            for n in numbers:
+                await tx.set_child_state(ref, n, "held", now, reason=reason, expect=("routed",))
+                await tx.receipt("held", at=now, ref=f"{ref}-{n}", school=school, reason=reason)
+        log.warning("child.held", ref=ref, school=school, reason=reason, count=len(numbers))
+        metrics.HELD.inc(len(numbers))
+        return 0, len(numbers)
+    children = []
+    for row in rows:
+        if row["blob"] is None:
+            continue
+        record = ctx.vault.open(row["blob"], f"{ref}-{row['n']}")
+        children.append(NoticeChild(str(record["name"]),
+                                    dt.date.fromisoformat(str(record["birthdate"])),
+                                    f"{ref}-{row['n']}"))
+    if not children:
+        return 0, 0
+    recipients = [c.email for c in contacts]
+    fingerprints = [c.fingerprint for c in contacts]
+    message_id = make_message_id(ctx.config.gateway.address.rpartition("@")[2])
+    token = new_ack_token()
+    try:
+        message = await seal_notice(
+            ctx.gpg, children, sender=ctx.config.gateway.address, recipients=recipients,
+            fingerprints=fingerprints, signer=signer, message_id=message_id,
+            teacher_text=ctx.config.gateway.teacher_text, now=now,
+            ack_to=ack_address(token, ctx.config.gateway.address))
+    except GpgError as exc:
+        # A key became unusable between the snapshot and now: retry with a fresh one.
+        log.error("notice.seal_failed", ref=ref, school=school, **safe_exception(exc))
+        await ctx.refresh(force=True)
+        return 0, 0
+    try:
+        async with ctx.store.transaction() as tx:
+            notice_id = await tx.insert_notice(ref, school, message_id, recipients,
+                                               fingerprints, message, numbers, now,
+                                               ctx.vault.digest("ack", token))
+            await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
+                             children=[f"{ref}-{n}" for n in numbers],
+                             fingerprints=fingerprints, signer=signer)
+    except Conflict:
+        log.info("notice.seal_skipped", ref=ref, school=school)
+        return 0, 0
+    log.info("notice.sealed", ref=ref, school=school, notice=notice_id, children=len(numbers))
+    crash_point("after-seal")
+    return 1, 0
 
 
 async def deliver_due(ctx: Context) -> StepReport:

@@ -81,14 +81,24 @@ CREATE TRIGGER IF NOT EXISTS receipts_append_only BEFORE UPDATE ON receipts
     BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
 """
 
-# Columns added after the first release: (table, column, definition). Added when missing, so a
-# database made by an older gateway is brought up to date at start-up.
+# Columns added after the first release: (table, column, definition, backfill). Added when
+# missing, so a database made by an older gateway is brought up to date at start-up; the backfill
+# (or "") then gives existing rows the value the new column stands for.
 COLUMNS = [
-    ("notices", "crashes", "INTEGER NOT NULL DEFAULT 0"),
-    ("notices", "ack_digest", "TEXT"),
-    ("notices", "acked_at", "TEXT"),
-    ("senders", "status_mail", "INTEGER NOT NULL DEFAULT 1"),
+    ("notices", "crashes", "INTEGER NOT NULL DEFAULT 0", ""),
+    ("notices", "ack_digest", "TEXT", ""),
+    ("notices", "acked_at", "TEXT", ""),
+    ("senders", "status_mail", "INTEGER NOT NULL DEFAULT 1", ""),
+    # Set once the status mail was dealt with, so the runner looks only at signals still open
+    # instead of every signal ever accepted on each step.
+    ("signals", "reported", "INTEGER NOT NULL DEFAULT 0",
+     "UPDATE signals SET reported = 1 WHERE ref IN (SELECT ref FROM receipts WHERE event IN"
+     " ('status_sent', 'status_not_sent'))"),
 ]
+# Indexes on columns of COLUMNS: made after those exist.
+LATE_INDEXES = """
+CREATE INDEX IF NOT EXISTS signals_unreported ON signals(accepted_at) WHERE reported = 0;
+"""
 MAX_CRASHES = 5  # attempts that ended in a crash before a notice is parked for a person
 
 
@@ -157,6 +167,9 @@ class Tx:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self.receipts: list[Receipt] = []
+        # The chain's head once read: later receipts of the same transaction follow it without
+        # asking SQLite again (nobody else can write while BEGIN IMMEDIATE holds the lock).
+        self._head: tuple[int, str] | None = None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Cursor:
         return await self.db.execute(sql, params)
@@ -176,9 +189,12 @@ class Tx:
     async def receipt(self, event: str, *, at: dt.datetime, ref: str | None = None,
                       school: str | None = None, pseudonym: str | None = None,
                       **detail: Any) -> Receipt:
-        last = await self.one("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1")
+        last = self._head
+        if last is None:
+            row = await self.one("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1")
+            last = (int(row["seq"]), str(row["hash"])) if row is not None else None
         if last is not None:
-            seq, prev = last["seq"] + 1, last["hash"]
+            seq, prev = last[0] + 1, last[1]
         else:
             # Every receipt purged: the chain goes on from the anchor, never restarts.
             anchor = await self.one("SELECT value FROM meta WHERE key = 'chain_anchor'")
@@ -193,10 +209,12 @@ class Tx:
             (seq, at_text, event, ref, school, detail_text, pseudonym, prev, digest))
         receipt = Receipt(seq, at_text, event, ref, school, detail, pseudonym, prev, digest)
         self.receipts.append(receipt)
+        self._head = (seq, digest)
         return receipt
 
     async def purge_receipts_before(self, cutoff: dt.datetime) -> tuple[int, Anchor | None]:
         """Delete receipts older than `cutoff`; the chain then starts at a recorded anchor."""
+        self._head = None
         row = await self.one("SELECT seq, hash FROM receipts WHERE at < ? ORDER BY seq DESC"
                              " LIMIT 1", (iso(cutoff),))
         if row is None:
@@ -342,6 +360,11 @@ class Tx:
             " accepted_at, children) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (ref, sender, message_id, sender_ref, digest, iso(at), children))
 
+    async def mark_reported(self, refs: Sequence[str]) -> None:
+        """The status mail of these signals was dealt with (sent, not sent, or not wanted)."""
+        await self.executemany("UPDATE signals SET reported = 1 WHERE ref = ?",
+                               [(ref,) for ref in refs])
+
     async def insert_child(self, ref: str, n: int, state: str, school: str | None,
                            reason: str | None, blob: bytes, pseudonym: str,
                            at: dt.datetime) -> None:
@@ -461,11 +484,14 @@ class Store:
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=10000")
             await db.executescript(SCHEMA)
-            for table, column, definition in COLUMNS:
+            for table, column, definition, backfill in COLUMNS:
                 async with db.execute(f"PRAGMA table_info({table})") as cur:
                     present = {row["name"] for row in await cur.fetchall()}
                 if column not in present:
                     await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                    if backfill:
+                        await db.execute(backfill)
+            await db.executescript(LATE_INDEXES)
             await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
         except Exception:
@@ -587,14 +613,13 @@ class Store:
         return await self.all(sql + " ORDER BY ref, n", params)
 
     async def finished_unreported(self) -> list[sqlite3.Row]:
-        """Signals of senders who want status mail, none of whose children is still on its way,
-        and about which no status mail was attempted yet."""
+        """Signals not yet reported none of whose children is still on its way, with whether
+        their sender wants status mail (`status_mail`; a removed sender's signals say 0)."""
         return await self.all(
-            "SELECT s.ref, s.sender, s.sender_ref FROM signals s JOIN senders d"
-            " ON d.name = s.sender WHERE d.status_mail = 1 AND NOT EXISTS (SELECT 1 FROM"
-            " children c WHERE c.ref = s.ref AND c.state IN ('routed', 'sealed')) AND NOT EXISTS"
-            " (SELECT 1 FROM receipts r WHERE r.ref = s.ref AND r.event IN ('status_sent',"
-            " 'status_not_sent')) ORDER BY s.accepted_at")
+            "SELECT s.ref, s.sender, s.sender_ref, coalesce(d.status_mail, 0) AS status_mail"
+            " FROM signals s LEFT JOIN senders d ON d.name = s.sender WHERE s.reported = 0"
+            " AND NOT EXISTS (SELECT 1 FROM children c WHERE c.ref = s.ref AND c.state IN"
+            " ('routed', 'sealed')) ORDER BY s.accepted_at")
 
     async def open_signals(self) -> list[sqlite3.Row]:
         """Signals with a child not yet delivered (routed, sealed or held): what may escalate."""

@@ -366,3 +366,37 @@ async def test_defer_notice_releases_the_lease(store: Store) -> None:
     assert await store.due_notices(T0 + dt.timedelta(minutes=1)) == []
     assert [r["id"] for r in await store.due_notices(next_at)] == [notice_id]
     assert await claim(store, notice_id, next_at)
+
+
+async def test_upgrade_marks_signals_already_reported(tmp_path: Path) -> None:
+    """A database from before the `reported` column gets it at start-up, set for exactly the
+    signals whose status mail was already dealt with, so none is reported twice."""
+    path = tmp_path / "old.sqlite3"
+    s = await Store.open(path)
+    async with s.transaction() as tx:
+        for ref in ("HWC-A", "HWC-B"):
+            await tx.insert_signal(ref, "vt", None, None, f"digest-{ref}", 0, T0)
+        await tx.receipt("status_sent", at=T0, ref="HWC-A", sender="vt")
+    await s.close()
+    with sqlite3.connect(path, isolation_level=None) as db:  # as an older gateway left it
+        db.execute("DROP INDEX signals_unreported")
+        db.execute("ALTER TABLE signals DROP COLUMN reported")
+    s = await Store.open(path)
+    try:
+        rows = await s.all("SELECT ref, reported FROM signals ORDER BY ref")
+        assert [(r["ref"], r["reported"]) for r in rows] == [("HWC-A", 1), ("HWC-B", 0)]
+        assert [r["ref"] for r in await s.finished_unreported()] == ["HWC-B"]
+    finally:
+        await s.close()
+
+
+async def test_receipts_of_one_transaction_follow_each_other(store: Store) -> None:
+    """Several receipts in one transaction chain onto each other and onto the one before."""
+    await append_receipts(store, 1)
+    async with store.transaction() as tx:
+        first = await tx.receipt("a", at=T0, ref="HWC-X")
+        second = await tx.receipt("b", at=T0, ref="HWC-X")
+    before = (await store.receipts())[0]
+    assert (first.seq, first.prev) == (before.seq + 1, before.hash)
+    assert (second.seq, second.prev) == (first.seq + 1, first.hash)
+    assert chain_problems(await store.receipts()) == []
