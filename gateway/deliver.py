@@ -77,6 +77,10 @@ class Connection:
                                        start_tls=True, tls_context=context, timeout=timeout,
                                        local_hostname=local_hostname)
 
+    @property
+    def is_connected(self) -> bool:
+        return bool(self._client.is_connected)
+
     async def send(self, message: bytes, *, mail_from: str,
                    recipients: Sequence[str]) -> Outcome:
         client = self._client

@@ -159,7 +159,42 @@ async def _seal_group(ctx: Context, snapshot: Snapshot, ref: str, school: str,
     return 1, 0
 
 
-async def deliver_due(ctx: Context) -> StepReport:
+class Sessions:
+    """SMTP sessions kept open between steps, per destination, as Postfix's connection cache
+    does: while notices keep coming, each school server sees a few long sessions instead of a
+    handshake per step. A session unused for IDLE_SECONDS is closed, long before any server
+    would time it out."""
+
+    IDLE_SECONDS = 2.0
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._idle: dict[HostPort, list[tuple[float, deliver.Connection]]] = defaultdict(list)
+
+    def take(self, destination: HostPort) -> deliver.Connection:
+        idle = self._idle[destination]
+        if idle:
+            return idle.pop()[1]
+        delivery = self._ctx.config.delivery
+        return deliver.Connection(destination, context=deliver.tls_context(delivery.ca_file),
+                                  timeout=delivery.timeout_seconds,
+                                  local_hostname=self._ctx.config.smtp.hostname)
+
+    def give_back(self, connection: deliver.Connection) -> None:
+        if connection.is_connected:
+            self._idle[connection.destination].append((time.monotonic(), connection))
+
+    async def close_idle(self, seconds: float = IDLE_SECONDS) -> None:
+        """Close the sessions unused for `seconds` (every one with 0)."""
+        cutoff = time.monotonic() - seconds
+        for idle in self._idle.values():
+            stale = [connection for t, connection in idle if t <= cutoff]
+            idle[:] = [(t, connection) for t, connection in idle if t > cutoff]
+            for connection in stale:
+                await connection.close()
+
+
+async def deliver_due(ctx: Context, sessions: Sessions) -> StepReport:
     """One attempt for each due notice, concurrently; returns how many were attempted."""
     report = StepReport()
     now = ctx.clock()
@@ -172,13 +207,11 @@ async def deliver_due(ctx: Context) -> StepReport:
     # Per destination, a few connections each carry several notices: a school server that
     # comes back after hours gets its backlog without a handshake per notice, and is never
     # hit by more than PER_DESTINATION sessions at once.
-    queues: dict[HostPort | None, list[int]] = defaultdict(list)
-    for notice_id in claimed:
-        notice = await ctx.store.notice(notice_id)
-        if notice is not None:
-            route = ctx.snapshot.routes.get(notice["school"]) or ctx.config.delivery.relay
-            queues[route].append(notice_id)
-    workers = [_destination_worker(ctx, destination, pending)
+    queues: dict[HostPort | None, list[sqlite3.Row]] = defaultdict(list)
+    for notice in await ctx.store.notices_by_id(claimed):
+        route = ctx.snapshot.routes.get(notice["school"]) or ctx.config.delivery.relay
+        queues[route].append(notice)
+    workers = [_destination_worker(ctx, sessions, destination, pending)
                for destination, pending in queues.items()
                for _ in range(min(PER_DESTINATION, len(pending)))]
     await asyncio.gather(*workers)
@@ -186,24 +219,22 @@ async def deliver_due(ctx: Context) -> StepReport:
     return report
 
 
-async def _destination_worker(ctx: Context, destination: HostPort | None,
-                              pending: list[int]) -> None:
+async def _destination_worker(ctx: Context, sessions: Sessions, destination: HostPort | None,
+                              pending: list[sqlite3.Row]) -> None:
     """Take notices for one destination off the shared list and send them over one session."""
-    connection = None if destination is None else deliver.Connection(
-        destination, context=deliver.tls_context(ctx.config.delivery.ca_file),
-        timeout=ctx.config.delivery.timeout_seconds, local_hostname=ctx.config.smtp.hostname)
+    connection = None if destination is None else sessions.take(destination)
     try:
         while pending:
-            notice_id = pending.pop(0)
+            notice = pending.pop(0)
             try:
-                await deliver_one(ctx, notice_id, connection)
+                await deliver_one(ctx, notice, connection)
             except Exception as exc:
                 # Tried again after a backoff; never dropped on our error, parked if it recurs.
-                log.error("notice.attempt_crashed", notice=notice_id, **safe_exception(exc))
-                await crashed(ctx, notice_id, "the delivery stage failed")
+                log.error("notice.attempt_crashed", notice=notice["id"], **safe_exception(exc))
+                await crashed(ctx, notice["id"], "the delivery stage failed")
     finally:
         if connection is not None:
-            await connection.close()
+            sessions.give_back(connection)
 
 
 async def crashed(ctx: Context, notice_id: int, why: str) -> None:
@@ -239,12 +270,10 @@ async def recover_leases(ctx: Context) -> int:
     return len(leased)
 
 
-async def deliver_one(ctx: Context, notice_id: int,
+async def deliver_one(ctx: Context, row: sqlite3.Row,
                       connection: deliver.Connection | None) -> None:
-    """One attempt for one claimed notice, and its receipt."""
-    row = await ctx.store.notice(notice_id)
-    if row is None:
-        return
+    """One attempt for one claimed notice (its row as claimed), and its receipt."""
+    notice_id = int(row["id"])
     recipients = json.loads(row["recipients"])
     attempt = int(row["attempts"])
     if connection is None:
@@ -292,11 +321,18 @@ async def deliver_one(ctx: Context, notice_id: int,
         ])
 
 
-async def step(ctx: Context) -> StepReport:
-    await release_reachable(ctx)
-    sealed = await seal_routed(ctx)
-    delivered = await deliver_due(ctx)
-    await report_finished(ctx)
+async def step(ctx: Context, sessions: Sessions | None = None) -> StepReport:
+    """Release, seal, deliver, report; without `sessions`, SMTP sessions last one step."""
+    own = sessions is None
+    sessions = sessions or Sessions(ctx)
+    try:
+        await release_reachable(ctx)
+        sealed = await seal_routed(ctx)
+        delivered = await deliver_due(ctx, sessions)
+        await report_finished(ctx)
+    finally:
+        if own:
+            await sessions.close_idle(0)
     return StepReport(sealed.sealed, delivered.attempted, sealed.held)
 
 
@@ -310,6 +346,14 @@ async def drain(ctx: Context, max_steps: int = 100) -> None:
 async def run(ctx: Context, stop: asyncio.Event) -> None:
     """The daemon's loop: step, then wait for a wake-up, the next due retry, or a poll tick."""
     watch = Watch()
+    sessions = Sessions(ctx)
+    try:
+        await _loop(ctx, stop, watch, sessions)
+    finally:
+        await sessions.close_idle(0)
+
+
+async def _loop(ctx: Context, stop: asyncio.Event, watch: Watch, sessions: Sessions) -> None:
     # systemd's watchdog is fed from this loop: a loop that hangs stops feeding it and the
     # service is restarted (Restart=on-failure), which is the point.
     interval = watchdog_interval()
@@ -322,10 +366,11 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
         # Cleared before the step, so a signal accepted during it still wakes the next one.
         ctx.wake.clear()
         try:
-            report = await step(ctx)
+            report = await step(ctx, sessions)
         except Exception as exc:
             log.error("runner.step_failed", **safe_exception(exc))
             report = StepReport()
+        await sessions.close_idle()
         if not report.idle:
             continue
         waiters = [asyncio.ensure_future(ctx.wake.wait()), asyncio.ensure_future(stop.wait())]

@@ -677,6 +677,15 @@ class Store:
             " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
             (iso(now), iso(now), limit))
 
+    async def notices_by_id(self, ids: Sequence[int]) -> list[sqlite3.Row]:
+        """Whole notice rows, in the order of `ids` (a batch claimed together)."""
+        if not ids:
+            return []
+        # Only placeholders are interpolated; the values travel as parameters.
+        sql = f"SELECT * FROM notices WHERE id IN ({','.join('?' * len(ids))})"  # noqa: S608
+        rows = {int(row["id"]): row for row in await self.all(sql, list(ids))}
+        return [rows[i] for i in ids if i in rows]
+
     async def notice(self, notice_id: int) -> sqlite3.Row | None:
         return await self.one("SELECT * FROM notices WHERE id = ?", (notice_id,))
 
