@@ -345,11 +345,17 @@ class Tx:
     async def find_duplicate(self, sender: str, message_id: str | None, sender_ref: str | None,
                              digest: str, since: dt.datetime) -> str | None:
         """The reference of an earlier acceptance of the same signal by the same sender."""
+        # One indexed look-up per way of being the same signal: with the three ORed in one
+        # WHERE, SQLite walked every signal of the sender on each intake.
+        since_text = iso(since)
         row = await self.one(
-            "SELECT ref FROM signals WHERE sender = ? AND accepted_at >= ? AND ("
-            " content_digest = ? OR (? IS NOT NULL AND message_id = ?)"
-            " OR (? IS NOT NULL AND sender_ref = ?)) ORDER BY accepted_at LIMIT 1",
-            (sender, iso(since), digest, message_id, message_id, sender_ref, sender_ref))
+            "SELECT ref, accepted_at FROM signals WHERE sender = ? AND content_digest = ?"
+            " AND accepted_at >= ? UNION ALL SELECT ref, accepted_at FROM signals WHERE"
+            " sender = ? AND message_id = ? AND accepted_at >= ? UNION ALL SELECT ref,"
+            " accepted_at FROM signals WHERE sender = ? AND sender_ref = ? AND accepted_at >= ?"
+            " ORDER BY accepted_at LIMIT 1",
+            (sender, digest, since_text, sender, message_id, since_text, sender, sender_ref,
+             since_text))
         return str(row["ref"]) if row else None
 
     async def insert_signal(self, ref: str, sender: str, message_id: str | None,
