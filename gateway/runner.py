@@ -326,10 +326,11 @@ async def step(ctx: Context, sessions: Sessions | None = None) -> StepReport:
     own = sessions is None
     sessions = sessions or Sessions(ctx)
     try:
-        await release_reachable(ctx)
-        sealed = await seal_routed(ctx)
-        delivered = await deliver_due(ctx, sessions)
-        await report_finished(ctx)
+        async with ctx.stepping:
+            await release_reachable(ctx)
+            sealed = await seal_routed(ctx)
+            delivered = await deliver_due(ctx, sessions)
+            await report_finished(ctx)
     finally:
         if own:
             await sessions.close_idle(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import zoneinfo
 
@@ -16,7 +17,7 @@ from conftest import (
     start_relay,
 )
 
-from gateway import admin
+from gateway import admin, runner
 from gateway.demokit import json_payload, read_notice, submit
 from gateway.escalate import escalate
 
@@ -139,6 +140,19 @@ async def test_sender_gets_the_status_of_its_signal(harness_factory: HarnessFact
     for secret in ("Sanne", "Noor", SANNE_BIRTH.isoformat(), f"{SANNE_BIRTH:%d-%m-%Y}"):
         assert secret not in text and secret.encode() not in mail.data
     assert "status_sent" in [r.event for r in await h.receipts()]
+
+
+async def test_status_is_sent_once_when_two_steps_run_at_once(
+        harness_factory: HarnessFactory) -> None:
+    """Two runner steps on one context at the same time (the daemon's loop and a drain) send a
+    finished signal's status mail once, with one receipt."""
+    h = await harness_factory()
+    relay = await start_relay(h)
+    await h.send(h.signal(json_payload(
+        [{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}], reference="VT-ONCE-1")))
+    await asyncio.gather(runner.drain(h.ctx), runner.drain(h.ctx))
+    assert len(relay.received) == 1
+    assert [r.event for r in await h.receipts()].count("status_sent") == 1
 
 
 async def test_backlog_drains_over_few_reused_connections(harness: Harness) -> None:
