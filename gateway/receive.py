@@ -11,10 +11,11 @@ Any failure of our own is `451 4.3.0` with nothing internal in it (`handle_excep
 Limits of our own where aiosmtpd has none (LIBRARIES.md): one line without CRLF is buffered
 only up to the message size, the rest is discarded and the message answered 552; sessions are
 capped in total and per client address (421 4.7.0); an idle client is told 421 before it is
-cut off; AUTH failures slow and then refuse their address and login (454 4.7.0). A sender
-registered with a client certificate is recognised by it in MAIL, RCPT and DATA (with TLS 1.3
-the certificate can arrive after the handshake has been reported, so STARTTLS alone is not the
-place to check).
+cut off; AUTH failures slow and then refuse their address and login (454 4.7.0); a password
+that succeeded is not put through scrypt again for 10 minutes while the sender's stored hash is
+unchanged (`passwords.VerifiedCache`). A sender registered with a client certificate is
+recognised by it in MAIL, RCPT and DATA (with TLS 1.3 the certificate can arrive after the
+handshake has been reported, so STARTTLS alone is not the place to check).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import hashlib
 import ssl
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,7 +36,7 @@ from gateway.gpg import GpgError
 from gateway.intake import Accepted, accept
 from gateway.logs import get_logger, safe_exception
 from gateway.model import RejectClass, Rejection
-from gateway.passwords import check_password, hash_password
+from gateway.passwords import VerifiedCache, check_password, hash_password
 from gateway.throttle import AuthThrottle, SessionLimits
 
 log = get_logger("receive")
@@ -185,8 +187,17 @@ class GatewaySMTP(SMTP):
             log.warning("sender.auth_refused", peer=peer, login=login)
             return AuthResult(success=False, handled=False,
                               message="454 4.7.0 Too many failed attempts, try again later")
-        ok = await asyncio.get_running_loop().run_in_executor(
-            _SCRYPT, check_password, password, sender.password_hash if sender else _DUMMY_HASH)
+        stored = sender.password_hash if sender else _DUMMY_HASH
+        # A sender's MTA opening a session for every few signals would pay scrypt's ~75 ms of
+        # CPU on each; a success is remembered against this exact stored hash (see passwords).
+        # Unknown logins and wrong passwords always pay the full check: a quick answer only
+        # ever follows the right password, so timing tells a guesser nothing new.
+        ok = sender is not None and self._intake.verified.verified(name, password, stored)
+        if not ok:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                _SCRYPT, self._intake.check_password, password, stored)
+            if ok and sender is not None:
+                self._intake.verified.remember(name, password, stored)
         if ok and sender is not None:
             throttle.record_success(peer, name)
             log.info("sender.authenticated", sender=name, method="password")
@@ -216,6 +227,9 @@ class IntakeHandler:
         self.ctx = ctx
         self.address = ctx.config.gateway.address.lower()
         self.throttle = AuthThrottle()
+        self.verified = VerifiedCache()
+        # The scrypt check, run on `_SCRYPT`; replaceable so a test can count the real calls.
+        self.check_password: Callable[[str, str], bool] = check_password
         self.draining = False  # set on SIGTERM: new sessions are turned away with 421 4.3.2
         self.sessions = SessionLimits(ctx.config.smtp.max_sessions,
                                       ctx.config.smtp.max_sessions_per_client)
