@@ -19,12 +19,10 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
-from email import policy
 from email.message import Message
-from email.parser import BytesParser
 
 from gateway import fields
-from gateway.mimelimits import delimiter_lines
+from gateway.mimelimits import delimiter_lines, parse_mime
 from gateway.model import CODEWORD, Child, RejectClass, Rejection, Signal
 
 MAX_PARTS = 50  # every entity in the tree, the root and containers included
@@ -90,7 +88,7 @@ def _payload(entity: bytes) -> tuple[str, str]:
     # The email parser takes seconds on a megabyte of tiny parts; count before parsing.
     if delimiter_lines(entity) > 2 * MAX_PARTS:
         raise _Invalid("too many MIME parts")
-    root = BytesParser(policy=policy.default).parsebytes(entity)
+    root = parse_mime(entity)
     json_parts: list[Message] = []
     text_parts: list[Message] = []
     for part in _leaves(root):

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email import policy
-from email.message import EmailMessage, Message
-from email.parser import BytesParser
-from typing import cast
+from email.message import Message
 
 from gateway.gpg import Gpg, GpgError, GpgResult
-from gateway.mimelimits import too_complex
+from gateway.mimelimits import parse_mime, too_complex
 from gateway.model import RejectClass, Rejection
 
 
@@ -122,11 +119,6 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
     return primary
 
 
-def _parse(data: bytes) -> EmailMessage:
-    # policy.default makes the parser build EmailMessage objects; typeshed cannot know that.
-    return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(data))  # type: ignore[redundant-cast]
-
-
 def _leaf_bytes(part: object) -> bytes:
     """The decoded body of a MIME leaf, or b"" for anything that is not one."""
     if not isinstance(part, Message) or part.is_multipart():
@@ -149,7 +141,7 @@ def encrypted_payload(raw: bytes) -> bytes | Rejection:
     if problem is not None:
         return _not_encrypted(f"message is not PGP/MIME encrypted: {problem}")
     try:
-        msg = _parse(raw)
+        msg = parse_mime(raw)
         ctype = msg.get_content_type()
         protocol = str(msg.get_param("protocol", "", header="content-type")).lower()
     except Exception:
@@ -186,11 +178,19 @@ def signed_parts(entity: bytes) -> tuple[bytes, bytes] | Rejection | None:
     §5.1.1). Re-serialising with `email` would change the bytes, so the split is done on bytes.
     """
     try:
-        msg = _parse(entity)
-        if msg.get_content_type() != "multipart/signed":
+        root = parse_mime(entity)
+    except Exception:
+        return _bad_signature("signed entity cannot be parsed")
+    return _signed_parts(entity, root)
+
+
+def _signed_parts(entity: bytes, root: Message) -> tuple[bytes, bytes] | Rejection | None:
+    """`signed_parts` for an entity already parsed into `root`."""
+    try:
+        if root.get_content_type() != "multipart/signed":
             return None
-        protocol = str(msg.get_param("protocol", "", header="content-type")).lower()
-        boundary = msg.get_boundary()
+        protocol = str(root.get_param("protocol", "", header="content-type")).lower()
+        boundary = root.get_boundary()
     except Exception:
         return _bad_signature("signed entity cannot be parsed")
     if protocol != "application/pgp-signature" or not boundary:
@@ -208,7 +208,7 @@ def signed_parts(entity: bytes) -> tuple[bytes, bytes] | Rejection | None:
         return _bad_signature("multipart/signed must hold exactly one part and one signature")
     signed = body[marks[0].end():marks[1].start()]
     try:
-        sig_part = _parse(body[marks[1].end():marks[2].start()])
+        sig_part = parse_mime(body[marks[1].end():marks[2].start()])
         sig_type = sig_part.get_content_type()
     except Exception:
         # The header parser raises on some malformed parameters (`x*`): a refusal, not a 451.
@@ -218,10 +218,11 @@ def signed_parts(entity: bytes) -> tuple[bytes, bytes] | Rejection | None:
     return signed, _leaf_bytes(sig_part)
 
 
-def _contains_encrypted(entity: bytes) -> bool:
+def _contains_encrypted(entity: bytes, root: Message | None = None) -> bool:
+    """Whether any part of `entity` (parsed into `root`, when given) is multipart/encrypted."""
     try:
-        return any(part.get_content_type() == "multipart/encrypted"
-                   for part in _parse(entity).walk())
+        tree = parse_mime(entity) if root is None else root
+        return any(part.get_content_type() == "multipart/encrypted" for part in tree.walk())
     except Exception:
         return False
 
@@ -256,7 +257,11 @@ async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str],
     problem = too_complex(entity, max_parts=INNER_MAX_PARTS, max_header_lines=MAX_HEADER_LINES)
     if problem is not None:
         return Rejection(RejectClass.INVALID_SIGNAL, problem)
-    inner = signed_parts(entity)
+    try:
+        root = parse_mime(entity)
+    except Exception:
+        return _bad_signature("signed entity cannot be parsed")
+    inner = _signed_parts(entity, root)
     if isinstance(inner, Rejection):
         return inner
     if result.keywords("NEWSIG") or any(k in _SIGNATURE_PROBLEMS for k, _ in result.status):
@@ -271,6 +276,8 @@ async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str],
         signer = signature_verdict(await gpg.verify_detached(signature, entity), pinned)
     if isinstance(signer, Rejection):
         return signer
-    if _contains_encrypted(entity):
+    # A combined signature covers `entity` itself, already parsed into `root`; a signed part is
+    # parsed on its own.
+    if _contains_encrypted(entity, root if inner is None else None):
         return _not_encrypted("nested encryption is not accepted")
     return Opened(entity=entity, signer=signer)

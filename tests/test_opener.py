@@ -309,6 +309,25 @@ def test_signed_parts_accepts_close_delimiter_at_end_of_data(signed: bytes) -> N
     assert parts[0] == crlf(PAYLOAD)
 
 
+def test_signed_parts_refuses_an_entity_the_header_parser_raises_on() -> None:
+    """A top-level Content-Type that makes the email header parser raise (`x*`): BAD_SIGNATURE."""
+    entity = b"Content-Type: multipart/signed; x*\r\n\r\n" + crlf(PAYLOAD)
+    assert signed_parts(entity) == Rejection(
+        RejectClass.BAD_SIGNATURE, "signed entity cannot be parsed")
+
+
+def test_signed_parts_reads_a_folded_thunderbird_header(signed: bytes) -> None:
+    """A Content-Type folded over lines with tabs, unquoted micalg and a trailing `;` still
+    splits: the same answer as policy.default gives."""
+    body = signed.split(b"\r\n\r\n", 1)[1]
+    b = boundary_of(signed)
+    folded = (b"Content-Type: multipart/signed; micalg=pgp-sha256;\r\n\tprotocol="
+              b'"application/pgp-signature";\r\n boundary="' + b + b'";\r\n')
+    parts = signed_parts(folded + b"\r\n" + body)
+    assert isinstance(parts, tuple)
+    assert parts[0] == crlf(PAYLOAD)
+
+
 # -- real decryption and verification ----------------------------------------------------------
 
 
@@ -530,6 +549,27 @@ async def test_open_nested_encryption(setup: OpenSetup, identities: Identities) 
                        rcpt=GATEWAY)
     assert await open_as_sender(setup, identities, raw) == \
         Rejection(RejectClass.NOT_ENCRYPTED, "nested encryption is not accepted")
+
+
+async def test_open_nested_encryption_in_a_signed_part(setup: OpenSetup,
+                                                       identities: Identities) -> None:
+    """A multipart/signed whose signed part is itself multipart/encrypted: NOT_ENCRYPTED."""
+    inner = encrypted_envelope(identities.sender.sign_encrypt(PAYLOAD, setup.gateway_fpr),
+                               mail_from=SENDER_ADDRESS, rcpt=GATEWAY)
+    raw = build_signal(inner, identities.sender, setup.gateway_fpr, mail_from=SENDER_ADDRESS,
+                       rcpt=GATEWAY, mode="signed-inside")
+    assert await open_as_sender(setup, identities, raw) == \
+        Rejection(RejectClass.NOT_ENCRYPTED, "nested encryption is not accepted")
+
+
+async def test_open_combined_signature_over_an_unparsable_entity(setup: OpenSetup,
+                                                                identities: Identities) -> None:
+    """Validly signed and encrypted, but the header parser raises on the entity: BAD_SIGNATURE,
+    never a traceback."""
+    entity = b"Content-Type: text/plain; x*\r\n\r\nCodewoord: Handle with Care\r\n"
+    raw = envelope(identities.sender.sign_encrypt(entity, setup.gateway_fpr))
+    assert await open_as_sender(setup, identities, raw) == \
+        Rejection(RejectClass.BAD_SIGNATURE, "signed entity cannot be parsed")
 
 
 async def test_open_plaintext(setup: OpenSetup, identities: Identities) -> None:
