@@ -38,10 +38,11 @@ class Context:
     vault: Vault
     clock: Clock = utc_now
     snapshot: Snapshot = field(default_factory=lambda: Snapshot("", utc_now()))
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # One runner step at a time per process: the daemon's loop and a `drain` (demo, tests) on
-    # the same context would otherwise both send a signal's status mail.
-    stepping: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # new work for the sealing
+    sealed: asyncio.Event = field(default_factory=asyncio.Event)  # new work for the delivery
+    # One status-mail round at a time per process: the daemon's loop and a `drain` (demo,
+    # tests) on the same context would otherwise both send a signal's status mail.
+    reporting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def today(self) -> dt.date:
         """The calendar date where the schools are, for plausibility checks of birth dates."""

@@ -52,6 +52,11 @@ def status_body(ref: str, sender_ref: str | None, children: Sequence[ChildOutcom
 
 async def report_finished(ctx: Context) -> int:
     """Send the status mails that are due; returns how many signals were dealt with."""
+    async with ctx.reporting:
+        return await _report_finished(ctx)
+
+
+async def _report_finished(ctx: Context) -> int:
     done = 0
     rows = await ctx.store.finished_unreported()
     unwanted = [row["ref"] for row in rows if not row["status_mail"]]

@@ -155,6 +155,7 @@ async def _seal_group(ctx: Context, snapshot: Snapshot, ref: str, school: str,
         log.info("notice.seal_skipped", ref=ref, school=school)
         return 0, 0
     log.info("notice.sealed", ref=ref, school=school, notice=notice_id, children=len(numbers))
+    ctx.sealed.set()
     crash_point("after-seal")
     return 1, 0
 
@@ -321,19 +322,22 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
         ])
 
 
-async def step(ctx: Context, sessions: Sessions | None = None) -> StepReport:
-    """Release, seal, deliver, report; without `sessions`, SMTP sessions last one step."""
-    own = sessions is None
-    sessions = sessions or Sessions(ctx)
+async def prepare(ctx: Context) -> StepReport:
+    """Release, seal and report: everything of a step but the delivery."""
+    await release_reachable(ctx)
+    sealed = await seal_routed(ctx)
+    await report_finished(ctx)
+    return sealed
+
+
+async def step(ctx: Context) -> StepReport:
+    """Release, seal, deliver, report, once (tests, the demo); SMTP sessions last one step."""
+    sessions = Sessions(ctx)
     try:
-        async with ctx.stepping:
-            await release_reachable(ctx)
-            sealed = await seal_routed(ctx)
-            delivered = await deliver_due(ctx, sessions)
-            await report_finished(ctx)
+        sealed = await prepare(ctx)
+        delivered = await deliver_due(ctx, sessions)
     finally:
-        if own:
-            await sessions.close_idle(0)
+        await sessions.close_idle(0)
     return StepReport(sealed.sealed, delivered.attempted, sealed.held)
 
 
@@ -345,16 +349,19 @@ async def drain(ctx: Context, max_steps: int = 100) -> None:
 
 
 async def run(ctx: Context, stop: asyncio.Event) -> None:
-    """The daemon's loop: step, then wait for a wake-up, the next due retry, or a poll tick."""
-    watch = Watch()
+    """The daemon's two loops: one seals (and releases and reports), one delivers, so that a
+    notice goes out while the next ones are sealed. Each sleeps when it has nothing to do, until
+    woken (a new signal, a sealed notice), stopped, or a poll tick (the next due retry, a change
+    made by the command line)."""
     sessions = Sessions(ctx)
     try:
-        await _loop(ctx, stop, watch, sessions)
+        await asyncio.gather(_sealing_loop(ctx, stop), _delivery_loop(ctx, stop, sessions))
     finally:
         await sessions.close_idle(0)
 
 
-async def _loop(ctx: Context, stop: asyncio.Event, watch: Watch, sessions: Sessions) -> None:
+async def _sealing_loop(ctx: Context, stop: asyncio.Event) -> None:
+    watch = Watch()
     # systemd's watchdog is fed from this loop: a loop that hangs stops feeding it and the
     # service is restarted (Restart=on-failure), which is the point.
     interval = watchdog_interval()
@@ -364,22 +371,37 @@ async def _loop(ctx: Context, stop: asyncio.Event, watch: Watch, sessions: Sessi
             notify("WATCHDOG=1")
             next_ping = time.monotonic() + interval
         await watch.tick(ctx)
-        # Cleared before the step, so a signal accepted during it still wakes the next one.
+        # Cleared before the work, so a signal accepted during it still wakes the next round.
         ctx.wake.clear()
         try:
-            report = await step(ctx, sessions)
+            report = await prepare(ctx)
+        except Exception as exc:
+            log.error("runner.step_failed", **safe_exception(exc))
+            report = StepReport()
+        if report.idle:
+            await _sleep(ctx.wake, stop)
+
+
+async def _delivery_loop(ctx: Context, stop: asyncio.Event, sessions: Sessions) -> None:
+    while not stop.is_set():
+        ctx.sealed.clear()
+        try:
+            report = await deliver_due(ctx, sessions)
         except Exception as exc:
             log.error("runner.step_failed", **safe_exception(exc))
             report = StepReport()
         await sessions.close_idle()
-        if not report.idle:
-            continue
-        waiters = [asyncio.ensure_future(ctx.wake.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=POLL_SECONDS,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w
+        if report.idle:
+            await _sleep(ctx.sealed, stop)
+
+
+async def _sleep(wake: asyncio.Event, stop: asyncio.Event) -> None:
+    """Until `wake` or `stop` is set, or POLL_SECONDS passed."""
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
