@@ -23,7 +23,7 @@ from gateway.model import Child, Decision, Pupil, Rejection, Routed, Sender
 from gateway.names import pseudonym_text
 from gateway.opener import open_message
 from gateway.resolve import resolve_child
-from gateway.store import Store
+from gateway.store import Store, Tx
 from gateway.vault import Vault
 
 REPLAY_WINDOW = dt.timedelta(days=30)
@@ -100,22 +100,25 @@ async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: V
     message_id = message_id_of(raw)
     decisions = [await decide(store, vault, snapshot, child) for child in signal.children]
 
-    async with store.transaction() as tx:
+    # Sealed before the transaction, so that it holds the database only for the writes.
+    ref = new_reference(now)
+    sealed = [(vault.pseudonym(pseudonym_text(child.name), child.birthdate.isoformat()),
+               vault.seal(child_record(child), f"{ref}-{n}"))
+              for n, child in enumerate(signal.children, 1)]
+
+    async def record(tx: Tx) -> Accepted:
         earlier = await tx.find_duplicate(sender.name, message_id, signal.reference, digest,
                                           now - REPLAY_WINDOW)
         if earlier is not None:
             await tx.receipt("duplicate", at=now, ref=earlier, sender=sender.name)
             return Accepted(earlier, duplicate=True)
-        ref = new_reference(now)
         await tx.insert_signal(ref, sender.name, message_id, signal.reference, digest,
                                len(signal.children), now)
         await tx.receipt("accepted", at=now, ref=ref, sender=sender.name,
                          signer=opened.signer, children=len(signal.children))
         held = 0
-        for n, (child, decision) in enumerate(zip(signal.children, decisions, strict=True), 1):
+        for n, (decision, (pseudonym, blob)) in enumerate(zip(decisions, sealed, strict=True), 1):
             child_ref = f"{ref}-{n}"
-            pseudonym = vault.pseudonym(pseudonym_text(child.name), child.birthdate.isoformat())
-            blob = vault.seal(child_record(child), child_ref)
             if isinstance(decision, Routed):
                 await tx.insert_child(ref, n, "routed", decision.school, None, blob, pseudonym, now)
                 await tx.receipt("resolved", at=now, ref=child_ref, school=decision.school,
@@ -126,4 +129,6 @@ async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: V
                                       pseudonym, now)
                 await tx.receipt("held", at=now, ref=child_ref, school=decision.school,
                                  pseudonym=pseudonym, reason=decision.reason)
-    return Accepted(ref, duplicate=False, children=len(signal.children), held=held)
+        return Accepted(ref, duplicate=False, children=len(signal.children), held=held)
+
+    return await store.write(record)

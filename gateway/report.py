@@ -10,8 +10,10 @@ code and time. One attempt; the outcome is a receipt either way, so nothing is s
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from gateway import deliver
 from gateway.context import Context
@@ -19,6 +21,7 @@ from gateway.gpg import GpgError
 from gateway.keyinfo import key_info
 from gateway.logs import get_logger
 from gateway.seal import make_message_id, seal_text
+from gateway.store import Tx
 
 log = get_logger("report")
 
@@ -61,8 +64,7 @@ async def _report_finished(ctx: Context) -> int:
     rows = await ctx.store.finished_unreported()
     unwanted = [row["ref"] for row in rows if not row["status_mail"]]
     if unwanted:
-        async with ctx.store.transaction() as tx:
-            await tx.mark_reported(unwanted)
+        await ctx.store.write(lambda tx: tx.mark_reported(unwanted))
     for row in rows:
         if not row["status_mail"]:
             continue
@@ -70,18 +72,21 @@ async def _report_finished(ctx: Context) -> int:
                     for c in await ctx.store.children(ref=row["ref"])]
         problem = await _send(ctx, row["ref"], row["sender"], row["sender_ref"], children)
         now = ctx.clock()
-        async with ctx.store.transaction() as tx:
-            if problem is None:
-                await tx.receipt("status_sent", at=now, ref=row["ref"], sender=row["sender"])
-            else:
-                await tx.receipt("status_not_sent", at=now, ref=row["ref"], sender=row["sender"],
-                                 why=problem)
-            await tx.mark_reported([row["ref"]])
+        await ctx.store.write(partial(_record, row["ref"], row["sender"], problem, now))
         (log.info if problem is None else log.warning)(
             "signal.reported" if problem is None else "signal.report_failed",
             ref=row["ref"], sender=row["sender"], reason=problem)
         done += 1
     return done
+
+
+async def _record(ref: str, sender: str, problem: str | None, now: dt.datetime,
+                  tx: Tx) -> None:
+    if problem is None:
+        await tx.receipt("status_sent", at=now, ref=ref, sender=sender)
+    else:
+        await tx.receipt("status_not_sent", at=now, ref=ref, sender=sender, why=problem)
+    await tx.mark_reported([ref])
 
 
 async def _send(ctx: Context, ref: str, sender_name: str, sender_ref: str | None,

@@ -34,7 +34,7 @@ from gateway.report import report_finished
 from gateway.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
 from gateway.sdnotify import notify, watchdog_interval
 from gateway.seal import NoticeChild, ack_address, make_message_id, new_ack_token, seal_notice
-from gateway.store import Conflict, from_iso
+from gateway.store import Conflict, Tx, from_iso
 from gateway.watch import Watch
 
 log = get_logger("runner")
@@ -143,14 +143,18 @@ async def _seal_group(ctx: Context, snapshot: Snapshot, ref: str, school: str,
         log.error("notice.seal_failed", ref=ref, school=school, **safe_exception(exc))
         await ctx.refresh(force=True)
         return 0, 0
+    ack_digest = ctx.vault.digest("ack", token)
+
+    async def keep(tx: Tx) -> int:
+        notice_id = await tx.insert_notice(ref, school, message_id, recipients, fingerprints,
+                                           message, numbers, now, ack_digest)
+        await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
+                         children=[f"{ref}-{n}" for n in numbers], fingerprints=fingerprints,
+                         signer=signer)
+        return notice_id
+
     try:
-        async with ctx.store.transaction() as tx:
-            notice_id = await tx.insert_notice(ref, school, message_id, recipients,
-                                               fingerprints, message, numbers, now,
-                                               ctx.vault.digest("ack", token))
-            await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
-                             children=[f"{ref}-{n}" for n in numbers],
-                             fingerprints=fingerprints, signer=signer)
+        notice_id = await ctx.store.write(keep)
     except Conflict:
         log.info("notice.seal_skipped", ref=ref, school=school)
         return 0, 0
@@ -200,11 +204,11 @@ async def deliver_due(ctx: Context, sessions: Sessions) -> StepReport:
     report = StepReport()
     now = ctx.clock()
     rows = await ctx.store.due_notices(now)
-    claimed = []
-    async with ctx.store.transaction() as tx:
-        for row in rows:
-            if await tx.claim_notice(row["id"], now + LEASE, now):
-                claimed.append(row["id"])
+
+    async def claim(tx: Tx) -> list[int]:
+        return [row["id"] for row in rows if await tx.claim_notice(row["id"], now + LEASE, now)]
+
+    claimed = await ctx.store.write(claim) if rows else []
     # Per destination, a few connections each carry several notices: a school server that
     # comes back after hours gets its backlog without a handshake per notice, and is never
     # hit by more than PER_DESTINATION sessions at once.
@@ -290,26 +294,27 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
     code = outcome.reply[:3] if outcome.reply[:3].isdigit() else None
     give_up = from_iso(row["created_at"]) + dt.timedelta(
         hours=ctx.config.delivery.give_up_after_hours)
-    failed = False
-    async with ctx.store.transaction() as tx:
+
+    async def record(tx: Tx) -> str:
         if outcome.result is Result.DELIVERED:
             await tx.finish_notice(notice_id, "delivered", outcome.reply, now, "delivered")
             await tx.receipt("delivered", at=now, ref=ref, school=school, notice=notice_id,
                              attempt=attempt, reply=outcome.reply, message_id=row["message_id"])
-        elif outcome.result is Result.PERMANENT or now >= give_up:
+            return "notice.delivered"
+        if outcome.result is Result.PERMANENT or now >= give_up:
             await tx.finish_notice(notice_id, "failed", outcome.reply, now, "failed")
             await tx.receipt("failed", at=now, ref=ref, school=school, notice=notice_id,
                              attempt=attempt, reply=outcome.reply)
-            failed = True
-        else:
-            next_at = deliver.next_attempt_at(attempt, now, ctx.config.delivery.retry_min_seconds,
-                                              ctx.config.delivery.retry_max_seconds)
-            await tx.defer_notice(notice_id, outcome.reply, next_at)
-            await tx.receipt("deferred", at=now, ref=ref, school=school, notice=notice_id,
-                             attempt=attempt, reply=outcome.reply,
-                             next_attempt_at=next_at.isoformat())
-    event = {"delivered": "notice.delivered", "failed": "notice.failed"}.get(
-        tx.receipts[-1].event, "notice.deferred")
+            return "notice.failed"
+        next_at = deliver.next_attempt_at(attempt, now, ctx.config.delivery.retry_min_seconds,
+                                          ctx.config.delivery.retry_max_seconds)
+        await tx.defer_notice(notice_id, outcome.reply, next_at)
+        await tx.receipt("deferred", at=now, ref=ref, school=school, notice=notice_id,
+                         attempt=attempt, reply=outcome.reply, next_attempt_at=next_at.isoformat())
+        return "notice.deferred"
+
+    event = await ctx.store.write(record)
+    failed = event == "notice.failed"
     log_fn = log.info if event == "notice.delivered" else log.warning
     log_fn(event, ref=ref, school=school, notice=notice_id, attempt=attempt, smtp_code=code)
     metrics.NOTICES.labels(event.removeprefix("notice.")).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -16,6 +17,7 @@ from gateway.store import (
     GENESIS,
     Conflict,
     Store,
+    Tx,
     chain_problems,
     from_iso,
     iso,
@@ -400,3 +402,43 @@ async def test_receipts_of_one_transaction_follow_each_other(store: Store) -> No
     assert (first.seq, first.prev) == (before.seq + 1, before.hash)
     assert (second.seq, second.prev) == (first.seq + 1, first.hash)
     assert chain_problems(await store.receipts()) == []
+
+
+async def test_write_runs_a_whole_transaction_and_returns_its_result(store: Store) -> None:
+    """`Store.write` commits every statement of its body at once and returns what it returned;
+    its receipts chain onto those of ordinary transactions."""
+    await append_receipts(store, 1)
+
+    async def body(tx: Tx) -> int:
+        await tx.insert_signal("HWC-W", "vt", None, None, "digest-w", 1, T0)
+        return (await tx.receipt("accepted", at=T0, ref="HWC-W")).seq
+
+    assert await store.write(body) == 2
+    assert (await store.signal("HWC-W")) is not None
+    await append_receipts(store, 1)
+    assert chain_problems(await store.receipts()) == []
+
+
+async def test_write_rolls_back_on_an_exception(store: Store) -> None:
+    """An exception in a `Store.write` body undoes every statement of it and propagates."""
+    async def body(tx: Tx) -> None:
+        await tx.insert_signal("HWC-R", "vt", None, None, "digest-r", 1, T0)
+        await tx.receipt("accepted", at=T0, ref="HWC-R")
+        raise Conflict("changed meanwhile")
+
+    with pytest.raises(Conflict):
+        await store.write(body)
+    assert await store.signal("HWC-R") is None
+    assert await store.receipts() == []
+
+
+async def test_write_refuses_a_body_that_waits_on_anything_else(store: Store) -> None:
+    """A `Store.write` body may await only its transaction: one that waits on anything else
+    (and so would hold the database across the event loop) is refused and rolled back."""
+    async def body(tx: Tx) -> None:
+        await tx.insert_signal("HWC-S", "vt", None, None, "digest-s", 1, T0)
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="awaited something other"):
+        await store.write(body)
+    assert await store.signal("HWC-S") is None
