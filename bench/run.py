@@ -263,6 +263,23 @@ def cpu_sample(pid: int | None, homes: Sequence[Path]) -> CpuSample:
                      t.user + t.system + t.children_user + t.children_system, busy, steal)
 
 
+def cpu_budget(gateway: CpuSample, raw: CpuSample, signals: int) -> str:
+    """CPU per signal of phase 2 against phase 3, and the ratio they allow on a machine kept
+    fully busy (throughput on a CPU-bound machine is capacity over CPU per signal)."""
+    def per(seconds: float) -> float:
+        return seconds / signals * 1000
+
+    unavoidable = gateway.gpg + gateway.agent + gateway.bench
+    total = unavoidable + gateway.daemon
+    baseline = raw.bench + raw.agent
+    return (f"CPU per signal: gateway {per(total):.1f} ms (its gpg processes"
+            f" {per(gateway.gpg):.1f}, gpg-agent {per(gateway.agent):.1f}, load generator and"
+            f" school servers {per(gateway.bench):.1f}, daemon {per(gateway.daemon):.1f});"
+            f" raw gpg {per(baseline):.1f} ms; on a fully busy machine the ratio can reach at"
+            f" most {baseline / total:.2f}, and 0.85 would need the daemon's own work under"
+            f" {max(0.0, per(baseline / TARGET_RATIO - unavoidable)):.1f} ms")
+
+
 def established(port: int) -> int:
     """TCP connections established to a local listening port right now (/proc/net/tcp)."""
     count = 0
@@ -519,6 +536,7 @@ class Bench:
         self.gateway_fpr = ""
         self.ca_file = Path()
         self.school_cert: CertPair | None = None
+        self.load_cpu: CpuSample | None = None  # phase 2's, for the CPU budget of phase 3
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -753,6 +771,7 @@ class Bench:
         r.say(f"   of which end of DATA -> gateway 250: p50 {ms(percentile(intake, 50))}, p99 "
               f"{ms(percentile(intake, 99))}")
         r.cpu("phase 2", used)
+        self.load_cpu = used
         r.say(f"   {self.stages(wall, n)}")
         return rate, messages, pupils
 
@@ -793,6 +812,9 @@ class Bench:
                   + ("  (the gateway's gpg concurrency)" if threads == gpg_threads else ""))
             r.cpu(f"phase 3 with {threads} threads", used, "      ")
         r.say(f"   ratio gateway / raw (the faster): {rate:.1f} / {best:.1f} = {ratio:.2f}")
+        fastest = max(results, key=lambda item: item[1])[2]
+        if self.load_cpu is not None:
+            r.say("   " + cpu_budget(self.load_cpu, fastest, len(work)))
         r.target(f"ratio >= {TARGET_RATIO}", ratio >= TARGET_RATIO, f"{ratio:.2f}")
 
     def queued_for(self, school: str) -> int:
