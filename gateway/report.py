@@ -65,12 +65,14 @@ async def _report_finished(ctx: Context) -> int:
     unwanted = [row["ref"] for row in rows if not row["status_mail"]]
     if unwanted:
         await ctx.store.write(lambda tx: tx.mark_reported(unwanted))
-    for row in rows:
-        if not row["status_mail"]:
-            continue
-        children = [ChildOutcome(c["n"], c["state"], c["school"], c["reason"], c["updated_at"])
-                    for c in await ctx.store.children(ref=row["ref"])]
-        problem = await _send(ctx, row["ref"], row["sender"], row["sender_ref"], children)
+    wanted = [row for row in rows if row["status_mail"]]
+    children: dict[str, list[ChildOutcome]] = {row["ref"]: [] for row in wanted}
+    for c in await ctx.store.children_of([row["ref"] for row in wanted]):
+        children[c["ref"]].append(ChildOutcome(c["n"], c["state"], c["school"], c["reason"],
+                                               c["updated_at"]))
+    for row in wanted:
+        problem = await _send(ctx, row["ref"], row["sender"], row["sender_ref"],
+                              children[row["ref"]])
         now = ctx.clock()
         await ctx.store.write(partial(_record, row["ref"], row["sender"], problem, now))
         (log.info if problem is None else log.warning)(

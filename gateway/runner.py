@@ -328,11 +328,17 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
 
 
 async def prepare(ctx: Context) -> StepReport:
-    """Release, seal and report: everything of a step but the delivery."""
+    """Release and seal: the sealing loop's share of a step."""
     await release_reachable(ctx)
-    sealed = await seal_routed(ctx)
+    return await seal_routed(ctx)
+
+
+async def deliver_and_report(ctx: Context, sessions: Sessions) -> StepReport:
+    """Deliver what is due, then report the signals that are finished: the delivery loop's
+    share (a delivery is what finishes most signals; the sealing waits for neither)."""
+    delivered = await deliver_due(ctx, sessions)
     await report_finished(ctx)
-    return sealed
+    return delivered
 
 
 async def step(ctx: Context) -> StepReport:
@@ -340,7 +346,7 @@ async def step(ctx: Context) -> StepReport:
     sessions = Sessions(ctx)
     try:
         sealed = await prepare(ctx)
-        delivered = await deliver_due(ctx, sessions)
+        delivered = await deliver_and_report(ctx, sessions)
     finally:
         await sessions.close_idle(0)
     return StepReport(sealed.sealed, delivered.attempted, sealed.held)
@@ -354,7 +360,7 @@ async def drain(ctx: Context, max_steps: int = 100) -> None:
 
 
 async def run(ctx: Context, stop: asyncio.Event) -> None:
-    """The daemon's two loops: one seals (and releases and reports), one delivers, so that a
+    """The daemon's two loops: one seals (and releases), one delivers (and reports), so that a
     notice goes out while the next ones are sealed. Each sleeps when it has nothing to do, until
     woken (a new signal, a sealed notice), stopped, or a poll tick (the next due retry, a change
     made by the command line)."""
@@ -391,7 +397,7 @@ async def _delivery_loop(ctx: Context, stop: asyncio.Event, sessions: Sessions) 
     while not stop.is_set():
         ctx.sealed.clear()
         try:
-            report = await deliver_due(ctx, sessions)
+            report = await deliver_and_report(ctx, sessions)
         except Exception as exc:
             log.error("runner.step_failed", **safe_exception(exc))
             report = StepReport()

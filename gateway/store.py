@@ -680,6 +680,17 @@ class Store:
             params.append(ref)
         return await self.all(sql + " ORDER BY ref, n", params)
 
+    async def children_of(self, refs: Sequence[str]) -> list[sqlite3.Row]:
+        """The children of these signals, by signal and number."""
+        found: list[sqlite3.Row] = []
+        for start in range(0, len(refs), 500):  # well within SQLite's limit on parameters
+            chunk = list(refs[start:start + 500])
+            # Only placeholders are interpolated; the values travel as parameters.
+            sql = ("SELECT * FROM children WHERE ref IN"  # noqa: S608
+                   f" ({','.join('?' * len(chunk))}) ORDER BY ref, n")
+            found += await self.all(sql, chunk)
+        return found
+
     async def finished_unreported(self) -> list[sqlite3.Row]:
         """Signals not yet reported none of whose children is still on its way, with whether
         their sender wants status mail (`status_mail`; a removed sender's signals say 0)."""
