@@ -53,14 +53,13 @@ def status_body(ref: str, sender_ref: str | None, children: Sequence[ChildOutcom
     return "\n".join(lines) + "\n"
 
 
-async def report_finished(ctx: Context) -> int:
-    """Send the status mails that are due; returns how many signals were dealt with."""
+async def report_finished(ctx: Context) -> None:
+    """Send the status mails that are due."""
     async with ctx.reporting:
-        return await _report_finished(ctx)
+        await _report_finished(ctx)
 
 
-async def _report_finished(ctx: Context) -> int:
-    done = 0
+async def _report_finished(ctx: Context) -> None:
     rows = await ctx.store.finished_unreported()
     unwanted = [row["ref"] for row in rows if not row["status_mail"]]
     if unwanted:
@@ -78,8 +77,6 @@ async def _report_finished(ctx: Context) -> int:
         (log.info if problem is None else log.warning)(
             "signal.reported" if problem is None else "signal.report_failed",
             ref=row["ref"], sender=row["sender"], reason=problem)
-        done += 1
-    return done
 
 
 async def _record(ref: str, sender: str, problem: str | None, now: dt.datetime,

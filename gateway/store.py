@@ -181,7 +181,6 @@ class Tx:
 
     def __init__(self, db: aiosqlite.Connection | sqlite3.Connection) -> None:
         self.db = db
-        self.receipts: list[Receipt] = []
         # The chain's head once read: later receipts of the same transaction follow it without
         # asking SQLite again (nobody else can write while BEGIN IMMEDIATE holds the lock).
         self._head: tuple[int, str] | None = None
@@ -232,10 +231,8 @@ class Tx:
             "INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev, hash)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, at_text, event, ref, school, detail_text, pseudonym, prev, digest))
-        receipt = Receipt(seq, at_text, event, ref, school, detail, pseudonym, prev, digest)
-        self.receipts.append(receipt)
         self._head = (seq, digest)
-        return receipt
+        return Receipt(seq, at_text, event, ref, school, detail, pseudonym, prev, digest)
 
     async def purge_receipts_before(self, cutoff: dt.datetime) -> tuple[int, Anchor | None]:
         """Delete receipts older than `cutoff`; the chain then starts at a recorded anchor."""
@@ -680,16 +677,20 @@ class Store:
             params.append(ref)
         return await self.all(sql + " ORDER BY ref, n", params)
 
-    async def children_of(self, refs: Sequence[str]) -> list[sqlite3.Row]:
-        """The children of these signals, by signal and number."""
+    async def _all_in(self, table: str, column: str, values: Sequence[Any]) -> list[sqlite3.Row]:
+        """Every row of `table` whose `column` is one of `values` (names are ours, never input)."""
         found: list[sqlite3.Row] = []
-        for start in range(0, len(refs), 500):  # well within SQLite's limit on parameters
-            chunk = list(refs[start:start + 500])
+        for start in range(0, len(values), 500):  # well within SQLite's limit on parameters
+            chunk = list(values[start:start + 500])
             # Only placeholders are interpolated; the values travel as parameters.
-            sql = ("SELECT * FROM children WHERE ref IN"  # noqa: S608
-                   f" ({','.join('?' * len(chunk))}) ORDER BY ref, n")
+            sql = f"SELECT * FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})"  # noqa: S608
             found += await self.all(sql, chunk)
         return found
+
+    async def children_of(self, refs: Sequence[str]) -> list[sqlite3.Row]:
+        """The children of these signals, by signal and number."""
+        return sorted(await self._all_in("children", "ref", refs),
+                      key=lambda row: (row["ref"], row["n"]))
 
     async def finished_unreported(self) -> list[sqlite3.Row]:
         """Signals not yet reported none of whose children is still on its way, with whether
@@ -758,11 +759,7 @@ class Store:
 
     async def notices_by_id(self, ids: Sequence[int]) -> list[sqlite3.Row]:
         """Whole notice rows, in the order of `ids` (a batch claimed together)."""
-        if not ids:
-            return []
-        # Only placeholders are interpolated; the values travel as parameters.
-        sql = f"SELECT * FROM notices WHERE id IN ({','.join('?' * len(ids))})"  # noqa: S608
-        rows = {int(row["id"]): row for row in await self.all(sql, list(ids))}
+        rows = {int(row["id"]): row for row in await self._all_in("notices", "id", ids)}
         return [rows[i] for i in ids if i in rows]
 
     async def notice(self, notice_id: int) -> sqlite3.Row | None:
