@@ -90,7 +90,10 @@ async def _demo(base: Path) -> int:
     for line in await admin.keys_init(config, utc_now()):
         _say(f"   {line}")
     ctx = await open_context(config)
-    daemon = Daemon(ctx, host="127.0.0.1", port=0)
+    # The demo drives the runner itself (`drain`), so that what it shows is complete: with the
+    # daemon's own loops running too, a drain could find nothing left while a notice the loops
+    # had claimed was still on its way to the school.
+    daemon = Daemon(ctx, host="127.0.0.1", port=0, background=False)
     inboxes = {"12AB00": SchoolInbox(), "34CD01": SchoolInbox()}
     identities = {
         "sender": Identity.create(base / "sender-gpg", "Veilig Thuis (demo)", SENDER_ADDRESS),

@@ -353,7 +353,7 @@ async def step(ctx: Context) -> StepReport:
 
 
 async def drain(ctx: Context, max_steps: int = 100) -> None:
-    """Run steps until nothing is left to do right now (tests, the demo, `serve` start-up)."""
+    """Run steps until nothing is left to do right now (tests, the demo); never beside `run`."""
     for _ in range(max_steps):
         if (await step(ctx)).idle:
             return
