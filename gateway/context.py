@@ -17,6 +17,7 @@ from gateway.config import Config
 from gateway.custody import read_passphrase
 from gateway.directory import Snapshot, load_snapshot
 from gateway.gpg import Gpg
+from gateway.pulse import Pulse
 from gateway.store import Store
 from gateway.vault import Vault
 
@@ -43,6 +44,7 @@ class Context:
     # One status-mail round at a time per process: the daemon's loop and a `drain` (demo,
     # tests) on the same context would otherwise both send a signal's status mail.
     reporting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pulse: Pulse = field(default_factory=Pulse)  # the loops' liveness, for the watchdog
 
     def today(self) -> dt.date:
         """The calendar date where the schools are, for plausibility checks of birth dates."""

@@ -5,8 +5,8 @@ SIGTERM or SIGINT: new sessions are answered 421 4.3.2, the sessions already ope
 `[smtp] shutdown_grace_seconds` to finish, the runner ends its step, the store is closed, and
 the process exits 0. SIGHUP re-reads the config file and applies what can change while running
 (saying what needs a restart), and re-reads the directory and keys. systemd is told READY,
-STOPPING and, from the runner's loop, WATCHDOG (sd_notify). Notices left waiting by a crash are
-picked up on start (DESIGN invariant 1).
+STOPPING and, while the runner's loops make progress, WATCHDOG (sd_notify). Notices left
+waiting by a crash are picked up on start (DESIGN invariant 1).
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ async def _report_finished(ctx: Context) -> None:
         (log.info if problem is None else log.warning)(
             "signal.reported" if problem is None else "signal.report_failed",
             ref=row["ref"], sender=row["sender"], reason=problem)
+        ctx.pulse.beat()
 
 
 async def _record(ref: str, sender: str, problem: str | None, now: dt.datetime,

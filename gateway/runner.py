@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from gateway import deliver, metrics
 from gateway.alerts import send_alert
-from gateway.config import HostPort
+from gateway.config import Config, HostPort
 from gateway.context import Context
 from gateway.deliver import Result
 from gateway.directory import Snapshot
@@ -43,6 +43,9 @@ LEASE = dt.timedelta(minutes=10)
 PER_DESTINATION = 4  # sessions at once to one school server or relay
 SEALING_AT_ONCE = 4  # notices sealed concurrently (gpg's own limit still bounds the processes)
 POLL_SECONDS = 1.0  # how quickly a change made by the command line is noticed
+# A loop busy this long without finishing a piece of work is stuck (gateway.pulse), unless the
+# configured timeouts allow a piece to take longer (see `stuck_after`).
+STUCK_SECONDS = 600.0
 
 
 @dataclass
@@ -92,7 +95,9 @@ async def seal_routed(ctx: Context) -> StepReport:
 
     async def one(ref: str, school: str, rows: list[sqlite3.Row]) -> tuple[int, int]:
         async with limit:
-            return await _seal_group(ctx, snapshot, ref, school, rows)
+            outcome = await _seal_group(ctx, snapshot, ref, school, rows)
+            ctx.pulse.beat()
+            return outcome
 
     for sealed, held in await asyncio.gather(*(one(ref, school, rows)
                                                for (ref, school), rows in groups.items())):
@@ -237,6 +242,7 @@ async def _destination_worker(ctx: Context, sessions: Sessions, destination: Hos
                 # Tried again after a backoff; never dropped on our error, parked if it recurs.
                 log.error("notice.attempt_crashed", notice=notice["id"], **safe_exception(exc))
                 await crashed(ctx, notice["id"], "the delivery stage failed")
+            ctx.pulse.beat()
     finally:
         if connection is not None:
             sessions.give_back(connection)
@@ -365,22 +371,47 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
     woken (a new signal, a sealed notice), stopped, or a poll tick (the next due retry, a change
     made by the command line)."""
     sessions = Sessions(ctx)
+    loops = [_sealing_loop(ctx, stop), _delivery_loop(ctx, stop, sessions)]
+    interval = watchdog_interval()
+    if interval is not None:
+        loops.append(_watchdog(ctx, stop, interval))
     try:
-        await asyncio.gather(_sealing_loop(ctx, stop), _delivery_loop(ctx, stop, sessions))
+        await asyncio.gather(*loops)
     finally:
         await sessions.close_idle(0)
 
 
-async def _sealing_loop(ctx: Context, stop: asyncio.Event) -> None:
-    watch = Watch()
-    # systemd's watchdog is fed from this loop: a loop that hangs stops feeding it and the
-    # service is restarted (Restart=on-failure), which is the point.
-    interval = watchdog_interval()
-    next_ping = 0.0
+async def _watchdog(ctx: Context, stop: asyncio.Event, interval: float) -> None:
+    """Feed systemd's watchdog while both loops are alive (gateway.pulse); when one is stuck,
+    say so once and stop feeding it: systemd restarts the service (Restart=on-failure), and
+    the restarted daemon takes up the notices the stuck one held (`recover_leases`)."""
+    told = False
     while not stop.is_set():
-        if interval is not None and time.monotonic() >= next_ping:
+        after = stuck_after(ctx.config)
+        stuck = ctx.pulse.stuck(time.monotonic(), after)
+        if not stuck:
             notify("WATCHDOG=1")
-            next_ping = time.monotonic() + interval
+            told = False
+        elif not told:
+            log.error("runner.stuck", loops=stuck, seconds=after)
+            told = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+def stuck_after(config: Config) -> float:
+    """Seconds without progress after which a busy loop is stuck: STUCK_SECONDS, or more when
+    the timeouts are set so high that one piece of work could rightly take longer (a delivery
+    attempt is about ten SMTP steps, each with its own timeout)."""
+    return max(STUCK_SECONDS,
+               10.0 * max(config.delivery.timeout_seconds, config.keys.gpg_timeout_seconds))
+
+
+async def _sealing_loop(ctx: Context, stop: asyncio.Event) -> None:
+    ctx.pulse.enter("sealing")
+    watch = Watch()
+    while not stop.is_set():
+        ctx.pulse.beat()
         await watch.tick(ctx)
         # Cleared before the work, so a signal accepted during it still wakes the next round.
         ctx.wake.clear()
@@ -390,11 +421,14 @@ async def _sealing_loop(ctx: Context, stop: asyncio.Event) -> None:
             log.error("runner.step_failed", **safe_exception(exc))
             report = StepReport()
         if report.idle:
+            ctx.pulse.rest()
             await _sleep(ctx.wake, stop)
 
 
 async def _delivery_loop(ctx: Context, stop: asyncio.Event, sessions: Sessions) -> None:
+    ctx.pulse.enter("delivery")
     while not stop.is_set():
+        ctx.pulse.beat()
         ctx.sealed.clear()
         try:
             report = await deliver_and_report(ctx, sessions)
@@ -403,6 +437,7 @@ async def _delivery_loop(ctx: Context, stop: asyncio.Event, sessions: Sessions) 
             report = StepReport()
         await sessions.close_idle()
         if report.idle:
+            ctx.pulse.rest()
             await _sleep(ctx.sealed, stop)
 
 

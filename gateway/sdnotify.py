@@ -19,6 +19,9 @@ def notify(message: str) -> bool:
         address = "\0" + address[1:]  # an abstract socket, as systemd usually passes it
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # Never wait on the event loop for a reader that is not reading: a full queue
+            # drops this one message (BlockingIOError), as a lost datagram would be.
+            sock.setblocking(False)
             sock.connect(address)
             sock.sendall(message.encode())
     except OSError:

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from test_crash import GatewayFactory, gateway_home  # noqa: F401 - the fixture is used below
+import structlog
+from conftest import SANNE_BIRTH, SCHOOL_A, Harness
+from test_crash import (  # noqa: F401 - the fixture is used below
+    GatewayFactory,
+    HangingInbox,
+    gateway_home,
+)
 from test_process import _wait_for
 from test_smtp_limits import RawClient
 
+from gateway import runner
 from gateway.config import load_config
 from gateway.daemon import reloaded_config
+from gateway.demokit import json_payload
+from gateway.pulse import Pulse
+from gateway.sdnotify import notify
 
 UNIT = Path(__file__).parent.parent / "systemd" / "hwc-gateway.service"
 
@@ -123,3 +135,94 @@ def test_unit_file_verifies(tmp_path: Path) -> None:
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_notify_never_blocks_on_a_reader_that_does_not_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With systemd's queue full, a notification is dropped (False) at once: the daemon's event
+    loop never waits for it."""
+    sock = notify_socket(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    sent = 0
+    while notify("WATCHDOG=1"):  # blocked here for ever, without the fix
+        sent += 1
+        assert sent < 100_000
+    assert sent > 0
+    sock.recv(4096)
+    assert notify("WATCHDOG=1")
+    sock.close()
+
+
+def test_pulse_calls_a_loop_stuck_only_when_busy_without_progress() -> None:
+    """A loop is stuck after `after` seconds busy without a beat; a beat starts the count again,
+    a loop that rests is never stuck, and beats outside the loops count for nothing."""
+    pulse = Pulse()
+    pulse.beat()  # outside any loop: nothing to remember
+    assert pulse.stuck(10**9, 1.0) == []
+
+    async def loop(name: str, rest: bool) -> None:
+        pulse.enter(name)
+        pulse.beat()
+        if rest:
+            pulse.rest()
+
+    async def both() -> None:
+        await asyncio.gather(loop("sealing", rest=True), loop("delivery", rest=False))
+
+    asyncio.run(both())
+    now = time.monotonic()
+    assert pulse.stuck(now, 60.0) == []
+    assert pulse.stuck(now + 61.0, 60.0) == ["delivery"]
+
+
+async def test_watchdog_is_not_fed_while_a_delivery_hangs(
+        harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's loops feed systemd's watchdog only while both make progress: a delivery
+    hanging past the stuck limit stops WATCHDOG=1 (so systemd restarts the service) and says
+    `runner.stuck` once, naming the delivery loop; once it moves on, the pings come back."""
+    sock = notify_socket(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # a ping every 50 ms
+    monkeypatch.setattr(runner, "stuck_after", lambda config: 1.0)
+    port = harness.inboxes[SCHOOL_A].port
+    await harness.inboxes[SCHOOL_A].stop()
+    hanging = HangingInbox()
+    await hanging.start(harness.template.school_cert, port=port)
+    harness.inboxes[SCHOOL_A] = hanging
+    stop = asyncio.Event()
+
+    async def pings(seconds: float) -> int:
+        loop = asyncio.get_running_loop()
+        count = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    count += (await loop.sock_recv(sock, 4096)).decode().count("WATCHDOG=1")
+        return count
+
+    def queued() -> None:
+        with contextlib.suppress(BlockingIOError):
+            while sock.recv(4096):
+                pass
+
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(runner.run(harness.ctx, stop))
+        try:
+            assert await pings(0.5) > 0
+            payload = json_payload([{"name": "Sanne de Vries",
+                                     "birthdate": SANNE_BIRTH.isoformat()}])
+            assert (await harness.send(harness.signal(payload))).code == 250
+            await _wait_for(lambda: hanging.entered == 1)
+            await asyncio.sleep(1.5)
+            queued()  # sent before the loop was a second without progress
+            assert await pings(0.5) == 0
+            stuck = [e for e in logs if e["event"] == "runner.stuck"]
+            assert [e["loops"] for e in stuck] == [["delivery"]]
+            hanging.never.set()
+            await _wait_for(lambda: not harness.ctx.pulse.stuck(time.monotonic(), 1.0))
+            assert await pings(0.5) > 0
+        finally:
+            hanging.never.set()
+            stop.set()
+            await task
+            sock.close()
