@@ -11,6 +11,7 @@ other failure propagates and becomes a 451 there.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from dataclasses import dataclass
 from email import policy
@@ -46,8 +47,12 @@ def new_reference(now: dt.datetime) -> str:
 
 def message_id_of(raw: bytes) -> str | None:
     """The outer Message-ID, as a replay key only (it is not signed, so never trusted alone)."""
+    # The parser would read the whole body line by line into a payload nobody asks for; the
+    # header section ends at the first empty line either way.
+    end = re.search(rb"\r?\n\r?\n", raw)
+    head = raw[: end.end()] if end else raw
     try:
-        value = BytesHeaderParser(policy=policy.compat32).parsebytes(raw).get("Message-ID")
+        value = BytesHeaderParser(policy=policy.compat32).parsebytes(head).get("Message-ID")
     except Exception:
         return None
     text = " ".join(str(value).split()) if value else ""

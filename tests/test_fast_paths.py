@@ -1,9 +1,12 @@
-"""Tests for the listener's fast reading of MAIL and RCPT paths: for every argument, what
-`GatewaySMTP._getaddr` answers (or raises) is exactly what aiosmtpd's own `_getaddr` does."""
+"""Tests for the listener's fast readings of the envelope and the replay key: for every MAIL or
+RCPT argument, what `GatewaySMTP._getaddr` answers (or raises) is exactly what aiosmtpd's own
+`_getaddr` does; for every message, `intake.message_id_of` finds what a whole parse finds."""
 
 from __future__ import annotations
 
 import tempfile
+from email import policy
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
+from gateway.intake import message_id_of
 from gateway.receive import GatewaySMTP, plain_path
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "hwc-gateway-hypothesis")
@@ -95,3 +99,27 @@ def test_the_fast_path_takes_what_senders_write() -> None:
         "signalen@veiligthuis.example.nl", "SIZE=1494")
     assert plain_path("<hwc@leerplicht.example.nl>") == ("hwc@leerplicht.example.nl", "")
     assert plain_path('<"x y"@b>') is None
+
+
+def _message_id_by_whole_parse(raw: bytes) -> str | None:
+    """The replay key as it was first read: the header parser over the whole message."""
+    try:
+        value = BytesHeaderParser(policy=policy.compat32).parsebytes(raw).get("Message-ID")
+    except Exception:
+        return None
+    text = " ".join(str(value).split()) if value else ""
+    return text[:250] or None
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from([b"Message-ID: <a@b>", b"Message-Id:\r\n <c@d>", b" folded",
+                                 b"X: y", b"", b"\r", b"not a header", b"Message-ID: <e@f>",
+                                 b"\xff\xfe", b"From: x"]), max_size=10),
+       st.sampled_from([b"\r\n", b"\n", b"\r"]))
+@example([b"Subject: x", b"", b"Message-ID: <body@x>"], b"\r\n")
+def test_message_id_is_read_from_the_header_section_alone(lines: list[bytes],
+                                                           eol: bytes) -> None:
+    """The outer Message-ID (the replay key) found from the header section alone is the one
+    the parser finds reading the whole message: same key for every message, stored or new."""
+    raw = eol.join(lines)
+    assert message_id_of(raw) == _message_id_by_whole_parse(raw)
