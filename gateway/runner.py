@@ -210,15 +210,16 @@ async def deliver_due(ctx: Context, sessions: Sessions) -> StepReport:
     now = ctx.clock()
     rows = await ctx.store.due_notices(now)
 
-    async def claim(tx: Tx) -> list[int]:
-        return [row["id"] for row in rows if await tx.claim_notice(row["id"], now + LEASE, now)]
+    async def claim(tx: Tx) -> list[sqlite3.Row]:
+        claimed = [await tx.claim_notice(row["id"], now + LEASE, now) for row in rows]
+        return [notice for notice in claimed if notice is not None]
 
     claimed = await ctx.store.write(claim) if rows else []
     # Per destination, a few connections each carry several notices: a school server that
     # comes back after hours gets its backlog without a handshake per notice, and is never
     # hit by more than PER_DESTINATION sessions at once.
     queues: dict[HostPort | None, list[sqlite3.Row]] = defaultdict(list)
-    for notice in await ctx.store.notices_by_id(claimed):
+    for notice in claimed:
         route = ctx.snapshot.routes.get(notice["school"]) or ctx.config.delivery.relay
         queues[route].append(notice)
     workers = [_destination_worker(ctx, sessions, destination, pending)

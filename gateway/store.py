@@ -441,13 +441,16 @@ class Tx:
         return notice_id
 
     async def claim_notice(self, notice_id: int, lease_until: dt.datetime,
-                           now: dt.datetime) -> bool:
-        """Take a lease on a due notice; False when another worker holds it."""
+                           now: dt.datetime) -> sqlite3.Row | None:
+        """Take a lease on a due notice: its whole row as claimed (the attempt counted), or
+        None when another worker holds it or it is no longer queued."""
         cur = await self.execute(
             "UPDATE notices SET lease_until = ?, attempts = attempts + 1 WHERE id = ?"
             " AND state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
             (iso(lease_until), notice_id, iso(now)))
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return None
+        return await self.one("SELECT * FROM notices WHERE id = ?", (notice_id,))
 
     async def finish_notice(self, notice_id: int, state: str, reply: str, at: dt.datetime,
                             child_state: str) -> None:
@@ -677,20 +680,15 @@ class Store:
             params.append(ref)
         return await self.all(sql + " ORDER BY ref, n", params)
 
-    async def _all_in(self, table: str, column: str, values: Sequence[Any]) -> list[sqlite3.Row]:
-        """Every row of `table` whose `column` is one of `values` (names are ours, never input)."""
-        found: list[sqlite3.Row] = []
-        for start in range(0, len(values), 500):  # well within SQLite's limit on parameters
-            chunk = list(values[start:start + 500])
-            # Only placeholders are interpolated; the values travel as parameters.
-            sql = f"SELECT * FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})"  # noqa: S608
-            found += await self.all(sql, chunk)
-        return found
-
     async def children_of(self, refs: Sequence[str]) -> list[sqlite3.Row]:
         """The children of these signals, by signal and number."""
-        return sorted(await self._all_in("children", "ref", refs),
-                      key=lambda row: (row["ref"], row["n"]))
+        found: list[sqlite3.Row] = []
+        for start in range(0, len(refs), 500):  # well within SQLite's limit on parameters
+            chunk = list(refs[start:start + 500])
+            # Only placeholders are interpolated; the references travel as parameters.
+            sql = f"SELECT * FROM children WHERE ref IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            found += await self.all(sql, chunk)
+        return sorted(found, key=lambda row: (row["ref"], row["n"]))
 
     async def finished_unreported(self) -> list[sqlite3.Row]:
         """Signals not yet reported none of whose children is still on its way, with whether
@@ -756,11 +754,6 @@ class Store:
             "SELECT id FROM notices WHERE state = 'queued' AND next_attempt_at <= ?"
             " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
             (iso(now), iso(now), limit))
-
-    async def notices_by_id(self, ids: Sequence[int]) -> list[sqlite3.Row]:
-        """Whole notice rows, in the order of `ids` (a batch claimed together)."""
-        rows = {int(row["id"]): row for row in await self._all_in("notices", "id", ids)}
-        return [rows[i] for i in ids if i in rows]
 
     async def notice(self, notice_id: int) -> sqlite3.Row | None:
         return await self.one("SELECT * FROM notices WHERE id = ?", (notice_id,))

@@ -50,34 +50,40 @@ async def retire_ended_overlaps(ctx: Context, now: dt.datetime) -> list[str]:
     return retired
 
 
-async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]:
-    """Warn once per key and threshold; returns what was warned about."""
+async def expiring_keys(ctx: Context) -> list[tuple[str, str, dt.datetime]]:
+    """(fingerprint, owner, expiry) of every pinned key in use that has an expiry date."""
     owners = await admin.key_owners(ctx)
-    warned = []
+    found = []
     for info in await asyncio.to_thread(list_key_infos, ctx.gpg):
         owner = owners.get(info.fingerprint)
-        if owner is None or info.expires is None or "retired" in owner[0]:
-            continue
-        threshold = warning_threshold(info.expires, now)
+        if owner is not None and info.expires is not None and "retired" not in owner[0]:
+            found.append((info.fingerprint, owner[0], info.expires))
+    return found
+
+
+async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]:
+    """Warn once per key and threshold; returns what was warned about."""
+    warned = []
+    for fingerprint, owner, expires in await expiring_keys(ctx):
+        threshold = warning_threshold(expires, now)
         if threshold is None:
             continue
-        key = f"key_warned:{info.fingerprint}:{info.expires.isoformat()}"
+        key = f"key_warned:{fingerprint}:{expires.isoformat()}"
         last = await ctx.store.meta(key)
         if last is not None and int(last) <= threshold:
             continue
         async with ctx.store.transaction() as tx:
             await tx.set_meta(key, str(threshold))
-            await tx.receipt("key.expiring", at=now, fingerprint=info.fingerprint,
-                             owner=owner[0], expires=info.expires.isoformat(),
-                             within_days=threshold)
-        log.warning("key.expiring", fingerprint=info.fingerprint, owner=owner[0],
-                    expires=info.expires.isoformat(), within_days=threshold)
+            await tx.receipt("key.expiring", at=now, fingerprint=fingerprint, owner=owner,
+                             expires=expires.isoformat(), within_days=threshold)
+        log.warning("key.expiring", fingerprint=fingerprint, owner=owner,
+                    expires=expires.isoformat(), within_days=threshold)
         await send_alert(ctx, "key.expiring", f"a key expires within {threshold} days", [
-            f"Key {info.fingerprint} ({owner[0]}) expires on {info.expires:%Y-%m-%d %H:%M} UTC.",
+            f"Key {fingerprint} ({owner}) expires on {expires:%Y-%m-%d %H:%M} UTC.",
             "Ask its owner for an updated key and take it in with `hwc-gateway keys update`,"
             " or replace it (`schools set-key`, `senders add-key`, `keys rotate`).",
         ])
-        warned.append((info.fingerprint, threshold))
+        warned.append((fingerprint, threshold))
     return warned
 
 
@@ -88,13 +94,8 @@ async def update_metrics(ctx: Context, now: dt.datetime, with_keys: bool) -> Non
     oldest = now - from_iso(first) if first else None
     deadlines = [deadline(from_iso(r["accepted_at"]), ctx.config.schedule)
                  for r in await ctx.store.open_signals()]
-    expiry: list[tuple[str, dt.timedelta]] = []
-    if with_keys:
-        owners = await admin.key_owners(ctx)
-        for info in await asyncio.to_thread(list_key_infos, ctx.gpg):
-            owner = owners.get(info.fingerprint)
-            if owner is not None and info.expires is not None and "retired" not in owner[0]:
-                expiry.append((owner[0].split(" ", 1)[0], info.expires - now))
+    expiry = [(owner.split(" ", 1)[0], expires - now)
+              for _, owner, expires in (await expiring_keys(ctx) if with_keys else [])]
     metrics.set_gauges(counts=counts, oldest=oldest,
                        next_deadline=min(deadlines) - now if deadlines else None,
                        key_expiry=expiry)

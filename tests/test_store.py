@@ -328,7 +328,8 @@ async def one_notice(store: Store) -> int:
                                       b"sealed", [1], T0)
 
 
-async def claim(store: Store, notice_id: int, now: dt.datetime, seconds: int = 60) -> bool:
+async def claim(store: Store, notice_id: int, now: dt.datetime,
+                seconds: int = 60) -> sqlite3.Row | None:
     async with store.transaction() as tx:
         return await tx.claim_notice(notice_id, now + dt.timedelta(seconds=seconds), now)
 
