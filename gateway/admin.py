@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.chainkey import RECEIPTS_KEY, open_store
 from gateway.config import Config
 from gateway.context import Context
 from gateway.custody import CustodyError, read_passphrase
@@ -76,7 +77,11 @@ async def keys_init(config: Config, now: dt.datetime) -> list[str]:
     for path in create_secrets(config.secrets_dir):
         done.append(f"created secret {path}")
     gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary, passphrase=passphrase)
-    store = await Store.open(config.storage.path)
+    receipts_key = config.secrets_dir / RECEIPTS_KEY
+    had_receipts_key = receipts_key.exists()
+    store = await open_store(config.storage.path, config.secrets_dir)
+    if not had_receipts_key:
+        done.append(f"created secret {receipts_key}")
     try:
         current = [r for r in await store.gateway_keys() if r["state"] == "current"]
         if not current:
@@ -553,7 +558,7 @@ async def queue_list(ctx: Context) -> list[dict[str, Any]]:
 async def receipts_verify(store: Store) -> tuple[int, list[str]]:
     rows = await store.receipts()
     anchor = await store.chain_anchor()
-    problems = chain_problems(rows, anchor)
+    problems = chain_problems(rows, store.chain_key, anchor)
     # The anchor itself is vouched for by the newest purge receipt, which is inside the chain.
     purges = [r for r in rows if r.event == "purged" and r.detail.get("anchor")]
     if anchor is not None and (not purges or purges[-1].detail["anchor"] != [anchor.seq,

@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     rlist = receipts.add_parser("list", help="receipts, oldest first")
     rlist.add_argument("--since", metavar="T", help="ISO date or time (UTC)")
     rlist.add_argument("--json", action="store_true")
-    receipts.add_parser("verify", help="check the hash chain")
+    receipts.add_parser("verify", help="check the keyed chain; name each receipt that breaks")
     rfind = receipts.add_parser("find", help="receipts about one child, by pseudonym")
     rfind.add_argument("--name", required=True)
     rfind.add_argument("--birthdate", required=True, metavar="D")

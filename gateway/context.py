@@ -13,6 +13,7 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.chainkey import open_store
 from gateway.config import Config
 from gateway.custody import read_passphrase
 from gateway.directory import Snapshot, load_snapshot
@@ -67,7 +68,7 @@ async def open_context(config: Config, clock: Clock = utc_now) -> Context:
     gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary,
               timeout=config.keys.gpg_timeout_seconds, passphrase=read_passphrase(config))
     vault = Vault.load(config.secrets_dir)
-    store = await Store.open(config.storage.path)
+    store = await open_store(config.storage.path, config.secrets_dir)
     ctx = Context(config, store, gpg, vault, clock)
     try:
         await ctx.refresh(force=True)

@@ -6,9 +6,11 @@ digests); produces rows as small dataclasses or dicts. One SQLite file in WAL mo
 250 only after `commit` returns (DESIGN invariant 1). Writers take `BEGIN IMMEDIATE`, so the
 daemon and the command line can both write; SQLite serialises them and `busy_timeout` waits.
 
-Receipts are appended in the same transaction as the state change they record, chained by
-SHA-256 over the previous hash and the canonical entry; UPDATE on receipts is refused by a
-trigger, and `verify_receipts` finds an edited, inserted or deleted row.
+Receipts are appended in the same transaction as the state change they record, chained by an
+HMAC-SHA256 under the receipt key (`keys/secrets/receipts.key`, see `gateway.chainkey`) over the
+previous link and the canonical entry: whoever can write the database but not read that key
+cannot rebuild the chain after changing an entry. UPDATE on receipts is refused by a trigger,
+and `chain_problems` finds an edited, inserted or deleted row.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import hmac
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -78,9 +81,10 @@ CREATE TABLE IF NOT EXISTS receipts (
     detail TEXT NOT NULL, pseudonym TEXT, prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS receipts_ref ON receipts(ref);
 CREATE INDEX IF NOT EXISTS receipts_pseudonym ON receipts(pseudonym);
-CREATE TRIGGER IF NOT EXISTS receipts_append_only BEFORE UPDATE ON receipts
-    BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
 """
+APPEND_ONLY_TRIGGER = """CREATE TRIGGER IF NOT EXISTS receipts_append_only BEFORE UPDATE ON receipts
+    BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END"""
+CHAIN_SCHEME = "hmac-sha256"  # meta `receipt_chain`: the receipts are linked under the key
 
 # Columns added after the first release: (table, column, definition, backfill). Added when
 # missing, so a database made by an older gateway is brought up to date at start-up; the backfill
@@ -125,12 +129,32 @@ class Receipt:
     hash: str
 
 
-def receipt_hash(prev: str, seq: int, at: str, event: str, ref: str | None, school: str | None,
-                 detail: str, pseudonym: str | None) -> str:
-    """The chain link: SHA-256 over the previous hash and the canonical JSON of the entry."""
-    canonical = json.dumps([prev, seq, at, event, ref, school, detail, pseudonym],
-                           ensure_ascii=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def _canonical(prev: str, seq: int, at: str, event: str, ref: str | None, school: str | None,
+               detail: str, pseudonym: str | None) -> bytes:
+    return json.dumps([prev, seq, at, event, ref, school, detail, pseudonym],
+                      ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def receipt_hash(key: bytes, prev: str, seq: int, at: str, event: str, ref: str | None,
+                 school: str | None, detail: str, pseudonym: str | None) -> str:
+    """The chain link: HMAC-SHA256 under the receipt key over the previous link and the
+    canonical JSON of the entry. A plain hash could be recomputed by anyone who can write the
+    database (an attack review changed receipt 8 of 204, rehashed the rest, and verification
+    passed); the key lives with the other secrets, not in the database."""
+    canonical = _canonical(prev, seq, at, event, ref, school, detail, pseudonym)
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
+def legacy_receipt_hash(prev: str, seq: int, at: str, event: str, ref: str | None,
+                        school: str | None, detail: str, pseudonym: str | None) -> str:
+    """The link of chains written before receipts were keyed: plain SHA-256. Only checked once,
+    when such a chain is re-linked under the key (`Store.key_chain`)."""
+    canonical = _canonical(prev, seq, at, event, ref, school, detail, pseudonym)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -141,8 +165,14 @@ class Anchor:
     hash: str
 
 
-def chain_problems(rows: Iterable[Receipt], anchor: Anchor | None = None) -> list[str]:
-    """Every break in the chain: a changed entry, a missing or an inserted one."""
+def chain_problems(rows: Iterable[Receipt], key: bytes, anchor: Anchor | None = None,
+                   link: Callable[..., str] | None = None) -> list[str]:
+    """Every break in the chain: a changed entry, a missing or an inserted one. `link` is
+    the keyed `receipt_hash` unless given (the legacy check at re-linking)."""
+    def keyed(*fields: Any) -> str:
+        return receipt_hash(key, *fields)
+
+    check = link or keyed
     problems = []
     prev, expected_seq = (anchor.hash, anchor.seq + 1) if anchor else (GENESIS, None)
     for r in rows:
@@ -150,9 +180,8 @@ def chain_problems(rows: Iterable[Receipt], anchor: Anchor | None = None) -> lis
             problems.append(f"receipt {expected_seq}: missing (next is {r.seq})")
         if r.prev != prev:
             problems.append(f"receipt {r.seq}: does not follow the previous receipt")
-        detail = json.dumps(r.detail, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
-        if receipt_hash(r.prev, r.seq, r.at, r.event, r.ref, r.school, detail,
-                        r.pseudonym) != r.hash:
+        if not hmac.compare_digest(check(r.prev, r.seq, r.at, r.event, r.ref, r.school,
+                                         _detail_text(r.detail), r.pseudonym), r.hash):
             problems.append(f"receipt {r.seq}: content does not match its hash")
         prev, expected_seq = r.hash, r.seq + 1
     return problems
@@ -179,8 +208,9 @@ class Tx:
     (`Store.transaction`), or straight to the connection from inside that thread
     (`Store.write`), where none of them suspends."""
 
-    def __init__(self, db: aiosqlite.Connection | sqlite3.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection | sqlite3.Connection, chain_key: bytes) -> None:
         self.db = db
+        self._chain_key = chain_key
         # The chain's head once read: later receipts of the same transaction follow it without
         # asking SQLite again (nobody else can write while BEGIN IMMEDIATE holds the lock).
         self._head: tuple[int, str] | None = None
@@ -225,8 +255,9 @@ class Tx:
             anchor_seq, prev = json.loads(anchor["value"]) if anchor else (0, GENESIS)
             seq = anchor_seq + 1
         at_text = iso(at)
-        detail_text = json.dumps(detail, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
-        digest = receipt_hash(prev, seq, at_text, event, ref, school, detail_text, pseudonym)
+        detail_text = _detail_text(detail)
+        digest = receipt_hash(self._chain_key, prev, seq, at_text, event, ref, school,
+                              detail_text, pseudonym)
         await self.execute(
             "INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev, hash)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -509,13 +540,18 @@ def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
 class Store:
     """One aiosqlite connection; transactions are serialised by a lock on top of SQLite's."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, chain_key: bytes) -> None:
         self.db = db
         self.path = path
+        self.chain_key = chain_key
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, chain_key: bytes) -> Store:
+        """Open (creating or upgrading) the database; receipts are linked under `chain_key`
+        (`gateway.chainkey.open_store` gives the deployment's key)."""
+        if len(chain_key) < 32:
+            raise ValueError("the receipt key must be at least 32 bytes")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = sqlite3.Row
@@ -525,6 +561,7 @@ class Store:
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=10000")
             await db.executescript(SCHEMA)
+            await db.execute(APPEND_ONLY_TRIGGER)
             for table, column, definition, backfill in COLUMNS:
                 async with db.execute(f"PRAGMA table_info({table})") as cur:
                     present = {row["name"] for row in await cur.fetchall()}
@@ -539,17 +576,46 @@ class Store:
             await db.close()
             raise
         await asyncio.to_thread(path.chmod, 0o600)
-        return cls(db, path)
+        return cls(db, path, chain_key)
 
     async def close(self) -> None:
         await self.db.close()
+
+    async def chain_keyed(self) -> bool:
+        """Whether the receipts are linked under the receipt key (see `key_chain`)."""
+        return await self.meta("receipt_chain") == CHAIN_SCHEME
+
+    async def key_chain(self) -> list[str]:
+        """Once, when a deployment gets its receipt key: re-link the receipts written before
+        receipts were keyed (plain SHA-256) under the key, in one transaction. Only an intact
+        chain is re-linked: a chain already broken is left as it is, so that `receipts verify`
+        goes on showing where (re-linking it would hide the break). Returns the breaks found."""
+        async with self.transaction() as tx:
+            if await tx.one("SELECT 1 FROM meta WHERE key = 'receipt_chain'") is not None:
+                return []  # another process did it first
+            rows = [_receipt(row) for row in await tx.all("SELECT * FROM receipts ORDER BY seq")]
+            found = await tx.one("SELECT value FROM meta WHERE key = 'chain_anchor'")
+            anchor = Anchor(*json.loads(found["value"])) if found else None
+            problems = chain_problems(rows, self.chain_key, anchor, link=legacy_receipt_hash)
+            if not problems and rows:
+                await tx.execute("DROP TRIGGER receipts_append_only")
+                prev = anchor.hash if anchor else GENESIS
+                for r in rows:
+                    digest = receipt_hash(self.chain_key, prev, r.seq, r.at, r.event, r.ref,
+                                          r.school, _detail_text(r.detail), r.pseudonym)
+                    await tx.execute("UPDATE receipts SET prev = ?, hash = ? WHERE seq = ?",
+                                     (prev, digest, r.seq))
+                    prev = digest
+                await tx.execute(APPEND_ONLY_TRIGGER)
+            await tx.set_meta("receipt_chain", CHAIN_SCHEME)
+        return problems
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """BEGIN IMMEDIATE … COMMIT; rolled back on any exception, which then propagates."""
         async with self._lock:
             await self.db.execute("BEGIN IMMEDIATE")
-            tx = Tx(self.db)
+            tx = Tx(self.db, self.chain_key)
             try:
                 yield tx
             except BaseException:
@@ -573,7 +639,7 @@ class Store:
             conn: sqlite3.Connection = self.db._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = _run_to_end(body(Tx(conn)))
+                result = _run_to_end(body(Tx(conn, self.chain_key)))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

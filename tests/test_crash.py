@@ -44,6 +44,7 @@ from conftest import (
 from test_process import Process, _wait_for, free_port
 
 from gateway import admin, faults
+from gateway.chainkey import open_store
 from gateway.config import Config
 from gateway.context import open_context
 from gateway.demokit import (
@@ -56,7 +57,7 @@ from gateway.demokit import (
     submit,
 )
 from gateway.keyadmin import stop_agent
-from gateway.store import MAX_CRASHES, Store
+from gateway.store import MAX_CRASHES
 
 SANNE = {"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat(), "bsn": "123456782"}
 DAAN = {"name": "Daan de Vries", "birthdate": DAAN_BIRTH.isoformat()}
@@ -179,7 +180,7 @@ class Gateway:
     async def verify_receipts(self) -> None:
         """`receipts verify`, on the database opened read/write once the daemon has stopped."""
         assert self.proc.proc is None or self.proc.proc.poll() is not None
-        store = await Store.open(self.db)
+        store = await open_store(self.db, self.config.secrets_dir)
         try:
             count, problems = await admin.receipts_verify(store)
         finally:

@@ -25,11 +25,12 @@ from gateway.store import (
 )
 
 T0 = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
+KEY = b"k" * 32  # the receipt key of these tests
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "var" / "hwc.sqlite3")
+    s = await Store.open(tmp_path / "var" / "hwc.sqlite3", KEY)
     try:
         yield s
     finally:
@@ -74,10 +75,10 @@ async def test_open_sets_wal_and_full_sync(store: Store) -> None:
 async def test_open_twice_keeps_data(tmp_path: Path) -> None:
     """Opening an existing database keeps its rows and schema version."""
     path = tmp_path / "db.sqlite3"
-    first = await Store.open(path)
+    first = await Store.open(path, KEY)
     await append_receipts(first, 2)
     await first.close()
-    second = await Store.open(path)
+    second = await Store.open(path, KEY)
     try:
         assert len(await second.receipts()) == 2
         row = await second.one("SELECT value FROM meta WHERE key = 'schema_version'")
@@ -95,7 +96,7 @@ async def test_receipt_chain_of_appended_receipts_is_intact(store: Store) -> Non
     assert all(b.prev == a.hash for a, b in itertools.pairwise(rows))
     assert rows[2].detail == {"children": 2, "reply": "250 2.0.0 ok",
                               "fingerprints": ["AB", "CD"]}
-    assert chain_problems(rows) == []
+    assert chain_problems(rows, KEY) == []
 
 
 async def test_receipts_filter_by_ref_and_since(store: Store) -> None:
@@ -115,7 +116,7 @@ async def test_receipts_cannot_be_updated(store: Store) -> None:
     await append_receipts(store, 3)
     with raw(store) as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE receipts SET detail = '{}' WHERE seq = 2")
-    assert chain_problems(await store.receipts()) == []
+    assert chain_problems(await store.receipts(), KEY) == []
 
 
 async def test_edited_receipt_is_reported(store: Store) -> None:
@@ -127,7 +128,7 @@ async def test_edited_receipt_is_reported(store: Store) -> None:
                    (json.dumps({"children": 9, "fingerprints": ["AB", "CD"],
                                 "reply": "250 2.0.0 ok"}, sort_keys=True,
                                separators=(",", ":")),))
-    problems = chain_problems(await store.receipts())
+    problems = chain_problems(await store.receipts(), KEY)
     assert problems == ["receipt 2: content does not match its hash"]
 
 
@@ -137,11 +138,11 @@ async def test_edited_and_rehashed_receipt_is_reported_by_its_successor(store: S
     rows = await store.receipts()
     r = rows[1]
     detail = json.dumps({"children": 9}, sort_keys=True, separators=(",", ":"))
-    forged = receipt_hash(r.prev, r.seq, r.at, r.event, r.ref, r.school, detail, r.pseudonym)
+    forged = receipt_hash(KEY, r.prev, r.seq, r.at, r.event, r.ref, r.school, detail, r.pseudonym)
     with raw(store) as db:
         db.execute("DROP TRIGGER receipts_append_only")
         db.execute("UPDATE receipts SET detail = ?, hash = ? WHERE seq = 2", (detail, forged))
-    assert chain_problems(await store.receipts()) == \
+    assert chain_problems(await store.receipts(), KEY) == \
         ["receipt 3: does not follow the previous receipt"]
 
 
@@ -150,7 +151,7 @@ async def test_deleted_receipt_is_reported_missing(store: Store) -> None:
     await append_receipts(store, 5)
     with raw(store) as db:
         db.execute("DELETE FROM receipts WHERE seq = 3")
-    problems = chain_problems(await store.receipts())
+    problems = chain_problems(await store.receipts(), KEY)
     assert "receipt 3: missing (next is 4)" in problems
     assert "receipt 4: does not follow the previous receipt" in problems
 
@@ -160,7 +161,7 @@ async def test_deleted_first_receipt_is_reported(store: Store) -> None:
     await append_receipts(store, 3)
     with raw(store) as db:
         db.execute("DELETE FROM receipts WHERE seq = 1")
-    assert chain_problems(await store.receipts()) == \
+    assert chain_problems(await store.receipts(), KEY) == \
         ["receipt 2: does not follow the previous receipt"]
 
 
@@ -172,7 +173,7 @@ async def test_inserted_forged_receipt_is_reported(store: Store) -> None:
         db.execute("INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev,"
                    " hash) VALUES (4, ?, 'notice.delivered', 'HWC-9', '12AB00', '{}', NULL,"
                    " ?, ?)", (iso(T0), "0" * 64, "f" * 64))
-    problems = chain_problems(await store.receipts())
+    problems = chain_problems(await store.receipts(), KEY)
     assert problems == ["receipt 4: does not follow the previous receipt",
                         "receipt 4: content does not match its hash"]
 
@@ -182,13 +183,13 @@ async def test_replaced_receipt_with_valid_hash_is_reported(store: Store) -> Non
     await append_receipts(store, 4)
     rows = await store.receipts()
     prev = rows[1].hash
-    forged = receipt_hash(prev, 3, iso(T0), "notice.delivered", "HWC-9", "12AB00", "{}", None)
+    forged = receipt_hash(KEY, prev, 3, iso(T0), "notice.delivered", "HWC-9", "12AB00", "{}", None)
     with raw(store) as db:
         db.execute("DELETE FROM receipts WHERE seq = 3")
         db.execute("INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev,"
                    " hash) VALUES (3, ?, 'notice.delivered', 'HWC-9', '12AB00', '{}', NULL,"
                    " ?, ?)", (iso(T0), prev, forged))
-    assert chain_problems(await store.receipts()) == \
+    assert chain_problems(await store.receipts(), KEY) == \
         ["receipt 4: does not follow the previous receipt"]
 
 
@@ -375,7 +376,7 @@ async def test_upgrade_marks_signals_already_reported(tmp_path: Path) -> None:
     """A database from before the `reported` column gets it at start-up, set for exactly the
     signals whose status mail was already dealt with, so none is reported twice."""
     path = tmp_path / "old.sqlite3"
-    s = await Store.open(path)
+    s = await Store.open(path, KEY)
     async with s.transaction() as tx:
         for ref in ("HWC-A", "HWC-B"):
             await tx.insert_signal(ref, "vt", None, None, f"digest-{ref}", 0, T0)
@@ -384,7 +385,7 @@ async def test_upgrade_marks_signals_already_reported(tmp_path: Path) -> None:
     with sqlite3.connect(path, isolation_level=None) as db:  # as an older gateway left it
         db.execute("DROP INDEX signals_unreported")
         db.execute("ALTER TABLE signals DROP COLUMN reported")
-    s = await Store.open(path)
+    s = await Store.open(path, KEY)
     try:
         rows = await s.all("SELECT ref, reported FROM signals ORDER BY ref")
         assert [(r["ref"], r["reported"]) for r in rows] == [("HWC-A", 1), ("HWC-B", 0)]
@@ -402,7 +403,7 @@ async def test_receipts_of_one_transaction_follow_each_other(store: Store) -> No
     before = (await store.receipts())[0]
     assert (first.seq, first.prev) == (before.seq + 1, before.hash)
     assert (second.seq, second.prev) == (first.seq + 1, first.hash)
-    assert chain_problems(await store.receipts()) == []
+    assert chain_problems(await store.receipts(), KEY) == []
 
 
 async def test_write_runs_a_whole_transaction_and_returns_its_result(store: Store) -> None:
@@ -417,7 +418,7 @@ async def test_write_runs_a_whole_transaction_and_returns_its_result(store: Stor
     assert await store.write(body) == 2
     assert (await store.signal("HWC-W")) is not None
     await append_receipts(store, 1)
-    assert chain_problems(await store.receipts()) == []
+    assert chain_problems(await store.receipts(), KEY) == []
 
 
 async def test_write_rolls_back_on_an_exception(store: Store) -> None:
