@@ -16,6 +16,7 @@ import pytest
 from gateway.store import (
     GENESIS,
     Conflict,
+    ProtectedRef,
     Store,
     Tx,
     chain_problems,
@@ -196,7 +197,8 @@ async def test_transaction_rolls_back_on_exception(store: Store) -> None:
     """An exception inside a transaction leaves no signal, child or receipt behind."""
     with pytest.raises(RuntimeError, match="boom"):
         async with store.transaction() as tx:
-            await tx.insert_signal("HWC-1", "vt", "<m@x>", "VT-1", "d1", 1, T0)
+            await tx.insert_signal("HWC-1", "vt", "<m@x>", ProtectedRef("r1", b"sealed"), "d1",
+                                   1, T0)
             await tx.insert_child("HWC-1", 1, "routed", "12AB00", None, b"blob", "p", T0)
             await tx.receipt("signal.accepted", at=T0, ref="HWC-1")
             raise RuntimeError("boom")
@@ -221,54 +223,70 @@ async def test_committed_transaction_is_visible_to_another_connection(store: Sto
 
 
 async def add_signal(store: Store, ref: str, sender: str, message_id: str | None,
-                     sender_ref: str | None, digest: str, at: dt.datetime) -> None:
+                     sender_ref: ProtectedRef | None, digest: str, at: dt.datetime) -> None:
     async with store.transaction() as tx:
         await tx.insert_signal(ref, sender, message_id, sender_ref, digest, 1, at)
 
 
 @pytest.fixture
 async def signals(store: Store) -> Store:
-    await add_signal(store, "HWC-1", "vt", "<m1@vt>", "VT-1", "digest-1", T0)
+    await add_signal(store, "HWC-1", "vt", "<m1@vt>", ProtectedRef("ref-digest-1", b"x"),
+                     "digest-1", T0)
     await add_signal(store, "HWC-2", "vt", None, None, "digest-2", T0 + dt.timedelta(days=1))
     return store
 
 
 @pytest.mark.parametrize(
-    ("sender", "message_id", "sender_ref", "digest", "expected"),
+    ("sender", "message_id", "digest", "expected"),
     [
-        ("vt", "<m1@vt>", None, "other", "HWC-1"),
-        ("vt", "<m1@vt>", "VT-other", "other", "HWC-1"),
-        ("vt", None, "VT-1", "other", "HWC-1"),
-        ("vt", "<new@vt>", "VT-1", "other", "HWC-1"),
-        ("vt", "<new@vt>", None, "digest-1", "HWC-1"),
-        ("vt", "<new@vt>", None, "digest-2", "HWC-2"),
-        ("vt", "<new@vt>", "VT-2", "other", None),
-        ("vt", None, None, "other", None),
-        ("politie", "<m1@vt>", "VT-1", "digest-1", None),
+        ("vt", "<m1@vt>", "digest-1", ("HWC-1", True)),
+        ("vt", "<m1@vt>", "other", ("HWC-1", False)),
+        ("vt", "<new@vt>", "digest-1", ("HWC-1", True)),
+        ("vt", None, "digest-2", ("HWC-2", True)),
+        ("vt", "<m1@vt>", "digest-2", ("HWC-2", True)),
+        ("vt", "<new@vt>", "other", None),
+        ("vt", None, "other", None),
+        ("politie", "<m1@vt>", "digest-1", None),
     ],
 )
-async def test_find_duplicate(signals: Store, sender: str, message_id: str | None,
-                              sender_ref: str | None, digest: str,
-                              expected: str | None) -> None:
-    """Same sender and Message-ID, reference or content digest finds the earlier signal."""
+async def test_find_duplicate(signals: Store, sender: str, message_id: str | None, digest: str,
+                              expected: tuple[str, bool] | None) -> None:
+    """Same sender and content digest, or same sender and Message-ID, finds the earlier
+    signal, and says whether its content is the same; a content match comes first."""
     async with signals.transaction() as tx:
-        found = await tx.find_duplicate(sender, message_id, sender_ref, digest,
-                                        T0 - dt.timedelta(days=30))
+        found = await tx.find_duplicate(sender, message_id, digest, T0 - dt.timedelta(days=30))
     assert found == expected
 
 
 async def test_find_duplicate_ignores_signals_outside_the_window(signals: Store) -> None:
     """A signal accepted before the window start is not a duplicate any more."""
     async with signals.transaction() as tx:
-        assert await tx.find_duplicate("vt", "<m1@vt>", "VT-1", "digest-1",
+        assert await tx.find_duplicate("vt", "<m1@vt>", "digest-1",
                                        T0 + dt.timedelta(seconds=1)) is None
-        assert await tx.find_duplicate("vt", "<m1@vt>", None, "x", T0) == "HWC-1"
+        assert await tx.find_duplicate("vt", "<m1@vt>", "x", T0) == ("HWC-1", False)
 
 
 async def test_find_duplicate_does_not_match_null_message_ids(signals: Store) -> None:
     """A stored signal without Message-ID is not matched by another one without Message-ID."""
     async with signals.transaction() as tx:
-        assert await tx.find_duplicate("vt", None, None, "x", T0 - dt.timedelta(days=1)) is None
+        assert await tx.find_duplicate("vt", None, "x", T0 - dt.timedelta(days=1)) is None
+
+
+async def test_find_sender_ref_finds_the_same_senders_case_only(signals: Store) -> None:
+    """A case reference seen before is found by its digest, for the same sender only."""
+    async with signals.transaction() as tx:
+        assert await tx.find_sender_ref("vt", "ref-digest-1") == "HWC-1"
+        assert await tx.find_sender_ref("politie", "ref-digest-1") is None
+        assert await tx.find_sender_ref("vt", "ref-digest-2") is None
+
+
+async def test_reported_signal_keeps_no_sealed_case_reference(signals: Store) -> None:
+    """Once the status mail is dealt with, the sealed case reference goes; its digest stays."""
+    async with signals.transaction() as tx:
+        await tx.mark_reported(["HWC-1"])
+    row = await signals.signal("HWC-1")
+    assert row is not None and row["sender_ref_blob"] is None
+    assert row["sender_ref_digest"] == "ref-digest-1"
 
 
 async def queued_signal(store: Store) -> None:
