@@ -574,29 +574,38 @@ class Store:
         caller holds the vault; the seal is only needed while the status mail is to come), the
         clear column and its index go, and the file is rewritten (VACUUM, then a checkpoint
         that empties the WAL) so that no free page and no old WAL frame still holds a clear
-        value. Returns the number of references moved; without the column, it does nothing."""
+        value. Returns the number of references moved; once done, it only looks."""
         async with self._lock, self.db.execute("PRAGMA table_info(signals)") as cur:
             present = {row["name"] for row in await cur.fetchall()}
-        if "sender_ref" not in present:
-            return 0
-        async with self.transaction() as tx:
-            rows = await tx.all("SELECT ref, sender_ref, reported FROM signals"
-                                " WHERE sender_ref IS NOT NULL")
-            moved = [protect(str(r["ref"]), str(r["sender_ref"]), not r["reported"])
-                     for r in rows]
-            await tx.executemany(
-                "UPDATE signals SET sender_ref_digest = ?, sender_ref_blob = ?,"
-                " sender_ref = NULL WHERE ref = ?",
-                [(p.digest, p.blob, r["ref"]) for p, r in zip(moved, rows, strict=True)])
-            await tx.execute("DROP INDEX IF EXISTS signals_sender_ref")
-            await tx.execute("ALTER TABLE signals DROP COLUMN sender_ref")
-        async with self._lock:
-            # Outside any transaction, as VACUUM requires. Not every SQLite build zeroes
-            # deleted bytes (SECURE_DELETE); VACUUM rebuilds every page either way, and the
-            # TRUNCATE checkpoint copies them over the old ones and empties the WAL.
-            await self.db.execute("VACUUM")
-            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return len(rows)
+        moved: list[tuple[str, ProtectedRef]] = []
+        if "sender_ref" in present:
+            async with self.transaction() as tx:
+                rows = await tx.all("SELECT ref, sender_ref, reported FROM signals"
+                                    " WHERE sender_ref IS NOT NULL")
+                moved = [(str(r["ref"]), protect(str(r["ref"]), str(r["sender_ref"]),
+                                                 not r["reported"])) for r in rows]
+                await tx.executemany(
+                    "UPDATE signals SET sender_ref_digest = ?, sender_ref_blob = ?,"
+                    " sender_ref = NULL WHERE ref = ?",
+                    [(p.digest, p.blob, ref) for ref, p in moved])
+                await tx.execute("DROP INDEX IF EXISTS signals_sender_ref")
+                await tx.execute("ALTER TABLE signals DROP COLUMN sender_ref")
+                # Remembered in the same transaction: a rewrite that fails or is held back is
+                # done at the next start, not forgotten with the column gone.
+                await tx.set_meta("sender_refs_vacuum", "due")
+        if await self.meta("sender_refs_vacuum") is not None:
+            async with self._lock:
+                # Outside any transaction, as VACUUM requires. Not every SQLite build zeroes
+                # deleted bytes (SECURE_DELETE); VACUUM rebuilds every page either way, and the
+                # TRUNCATE checkpoint copies them over the old ones and empties the WAL.
+                # A reader of another process can hold the checkpoint back (it answers busy
+                # after `busy_timeout`): then the next start tries again.
+                await self.db.execute("VACUUM")
+                async with self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                    busy = await cur.fetchone()
+                if busy is not None and busy[0] == 0:
+                    await self.db.execute("DELETE FROM meta WHERE key = 'sender_refs_vacuum'")
+        return len(moved)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:

@@ -461,3 +461,43 @@ async def test_write_refuses_a_body_that_waits_on_anything_else(store: Store) ->
     with pytest.raises(RuntimeError, match="awaited something other"):
         await store.write(body)
     assert await store.signal("HWC-S") is None
+
+
+async def test_rewrite_held_back_by_a_reader_is_finished_at_the_next_start(
+        tmp_path: Path) -> None:
+    """Moving clear case references out of an old database whose rewrite another process's
+    reader holds back is finished at the next start: then no byte of the file or WAL has one."""
+    path = tmp_path / "old.sqlite3"
+    await (await Store.open(path)).close()
+    db = sqlite3.connect(path, isolation_level=None)  # as an older gateway left it
+    db.execute("ALTER TABLE signals ADD COLUMN sender_ref TEXT")
+    db.execute("INSERT INTO signals (ref, sender, sender_ref, content_digest, accepted_at,"
+               " children) VALUES ('HWC-1', 'vt', 'VT-SECRET-1', 'd', ?, 1)", (iso(T0),))
+    db.close()
+
+    def protect(ref: str, value: str, seal: bool) -> ProtectedRef:
+        return ProtectedRef(f"digest-of-{value[3:]}", b"sealed" if seal else None)
+
+    def stored() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("old"))
+
+    s = await Store.open(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        await s.db.execute("PRAGMA busy_timeout=100")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM signals").fetchone()
+        assert await s.protect_sender_refs(protect) == 1
+        assert await s.meta("sender_refs_vacuum") == "due"
+    finally:
+        reader.close()
+        await s.close()
+    s = await Store.open(path)
+    try:
+        assert await s.protect_sender_refs(protect) == 0
+        assert await s.meta("sender_refs_vacuum") is None
+        assert b"VT-SECRET" not in stored()
+        row = await s.signal("HWC-1")
+        assert row is not None and row["sender_ref_digest"] == "digest-of-SECRET-1"
+    finally:
+        await s.close()
