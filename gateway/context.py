@@ -12,12 +12,14 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from gateway.chainkey import open_store
 from gateway.config import Config
 from gateway.custody import read_passphrase
 from gateway.directory import Snapshot, load_snapshot
 from gateway.gpg import Gpg
+from gateway.intake import protect_sender_ref
 from gateway.pulse import Pulse
 from gateway.store import Store
 from gateway.vault import Vault
@@ -71,6 +73,8 @@ async def open_context(config: Config, clock: Clock = utc_now) -> Context:
     store = await open_store(config.storage.path, config.secrets_dir)
     ctx = Context(config, store, gpg, vault, clock)
     try:
+        # Here, not in Store.open: only the context holds both the database and the vault.
+        await store.protect_sender_refs(partial(protect_sender_ref, vault))
         await ctx.refresh(force=True)
     except Exception:
         await store.close()

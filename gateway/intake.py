@@ -6,6 +6,11 @@ stores the signal, its children (their data sealed in the vault) and the receipt
 transaction. Produces `Accepted` only after that transaction committed: the receive stage says
 250 on nothing less (DESIGN invariant 1). Refusals are `Rejection`s for the SMTP reply; any
 other failure propagates and becomes a 451 there.
+
+The same signal again (same sender and signed content, or same sender and Message-ID, within
+30 days) is a duplicate; other signed content under an earlier Message-ID is refused (554 5.6.0);
+the sender's case reference never makes a duplicate, and is stored only as a keyed digest and a
+vault blob (`protect_sender_ref`), never in clear.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from email.parser import BytesHeaderParser
 from gateway.directory import Snapshot
 from gateway.extract import parse_signal
 from gateway.gpg import Gpg
-from gateway.model import Child, Decision, Pupil, Rejection, Routed, Sender
+from gateway.model import Child, Decision, Pupil, RejectClass, Rejection, Routed, Sender
 from gateway.names import pseudonym_text
 from gateway.opener import open_message
 from gateway.resolve import resolve_child
-from gateway.store import Store, Tx
+from gateway.store import ProtectedRef, Store, Tx
 from gateway.vault import Vault
 
 REPLAY_WINDOW = dt.timedelta(days=30)
@@ -57,6 +62,27 @@ def message_id_of(raw: bytes) -> str | None:
         return None
     text = " ".join(str(value).split()) if value else ""
     return text[:250] or None
+
+
+def message_id_reused(earlier: str) -> Rejection:
+    """The refusal of other signed content under the Message-ID of an earlier signal."""
+    return Rejection(RejectClass.INVALID_SIGNAL,
+                     f"Message-ID already used for another signal ({earlier}); send this one"
+                     " as a new message with a Message-ID of its own")
+
+
+def protect_sender_ref(vault: Vault, ref: str, reference: str, seal: bool) -> ProtectedRef:
+    """The sender's case reference as the store keeps it: never in clear (a Veilig Thuis case
+    number points at a family), but as a keyed digest, to recognise it when it comes back, and,
+    while the status mail that quotes it is still to come (`seal`), a vault blob bound to the
+    signal `ref`."""
+    blob = vault.seal({"reference": reference}, sender_ref_aad(ref)) if seal else None
+    return ProtectedRef(vault.digest("sender-ref", reference), blob)
+
+
+def sender_ref_aad(ref: str) -> str:
+    """What the sealed case reference is bound to: its own signal, so it cannot be moved."""
+    return f"sender-ref:{ref}"
 
 
 def child_record(child: Child) -> dict[str, str | None]:
@@ -110,17 +136,30 @@ async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: V
     sealed = [(vault.pseudonym(pseudonym_text(child.name), child.birthdate.isoformat()),
                vault.seal(child_record(child), f"{ref}-{n}"))
               for n, child in enumerate(signal.children, 1)]
+    sender_ref = (protect_sender_ref(vault, ref, signal.reference, seal=True)
+                  if signal.reference else None)
 
-    async def record(tx: Tx) -> Accepted:
-        earlier = await tx.find_duplicate(sender.name, message_id, signal.reference, digest,
-                                          now - REPLAY_WINDOW)
+    async def record(tx: Tx) -> Accepted | Rejection:
+        earlier = await tx.find_duplicate(sender.name, message_id, digest, now - REPLAY_WINDOW)
         if earlier is not None:
-            await tx.receipt("duplicate", at=now, ref=earlier, sender=sender.name)
-            return Accepted(earlier, duplicate=True)
-        await tx.insert_signal(ref, sender.name, message_id, signal.reference, digest,
+            earlier_ref, same_content = earlier
+            if not same_content:
+                # A client reusing Message-IDs: taking it for the earlier signal would swallow
+                # whatever child it adds, guessing it a new one would deliver a re-composed
+                # resend twice. The sender is told precisely, and sends it again as new mail.
+                return message_id_reused(earlier_ref)
+            await tx.receipt("duplicate", at=now, ref=earlier_ref, sender=sender.name)
+            return Accepted(earlier_ref, duplicate=True)
+        # The same case reference with other content is another signal (a sibling forgotten
+        # the first time, a new incident in the same case): accepted and delivered, with our
+        # reference of the first one it shares the case with in its receipt.
+        reused = (await tx.find_sender_ref(sender.name, sender_ref.digest)
+                  if sender_ref else None)
+        await tx.insert_signal(ref, sender.name, message_id, sender_ref, digest,
                                len(signal.children), now)
         await tx.receipt("accepted", at=now, ref=ref, sender=sender.name,
-                         signer=opened.signer, children=len(signal.children))
+                         signer=opened.signer, children=len(signal.children),
+                         **({"reference_reused": reused} if reused else {}))
         held = 0
         for n, (decision, (pseudonym, blob)) in enumerate(zip(decisions, sealed, strict=True), 1):
             child_ref = f"{ref}-{n}"

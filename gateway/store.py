@@ -60,10 +60,9 @@ CREATE TABLE IF NOT EXISTS gateway_keys (
     fingerprint TEXT PRIMARY KEY, state TEXT NOT NULL, created_at TEXT NOT NULL,
     decrypt_until TEXT);
 CREATE TABLE IF NOT EXISTS signals (
-    ref TEXT PRIMARY KEY, sender TEXT NOT NULL, message_id TEXT, sender_ref TEXT,
+    ref TEXT PRIMARY KEY, sender TEXT NOT NULL, message_id TEXT,
     content_digest TEXT NOT NULL, accepted_at TEXT NOT NULL, children INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS signals_message_id ON signals(sender, message_id);
-CREATE INDEX IF NOT EXISTS signals_sender_ref ON signals(sender, sender_ref);
 CREATE INDEX IF NOT EXISTS signals_digest ON signals(sender, content_digest);
 CREATE TABLE IF NOT EXISTS children (
     ref TEXT NOT NULL REFERENCES signals(ref), n INTEGER NOT NULL, state TEXT NOT NULL,
@@ -99,10 +98,16 @@ COLUMNS = [
     ("signals", "reported", "INTEGER NOT NULL DEFAULT 0",
      "UPDATE signals SET reported = 1 WHERE ref IN (SELECT ref FROM receipts WHERE event IN"
      " ('status_sent', 'status_not_sent'))"),
+    # The sender's case reference (a Veilig Thuis case number points at a family) is kept only
+    # as a keyed digest, to see it come back, and sealed for the status mail that quotes it.
+    # Older databases had it in clear in `sender_ref`: `Store.protect_sender_refs` moves it.
+    ("signals", "sender_ref_digest", "TEXT", ""),
+    ("signals", "sender_ref_blob", "BLOB", ""),
 ]
 # Indexes on columns of COLUMNS: made after those exist.
 LATE_INDEXES = """
 CREATE INDEX IF NOT EXISTS signals_unreported ON signals(accepted_at) WHERE reported = 0;
+CREATE INDEX IF NOT EXISTS signals_sender_ref_digest ON signals(sender, sender_ref_digest);
 """
 MAX_CRASHES = 5  # attempts that ended in a crash before a notice is parked for a person
 
@@ -185,6 +190,15 @@ def chain_problems(rows: Iterable[Receipt], key: bytes, anchor: Anchor | None = 
             problems.append(f"receipt {r.seq}: content does not match its hash")
         prev, expected_seq = r.hash, r.seq + 1
     return problems
+
+
+@dataclass(frozen=True)
+class ProtectedRef:
+    """A sender's case reference as stored: its keyed digest (to see it come back) and its
+    vault blob bound to the signal (for the status mail). Never the reference itself."""
+
+    digest: str
+    blob: bytes | None
 
 
 class Conflict(Exception):
@@ -395,34 +409,44 @@ class Tx:
 
     # -- signals and children ---------------------------------------------------------------
 
-    async def find_duplicate(self, sender: str, message_id: str | None, sender_ref: str | None,
-                             digest: str, since: dt.datetime) -> str | None:
-        """The reference of an earlier acceptance of the same signal by the same sender."""
-        # One indexed look-up per way of being the same signal: with the three ORed in one
-        # WHERE, SQLite walked every signal of the sender on each intake.
+    async def find_duplicate(self, sender: str, message_id: str | None, digest: str,
+                             since: dt.datetime) -> tuple[str, bool] | None:
+        """An earlier signal of this sender inside the window with the same signed content
+        (`digest`) or the same Message-ID: its reference, and whether its content is the same
+        (False: only the Message-ID is). A content match is preferred over a Message-ID one.
+        The sender's case reference plays no part: a reused reference is a new signal."""
+        # One indexed look-up per way of being the same signal: with both ORed in one WHERE,
+        # SQLite walked every signal of the sender on each intake.
         since_text = iso(since)
         row = await self.one(
-            "SELECT ref, accepted_at FROM signals WHERE sender = ? AND content_digest = ?"
-            " AND accepted_at >= ? UNION ALL SELECT ref, accepted_at FROM signals WHERE"
-            " sender = ? AND message_id = ? AND accepted_at >= ? UNION ALL SELECT ref,"
-            " accepted_at FROM signals WHERE sender = ? AND sender_ref = ? AND accepted_at >= ?"
-            " ORDER BY accepted_at LIMIT 1",
-            (sender, digest, since_text, sender, message_id, since_text, sender, sender_ref,
-             since_text))
+            "SELECT ref, accepted_at, 1 AS same FROM signals WHERE sender = ?"
+            " AND content_digest = ? AND accepted_at >= ? UNION ALL SELECT ref, accepted_at,"
+            " content_digest = ? FROM signals WHERE sender = ? AND message_id = ?"
+            " AND accepted_at >= ? ORDER BY same DESC, accepted_at LIMIT 1",
+            (sender, digest, since_text, digest, sender, message_id, since_text))
+        return (str(row["ref"]), bool(row["same"])) if row else None
+
+    async def find_sender_ref(self, sender: str, sender_ref_digest: str) -> str | None:
+        """The first signal still stored of this sender that carried the same case reference
+        (by its keyed digest), or None."""
+        row = await self.one("SELECT ref FROM signals WHERE sender = ? AND sender_ref_digest = ?"
+                             " ORDER BY accepted_at LIMIT 1", (sender, sender_ref_digest))
         return str(row["ref"]) if row else None
 
     async def insert_signal(self, ref: str, sender: str, message_id: str | None,
-                            sender_ref: str | None, digest: str, children: int,
+                            sender_ref: ProtectedRef | None, digest: str, children: int,
                             at: dt.datetime) -> None:
         await self.execute(
-            "INSERT INTO signals (ref, sender, message_id, sender_ref, content_digest,"
-            " accepted_at, children) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ref, sender, message_id, sender_ref, digest, iso(at), children))
+            "INSERT INTO signals (ref, sender, message_id, sender_ref_digest, sender_ref_blob,"
+            " content_digest, accepted_at, children) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ref, sender, message_id, sender_ref.digest if sender_ref else None,
+             sender_ref.blob if sender_ref else None, digest, iso(at), children))
 
     async def mark_reported(self, refs: Sequence[str]) -> None:
-        """The status mail of these signals was dealt with (sent, not sent, or not wanted)."""
-        await self.executemany("UPDATE signals SET reported = 1 WHERE ref = ?",
-                               [(ref,) for ref in refs])
+        """The status mail of these signals was dealt with (sent, not sent, or not wanted):
+        the sealed case reference it would quote is not needed any more either."""
+        await self.executemany("UPDATE signals SET reported = 1, sender_ref_blob = NULL"
+                               " WHERE ref = ?", [(ref,) for ref in refs])
 
     async def insert_child(self, ref: str, n: int, state: str, school: str | None,
                            reason: str | None, blob: bytes, pseudonym: str,
@@ -610,6 +634,45 @@ class Store:
             await tx.set_meta("receipt_chain", CHAIN_SCHEME)
         return problems
 
+    async def protect_sender_refs(self, protect: Callable[[str, str, bool], ProtectedRef]) -> int:
+        """Bring a database from before `ProtectedRef` up to date: every case reference kept in
+        clear (`signals.sender_ref`) becomes `protect(ref, reference, still_to_report)` (the
+        caller holds the vault; the seal is only needed while the status mail is to come), the
+        clear column and its index go, and the file is rewritten (VACUUM, then a checkpoint
+        that empties the WAL) so that no free page and no old WAL frame still holds a clear
+        value. Returns the number of references moved; once done, it only looks."""
+        async with self._lock, self.db.execute("PRAGMA table_info(signals)") as cur:
+            present = {row["name"] for row in await cur.fetchall()}
+        moved: list[tuple[str, ProtectedRef]] = []
+        if "sender_ref" in present:
+            async with self.transaction() as tx:
+                rows = await tx.all("SELECT ref, sender_ref, reported FROM signals"
+                                    " WHERE sender_ref IS NOT NULL")
+                moved = [(str(r["ref"]), protect(str(r["ref"]), str(r["sender_ref"]),
+                                                 not r["reported"])) for r in rows]
+                await tx.executemany(
+                    "UPDATE signals SET sender_ref_digest = ?, sender_ref_blob = ?,"
+                    " sender_ref = NULL WHERE ref = ?",
+                    [(p.digest, p.blob, ref) for ref, p in moved])
+                await tx.execute("DROP INDEX IF EXISTS signals_sender_ref")
+                await tx.execute("ALTER TABLE signals DROP COLUMN sender_ref")
+                # Remembered in the same transaction: a rewrite that fails or is held back is
+                # done at the next start, not forgotten with the column gone.
+                await tx.set_meta("sender_refs_vacuum", "due")
+        if await self.meta("sender_refs_vacuum") is not None:
+            async with self._lock:
+                # Outside any transaction, as VACUUM requires. Not every SQLite build zeroes
+                # deleted bytes (SECURE_DELETE); VACUUM rebuilds every page either way, and the
+                # TRUNCATE checkpoint copies them over the old ones and empties the WAL.
+                # A reader of another process can hold the checkpoint back (it answers busy
+                # after `busy_timeout`): then the next start tries again.
+                await self.db.execute("VACUUM")
+                async with self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                    busy = await cur.fetchone()
+                if busy is not None and busy[0] == 0:
+                    await self.db.execute("DELETE FROM meta WHERE key = 'sender_refs_vacuum'")
+        return len(moved)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """BEGIN IMMEDIATE … COMMIT; rolled back on any exception, which then propagates."""
@@ -758,9 +821,10 @@ class Store:
 
     async def finished_unreported(self) -> list[sqlite3.Row]:
         """Signals not yet reported none of whose children is still on its way, with whether
-        their sender wants status mail (`status_mail`; a removed sender's signals say 0)."""
+        their sender wants status mail (`status_mail`; a removed sender's signals say 0) and
+        their sealed case reference (`sender_ref_blob`, None when the signal had none)."""
         return await self.all(
-            "SELECT s.ref, s.sender, s.sender_ref, coalesce(d.status_mail, 0) AS status_mail"
+            "SELECT s.ref, s.sender, s.sender_ref_blob, coalesce(d.status_mail, 0) AS status_mail"
             " FROM signals s LEFT JOIN senders d ON d.name = s.sender WHERE s.reported = 0"
             " AND NOT EXISTS (SELECT 1 FROM children c WHERE c.ref = s.ref AND c.state IN"
             " ('routed', 'sealed')) ORDER BY s.accepted_at")

@@ -58,6 +58,7 @@ from gateway.demokit import (
 )
 from gateway.keyadmin import stop_agent
 from gateway.store import MAX_CRASHES
+from gateway.vault import Vault
 
 SANNE = {"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat(), "bsn": "123456782"}
 DAAN = {"name": "Daan de Vries", "birthdate": DAAN_BIRTH.isoformat()}
@@ -162,8 +163,13 @@ class Gateway:
         finally:
             con.close()
 
+    def case_digest(self, sender_ref: str) -> str:
+        """How the database knows a case reference: only by its keyed digest."""
+        return Vault.load(self.config.secrets_dir).digest("sender-ref", sender_ref)
+
     def ref_of(self, sender_ref: str) -> str | None:
-        found = self.rows("SELECT ref FROM signals WHERE sender_ref = ?", (sender_ref,))
+        found = self.rows("SELECT ref FROM signals WHERE sender_ref_digest = ?",
+                          (self.case_digest(sender_ref),))
         return str(found[0][0]) if found else None
 
     def events(self, ref: str) -> list[str]:
@@ -325,9 +331,10 @@ async def test_burst_killed_mid_flight_loses_and_duplicates_nothing(
     assert pending == []
 
     # A resend of a signal stored before the kill was recognised, not stored again.
-    stored = gw.rows("SELECT sender_ref, ref FROM signals")
-    assert sorted(s for s, _ in stored) == refs
-    ref_of = dict(stored)
+    case_of = {gw.case_digest(r): r for r in refs}
+    stored = gw.rows("SELECT sender_ref_digest, ref FROM signals")
+    assert sorted(case_of[d] for d, _ in stored) == refs
+    ref_of = {case_of[d]: ref for d, ref in stored}
     await _wait_for(lambda: gw.rows("SELECT count(*) FROM notices WHERE state = 'delivered'")
                     == [(40,)])
     assert await gw.proc.stop(signal.SIGTERM) == 0

@@ -125,13 +125,59 @@ async def test_duplicate_signal_is_not_sent_twice(harness: Harness) -> None:
     assert len(harness.inboxes[SCHOOL_A].received) == 1
 
 
-async def test_same_sender_reference_is_a_duplicate(harness: Harness) -> None:
-    """A new message with the same sender reference is recognised as the same signal."""
+async def test_reused_reference_with_a_forgotten_sibling_is_a_new_signal(
+        harness: Harness) -> None:
+    """A second signal under the same case reference naming another child is accepted under a
+    reference of its own and delivered; its receipt names our earlier reference, not theirs."""
+    sanne = {"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}
+    daan = {"name": "Daan de Vries", "birthdate": DAAN_BIRTH.isoformat()}
+    first = await harness.send(harness.signal(json_payload([sanne], reference="VT-7")))
+    second = await harness.send(harness.signal(json_payload([daan], reference="VT-7")))
+    first_ref, second_ref = first.text.rsplit(" ", 1)[1], second.text.rsplit(" ", 1)[1]
+    assert second.code == 250 and second.text == f"2.0.0 Signal accepted as {second_ref}"
+    assert second_ref != first_ref
+    await harness.drain()
+    [(text, _, _)] = harness.notices(SCHOOL_B)
+    assert "Naam: Daan de Vries" in text and f"{second_ref}-1" in text
+    [accepted] = [r for r in await harness.receipts()
+                  if r.event == "accepted" and r.ref == second_ref]
+    assert accepted.detail["reference_reused"] == first_ref
+    assert all("VT-7" not in str(r) for r in await harness.receipts())
+
+
+async def test_reused_reference_for_a_new_incident_is_delivered_again(harness: Harness) -> None:
+    """The same child under the same case reference, with other signed content (a new incident
+    in the same case), is a new signal: the school hears of it again."""
     child = [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}]
-    first = await harness.send(harness.signal(json_payload(child, reference="VT-7")))
+    first = await harness.send(harness.signal(json_payload(child, reference="VT-7",
+                                                           incident="maandag")))
+    await harness.drain()
     second = await harness.send(harness.signal(json_payload(child, reference="VT-7",
-                                                            note="resent")))
-    assert "already accepted as " + first.text.rsplit(" ", 1)[1] in second.text
+                                                            incident="woensdag")))
+    assert second.code == 250 and "already" not in second.text
+    assert second.text.rsplit(" ", 1)[1] != first.text.rsplit(" ", 1)[1]
+    await harness.drain()
+    assert len(harness.inboxes[SCHOOL_A].received) == 2
+
+
+async def test_message_id_reused_for_other_content_gets_554_560(harness: Harness) -> None:
+    """Other signed content under an earlier signal's Message-ID is refused with a reply that
+    says so, never taken for the earlier signal; the earlier one resent is still a duplicate."""
+    sanne = {"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}
+    daan = {"name": "Daan de Vries", "birthdate": DAAN_BIRTH.isoformat()}
+    message = harness.signal(json_payload([sanne], reference="VT-8"),
+                             message_id="<reused@sender.example>")
+    first = await harness.send(message)
+    ref = first.text.rsplit(" ", 1)[1]
+    other = await harness.send(harness.signal(json_payload([daan], reference="VT-9"),
+                                              message_id="<reused@sender.example>"))
+    assert other.code == 554 and other.text.startswith("5.6.0 Message-ID already used for "
+                                                       f"another signal ({ref})")
+    again = await harness.send(message)
+    assert again.code == 250 and again.text == f"2.0.0 Signal already accepted as {ref}"
+    assert [r["ref"] for r in await harness.ctx.store.all("SELECT ref FROM signals")] == [ref]
+    await harness.drain()
+    assert harness.inboxes[SCHOOL_B].received == []
 
 
 async def test_replayed_ciphertext_with_new_message_id_is_a_duplicate(harness: Harness) -> None:

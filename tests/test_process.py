@@ -41,7 +41,7 @@ CANARY_NAME = "Kanarie Zwaluwstaart"
 CANARY_BIRTH = dt.date(dt.date.today().year - 8, 2, 28)
 CANARY_BSN = "111222333"
 CANARY_STRINGS = ["Kanarie", "Zwaluwstaart", "Merelzang", "Roodborst", "Zanglijster", "kanarie",
-                  "zwaluwstaart", "aangehouden", CANARY_BSN,
+                  "zwaluwstaart", "aangehouden", "VT-CANARY", CANARY_BSN,
                   CANARY_BIRTH.isoformat(), f"{CANARY_BIRTH:%d-%m-%Y}", f"{CANARY_BIRTH:%Y%m%d}"]
 
 
@@ -128,8 +128,9 @@ async def test_kill_9_with_notice_waiting_loses_nothing(
         process_setup: tuple[Path, int, int, int, Process], identities: Identities,
         template: Template) -> None:
     """After a 250, kill -9 and a restart: the waiting notice is delivered exactly once; and no
-    canary name, date, BSN or incident text is left in any log, reply, receipt, database or
-    temp file, through every path: delivered, held, failed, duplicate and rejected."""
+    canary name, date, BSN, case reference or incident text is left in any log, reply,
+    receipt, database or temp file, through every path: delivered, held, failed, duplicate
+    and rejected."""
     config_path, listen, school_port, other_port, proc = process_setup
     db = config_path.parent / "var" / "hwc-gateway.sqlite3"
     con = sqlite3.connect(db)

@@ -16,6 +16,7 @@ import pytest
 from gateway.store import (
     GENESIS,
     Conflict,
+    ProtectedRef,
     Store,
     Tx,
     chain_problems,
@@ -197,7 +198,8 @@ async def test_transaction_rolls_back_on_exception(store: Store) -> None:
     """An exception inside a transaction leaves no signal, child or receipt behind."""
     with pytest.raises(RuntimeError, match="boom"):
         async with store.transaction() as tx:
-            await tx.insert_signal("HWC-1", "vt", "<m@x>", "VT-1", "d1", 1, T0)
+            await tx.insert_signal("HWC-1", "vt", "<m@x>", ProtectedRef("r1", b"sealed"), "d1",
+                                   1, T0)
             await tx.insert_child("HWC-1", 1, "routed", "12AB00", None, b"blob", "p", T0)
             await tx.receipt("signal.accepted", at=T0, ref="HWC-1")
             raise RuntimeError("boom")
@@ -222,54 +224,70 @@ async def test_committed_transaction_is_visible_to_another_connection(store: Sto
 
 
 async def add_signal(store: Store, ref: str, sender: str, message_id: str | None,
-                     sender_ref: str | None, digest: str, at: dt.datetime) -> None:
+                     sender_ref: ProtectedRef | None, digest: str, at: dt.datetime) -> None:
     async with store.transaction() as tx:
         await tx.insert_signal(ref, sender, message_id, sender_ref, digest, 1, at)
 
 
 @pytest.fixture
 async def signals(store: Store) -> Store:
-    await add_signal(store, "HWC-1", "vt", "<m1@vt>", "VT-1", "digest-1", T0)
+    await add_signal(store, "HWC-1", "vt", "<m1@vt>", ProtectedRef("ref-digest-1", b"x"),
+                     "digest-1", T0)
     await add_signal(store, "HWC-2", "vt", None, None, "digest-2", T0 + dt.timedelta(days=1))
     return store
 
 
 @pytest.mark.parametrize(
-    ("sender", "message_id", "sender_ref", "digest", "expected"),
+    ("sender", "message_id", "digest", "expected"),
     [
-        ("vt", "<m1@vt>", None, "other", "HWC-1"),
-        ("vt", "<m1@vt>", "VT-other", "other", "HWC-1"),
-        ("vt", None, "VT-1", "other", "HWC-1"),
-        ("vt", "<new@vt>", "VT-1", "other", "HWC-1"),
-        ("vt", "<new@vt>", None, "digest-1", "HWC-1"),
-        ("vt", "<new@vt>", None, "digest-2", "HWC-2"),
-        ("vt", "<new@vt>", "VT-2", "other", None),
-        ("vt", None, None, "other", None),
-        ("politie", "<m1@vt>", "VT-1", "digest-1", None),
+        ("vt", "<m1@vt>", "digest-1", ("HWC-1", True)),
+        ("vt", "<m1@vt>", "other", ("HWC-1", False)),
+        ("vt", "<new@vt>", "digest-1", ("HWC-1", True)),
+        ("vt", None, "digest-2", ("HWC-2", True)),
+        ("vt", "<m1@vt>", "digest-2", ("HWC-2", True)),
+        ("vt", "<new@vt>", "other", None),
+        ("vt", None, "other", None),
+        ("politie", "<m1@vt>", "digest-1", None),
     ],
 )
-async def test_find_duplicate(signals: Store, sender: str, message_id: str | None,
-                              sender_ref: str | None, digest: str,
-                              expected: str | None) -> None:
-    """Same sender and Message-ID, reference or content digest finds the earlier signal."""
+async def test_find_duplicate(signals: Store, sender: str, message_id: str | None, digest: str,
+                              expected: tuple[str, bool] | None) -> None:
+    """Same sender and content digest, or same sender and Message-ID, finds the earlier
+    signal, and says whether its content is the same; a content match comes first."""
     async with signals.transaction() as tx:
-        found = await tx.find_duplicate(sender, message_id, sender_ref, digest,
-                                        T0 - dt.timedelta(days=30))
+        found = await tx.find_duplicate(sender, message_id, digest, T0 - dt.timedelta(days=30))
     assert found == expected
 
 
 async def test_find_duplicate_ignores_signals_outside_the_window(signals: Store) -> None:
     """A signal accepted before the window start is not a duplicate any more."""
     async with signals.transaction() as tx:
-        assert await tx.find_duplicate("vt", "<m1@vt>", "VT-1", "digest-1",
+        assert await tx.find_duplicate("vt", "<m1@vt>", "digest-1",
                                        T0 + dt.timedelta(seconds=1)) is None
-        assert await tx.find_duplicate("vt", "<m1@vt>", None, "x", T0) == "HWC-1"
+        assert await tx.find_duplicate("vt", "<m1@vt>", "x", T0) == ("HWC-1", False)
 
 
 async def test_find_duplicate_does_not_match_null_message_ids(signals: Store) -> None:
     """A stored signal without Message-ID is not matched by another one without Message-ID."""
     async with signals.transaction() as tx:
-        assert await tx.find_duplicate("vt", None, None, "x", T0 - dt.timedelta(days=1)) is None
+        assert await tx.find_duplicate("vt", None, "x", T0 - dt.timedelta(days=1)) is None
+
+
+async def test_find_sender_ref_finds_the_same_senders_case_only(signals: Store) -> None:
+    """A case reference seen before is found by its digest, for the same sender only."""
+    async with signals.transaction() as tx:
+        assert await tx.find_sender_ref("vt", "ref-digest-1") == "HWC-1"
+        assert await tx.find_sender_ref("politie", "ref-digest-1") is None
+        assert await tx.find_sender_ref("vt", "ref-digest-2") is None
+
+
+async def test_reported_signal_keeps_no_sealed_case_reference(signals: Store) -> None:
+    """Once the status mail is dealt with, the sealed case reference goes; its digest stays."""
+    async with signals.transaction() as tx:
+        await tx.mark_reported(["HWC-1"])
+    row = await signals.signal("HWC-1")
+    assert row is not None and row["sender_ref_blob"] is None
+    assert row["sender_ref_digest"] == "ref-digest-1"
 
 
 async def queued_signal(store: Store) -> None:
@@ -444,3 +462,43 @@ async def test_write_refuses_a_body_that_waits_on_anything_else(store: Store) ->
     with pytest.raises(RuntimeError, match="awaited something other"):
         await store.write(body)
     assert await store.signal("HWC-S") is None
+
+
+async def test_rewrite_held_back_by_a_reader_is_finished_at_the_next_start(
+        tmp_path: Path) -> None:
+    """Moving clear case references out of an old database whose rewrite another process's
+    reader holds back is finished at the next start: then no byte of the file or WAL has one."""
+    path = tmp_path / "old.sqlite3"
+    await (await Store.open(path, KEY)).close()
+    db = sqlite3.connect(path, isolation_level=None)  # as an older gateway left it
+    db.execute("ALTER TABLE signals ADD COLUMN sender_ref TEXT")
+    db.execute("INSERT INTO signals (ref, sender, sender_ref, content_digest, accepted_at,"
+               " children) VALUES ('HWC-1', 'vt', 'VT-SECRET-1', 'd', ?, 1)", (iso(T0),))
+    db.close()
+
+    def protect(ref: str, value: str, seal: bool) -> ProtectedRef:
+        return ProtectedRef(f"digest-of-{value[3:]}", b"sealed" if seal else None)
+
+    def stored() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("old"))
+
+    s = await Store.open(path, KEY)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        await s.db.execute("PRAGMA busy_timeout=100")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM signals").fetchone()
+        assert await s.protect_sender_refs(protect) == 1
+        assert await s.meta("sender_refs_vacuum") == "due"
+    finally:
+        reader.close()
+        await s.close()
+    s = await Store.open(path, KEY)
+    try:
+        assert await s.protect_sender_refs(protect) == 0
+        assert await s.meta("sender_refs_vacuum") is None
+        assert b"VT-SECRET" not in stored()
+        row = await s.signal("HWC-1")
+        assert row is not None and row["sender_ref_digest"] == "digest-of-SECRET-1"
+    finally:
+        await s.close()
