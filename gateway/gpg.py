@@ -44,6 +44,10 @@ SAFE_OPTIONS = [
 # Never ask for a passphrase interactively (a symmetric message would start pinentry). Where the
 # gateway key has a passphrase, python-gnupg passes it with `--pinentry-mode loopback` instead.
 NO_PROMPT = ["--pinentry-mode", "error"]
+# For every signature the gateway verifies: gpg itself refuses these hashes (ERRSIG), and
+# `opener.signature_verdict` checks VALIDSIG's hash field as well. Only for verification: on
+# import the same option would throw away old keys whose self-signatures use SHA-1.
+WEAK_DIGESTS = ["--weak-digest", "SHA1", "--weak-digest", "RIPEMD160"]
 
 # A 533-byte message can decompress to 256 MiB, and python-gnupg keeps all of gpg's output in
 # memory: the bound must apply inside gpg (`--max-output`). How many times `[smtp]
@@ -174,7 +178,7 @@ class Gpg:
     async def decrypt(self, ciphertext: bytes) -> GpgResult:
         """Decrypt (and verify any signature inside) with the gateway's secret key; gpg stops
         after `max_plaintext` bytes of plaintext (the result is then `cut_off`)."""
-        extra = ["--max-output", str(self.max_plaintext)]
+        extra = ["--max-output", str(self.max_plaintext), *WEAK_DIGESTS]
         return await self._call(lambda: self._result(
             self._gpg.decrypt(ciphertext, passphrase=self._passphrase, extra_args=extra)),
             "decrypt")
@@ -183,7 +187,8 @@ class Gpg:
         """Verify a detached signature over the exact bytes given."""
         def run() -> GpgResult:
             with _tempfile(signature, self.home) as sig_path:
-                return self._result(self._gpg.verify_data(sig_path, signed))
+                return self._result(self._gpg.verify_data(sig_path, signed,
+                                                          extra_args=WEAK_DIGESTS))
         return await self._call(run, "verify")
 
     async def sign_encrypt(self, plaintext: bytes, recipients: Sequence[str],

@@ -3,7 +3,8 @@
 Takes the raw message as received and the fingerprints pinned for the authenticated sender;
 produces `Opened` (the exact bytes of the signed inner MIME entity and the signer's primary
 fingerprint) or a `Rejection` (NOT_ENCRYPTED → 554 5.7.5, BAD_SIGNATURE → 554 5.7.7, a
-plaintext past gpg's `--max-output` bound → TOO_LARGE, 552 5.3.4).
+plaintext past gpg's `--max-output` bound → TOO_LARGE, 552 5.3.4). A signature counts only when
+its hash is SHA-256 or stronger.
 It trusts gpg's status lines, not python-gnupg's summary fields (LIBRARIES.md: `fingerprint`
 is set even for a bad signature and shows only the last of several), and nothing in the
 message itself: a Content-Type is a claim, a user ID is a claim, only a fingerprint is a fact.
@@ -47,6 +48,12 @@ def _bad_signature(detail: str) -> Rejection:
 
 
 _SIGNATURE_PROBLEMS = ("BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "NO_PUBKEY")
+
+# OpenPGP hash algorithm IDs (RFC 9580 §9.5) a signature may use: SHA2-256, -384, -512 and
+# SHA3-256, -512. MD5 (1), SHA-1 (2) and RIPEMD-160 (3) have collision attacks (SHA-1 on
+# OpenPGP itself: "SHA-1 is a Shambles", USENIX 2020); SHA-224 (11) is below 128-bit strength.
+STRONG_HASHES = frozenset({"8", "9", "10", "12", "14"})
+_WEAK_HASH = "signature uses a weak hash algorithm; sign with SHA-256 or stronger"
 
 
 def decryption_verdict(result: GpgResult) -> Rejection | None:
@@ -98,7 +105,9 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
     """The signer's primary fingerprint when there is exactly one good signature by a pinned key.
 
     Counted from status lines: NEWSIG starts each signature, VALIDSIG's tenth field is the
-    primary-key fingerprint (a subkey may have made the signature).
+    primary-key fingerprint (a subkey may have made the signature) and its eighth the hash
+    algorithm, which must be one of `STRONG_HASHES`. gpg itself is run with `--weak-digest`
+    for SHA-1 and RIPEMD-160 and then reports ERRSIG, whose third field is the hash.
     """
     sigs = len(result.keywords("NEWSIG"))
     problems = [k for k, _ in result.status if k in _SIGNATURE_PROBLEMS]
@@ -108,6 +117,10 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
         return _bad_signature("more than one signature")
     if "EXPKEYSIG" in problems or "REVKEYSIG" in problems or "EXPSIG" in problems:
         return _bad_signature("signing key is expired or revoked")
+    for errsig in result.keywords("ERRSIG"):
+        fields = errsig.split()
+        if len(fields) > 2 and fields[2].isdigit() and fields[2] not in STRONG_HASHES:
+            return _bad_signature(_WEAK_HASH)
     if "NO_PUBKEY" in problems or "ERRSIG" in problems:
         return _bad_signature("signature is not by a key pinned for this sender")
     if problems or len(result.keywords("GOODSIG")) != 1 or result.returncode != 0:
@@ -116,8 +129,10 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
     if len(valid) != 1:
         return _bad_signature("signature is not valid")
     fields = valid[0].split()
-    if not fields:
+    if len(fields) < 8:
         return _bad_signature("signature is not valid")
+    if fields[7] not in STRONG_HASHES:
+        return _bad_signature(_WEAK_HASH)
     primary = fields[9] if len(fields) >= 10 else fields[0]
     if primary not in pinned:
         return _bad_signature("signature is not by a key pinned for this sender")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GATEWAY, SENDER_ADDRESS, Identities, Template, expired_key
-from hostile import compressed_bomb, crc24, detach_sign, signed_entity
+from hostile import compressed_bomb, crc24, detach_sign, sign_encrypt, signed_entity
 
 from gateway.demokit import (
     Identity,
@@ -153,6 +153,41 @@ def test_signature_verdict_rejects(lines: list[str], pinned: set[str], detail: s
 def test_signature_verdict_rejects_good_signature_with_failed_exit() -> None:
     """A GOODSIG from a gpg run that failed overall (non-zero exit) is not accepted."""
     result = gpg_result(*good_signature(), returncode=2)
+    assert signature_verdict(result, frozenset({PRIMARY})) == \
+        Rejection(RejectClass.BAD_SIGNATURE, "signature is not valid")
+
+
+WEAK_HASH = Rejection(RejectClass.BAD_SIGNATURE,
+                      "signature uses a weak hash algorithm; sign with SHA-256 or stronger")
+
+
+@pytest.mark.parametrize("hash_algo", ["8", "9", "10", "12", "14"],
+                         ids=["sha256", "sha384", "sha512", "sha3-256", "sha3-512"])
+def test_signature_verdict_accepts_sha2_and_sha3(hash_algo: str) -> None:
+    """A good pinned signature over SHA-256, -384, -512, SHA3-256 or SHA3-512 is accepted."""
+    result = gpg_result(*DECRYPTED, *good_signature(hash_algo=hash_algo))
+    assert signature_verdict(result, frozenset({PRIMARY})) == PRIMARY
+
+
+@pytest.mark.parametrize("hash_algo", ["1", "2", "3", "11", "0", "110", "x"],
+                         ids=["md5", "sha1", "ripemd160", "sha224", "zero", "unknown", "junk"])
+def test_signature_verdict_refuses_weak_hashes(hash_algo: str) -> None:
+    """A good pinned signature over MD5, SHA-1, RIPEMD-160, SHA-224 or anything unknown is not."""
+    result = gpg_result(*DECRYPTED, *good_signature(hash_algo=hash_algo))
+    assert signature_verdict(result, frozenset({PRIMARY})) == WEAK_HASH
+
+
+@pytest.mark.parametrize("hash_algo", ["1", "2", "3"])
+def test_signature_verdict_names_the_weak_hash_gpg_refused(hash_algo: str) -> None:
+    """gpg's own `--weak-digest` refusal (ERRSIG, hash in field 3) gets the weak-hash detail."""
+    result = gpg_result("NEWSIG", f"ERRSIG 8899AABBCCDDEEFF 22 {hash_algo} 00 1772434800 5 "
+                        + PRIMARY)
+    assert signature_verdict(result, frozenset({PRIMARY})) == WEAK_HASH
+
+
+def test_signature_verdict_refuses_a_validsig_without_its_hash_field() -> None:
+    """A VALIDSIG too short to name its hash algorithm proves nothing about it."""
+    result = gpg_result(*good_signature()[:-1], f"VALIDSIG {PRIMARY} 2026-03-02 1772434800")
     assert signature_verdict(result, frozenset({PRIMARY})) == \
         Rejection(RejectClass.BAD_SIGNATURE, "signature is not valid")
 
@@ -614,7 +649,35 @@ async def test_verify_detached_over_signed_parts(setup: OpenSetup, identities: I
         identities.sender.fingerprint
 
 
-# -- decompression bombs, with real gpg -----------------------------------------
+# -- weak hashes and decompression bombs, with real gpg -----------------------------------------
+
+
+@pytest.mark.parametrize("algo", ["SHA1", "RIPEMD160"])
+async def test_gpg_itself_refuses_sha1_and_ripemd160(setup: OpenSetup, identities: Identities,
+                                                     algo: str) -> None:
+    """Verification runs with `--weak-digest`: gpg reports ERRSIG, never GOODSIG."""
+    sender = identities.sender
+    signature = detach_sign(sender.home, crlf(PAYLOAD), [sender.fingerprint], "--digest-algo",
+                            algo)
+    result = await Gpg(setup.home).verify_detached(signature, crlf(PAYLOAD))
+    assert result.keywords("ERRSIG") and not result.keywords("GOODSIG"), result.status
+
+
+@pytest.mark.parametrize("algo", ["SHA1", "RIPEMD160", "SHA224"])
+@pytest.mark.parametrize("mode", ["combined", "signed-inside"])
+async def test_open_refuses_signatures_over_weak_hashes(setup: OpenSetup, identities: Identities,
+                                                        mode: str, algo: str) -> None:
+    """Signed with `gpg --digest-algo SHA1` (RIPEMD160, SHA224) by the pinned key: weak hash."""
+    sender = identities.sender
+    hashed = ("--digest-algo", algo)
+    if mode == "combined":
+        armored = sign_encrypt(sender.home, crlf(PAYLOAD), [sender.fingerprint],
+                               [setup.gateway_fpr], *hashed)
+    else:
+        inner = signed_entity(crlf(PAYLOAD), detach_sign(sender.home, crlf(PAYLOAD),
+                                                         [sender.fingerprint], *hashed))
+        armored = sign_encrypt(sender.home, inner, [], [setup.gateway_fpr])
+    assert await open_as_sender(setup, identities, envelope(armored)) == WEAK_HASH
 
 
 async def test_decrypt_stops_at_the_bound_and_says_so(setup: OpenSetup) -> None:
