@@ -18,7 +18,7 @@ from gateway.chainkey import open_store
 from gateway.config import Config
 from gateway.custody import read_passphrase
 from gateway.directory import Snapshot, load_snapshot
-from gateway.gpg import Gpg
+from gateway.gpg import MAX_PLAINTEXT_FACTOR, Gpg
 from gateway.intake import protect_sender_ref
 from gateway.pulse import Pulse
 from gateway.store import Store
@@ -68,7 +68,8 @@ class Context:
 
 async def open_context(config: Config, clock: Clock = utc_now) -> Context:
     gpg = Gpg(config.gnupg_home, binary=config.keys.gpg_binary,
-              timeout=config.keys.gpg_timeout_seconds, passphrase=read_passphrase(config))
+              timeout=config.keys.gpg_timeout_seconds, passphrase=read_passphrase(config),
+              max_plaintext=MAX_PLAINTEXT_FACTOR * config.smtp.max_message_bytes)
     vault = Vault.load(config.secrets_dir)
     store = await open_store(config.storage.path, config.secrets_dir)
     ctx = Context(config, store, gpg, vault, clock)

@@ -4,7 +4,8 @@ Takes bytes and full fingerprints; produces raw results (output bytes plus every
 line) for the pure acceptance rules in `opener` and `keyinfo`. It trusts nothing it is given and
 decides nothing about acceptance. Every call runs in a worker thread behind a semaphore, with a
 time limit: a gpg that hangs is killed and the call raises `GpgTimeout`, so one stuck message
-never stops the daemon.
+never stops the daemon. A decryption writes at most `max_plaintext` bytes of plaintext (gpg
+stops there, `--max-output`), so a decompression bomb costs neither memory nor time.
 
 gpg is run so that it never reaches the network (no keyserver, no WKD, no dirmngr) and never
 picks a key by user ID: callers pass full fingerprints only.
@@ -43,6 +44,19 @@ SAFE_OPTIONS = [
 # Never ask for a passphrase interactively (a symmetric message would start pinentry). Where the
 # gateway key has a passphrase, python-gnupg passes it with `--pinentry-mode loopback` instead.
 NO_PROMPT = ["--pinentry-mode", "error"]
+# For every signature the gateway verifies: gpg itself refuses these hashes (ERRSIG), and
+# `opener.signature_verdict` checks VALIDSIG's hash field as well. Only for verification: on
+# import the same option would throw away old keys whose self-signatures use SHA-1.
+WEAK_DIGESTS = ["--weak-digest", "SHA1", "--weak-digest", "RIPEMD160"]
+
+# A 533-byte message can decompress to 256 MiB, and python-gnupg keeps all of gpg's output in
+# memory: the bound must apply inside gpg (`--max-output`). How many times `[smtp]
+# max_message_bytes` a decrypted signal may be.
+MAX_PLAINTEXT_FACTOR = 4
+DEFAULT_MAX_PLAINTEXT = MAX_PLAINTEXT_FACTOR * 1048576
+# What gpg writes to its log when it stops at `--max-output` (g10/plaintext.c; not translated,
+# and not a status line: its only other trace is exit code 2, which many things cause).
+_MAX_OUTPUT_REACHED = "exceeded --max-output limit"
 
 T = TypeVar("T")
 
@@ -57,14 +71,24 @@ class GpgTimeout(GpgError):
 
 @dataclass(frozen=True)
 class GpgResult:
-    """What gpg said: output bytes, exit code and every status line as (keyword, value)."""
+    """What gpg said: output bytes, exit code and every status line as (keyword, value);
+    `cut_off` when gpg stopped writing plaintext at its `--max-output` bound (the data is then
+    only the start of the plaintext)."""
 
     returncode: int | None
     data: bytes
     status: tuple[tuple[str, str], ...]
+    cut_off: bool = False
 
     def keywords(self, keyword: str) -> list[str]:
         return [value for key, value in self.status if key == keyword]
+
+
+def _cut_off(stderr: str) -> bool:
+    """Whether gpg's log says it stopped at `--max-output`. A user ID or file name in the log
+    could hold the same words: that only ever refuses a message, never accepts one."""
+    return any(_MAX_OUTPUT_REACHED in line for line in stderr.splitlines()
+               if not line.startswith("[GNUPG:] "))
 
 
 def _status_lines(stderr: str) -> tuple[tuple[str, str], ...]:
@@ -93,13 +117,15 @@ class Gpg:
     """One GnuPG home, used from asyncio. Build once and reuse (each call spawns gpg)."""
 
     def __init__(self, home: Path, *, binary: str = "gpg", timeout: float = 30.0,
-                 concurrency: int | None = None, passphrase: str | None = None) -> None:
+                 concurrency: int | None = None, passphrase: str | None = None,
+                 max_plaintext: int = DEFAULT_MAX_PLAINTEXT) -> None:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         if passphrase == "":
             # python-gnupg would make gpg read the first line of the data as the passphrase.
             raise GpgError("an empty passphrase is not a passphrase")
         self.home = home
         self.timeout = timeout
+        self.max_plaintext = max_plaintext  # bytes gpg may write when it decrypts
         self._passphrase = passphrase
         options = SAFE_OPTIONS + (NO_PROMPT if passphrase is None else [])
         self._gpg = _KillableGPG(gpgbinary=binary, gnupghome=str(home), options=options)
@@ -144,20 +170,25 @@ class Gpg:
 
     @staticmethod
     def _result(res: Any) -> GpgResult:
-        return GpgResult(res.returncode, res.data or b"", _status_lines(res.stderr or ""))
+        stderr = res.stderr or ""
+        return GpgResult(res.returncode, res.data or b"", _status_lines(stderr), _cut_off(stderr))
 
     # -- the operations the pipeline needs -----------------------------------------------------
 
     async def decrypt(self, ciphertext: bytes) -> GpgResult:
-        """Decrypt (and verify any signature inside) with the gateway's secret key."""
+        """Decrypt (and verify any signature inside) with the gateway's secret key; gpg stops
+        after `max_plaintext` bytes of plaintext (the result is then `cut_off`)."""
+        extra = ["--max-output", str(self.max_plaintext), *WEAK_DIGESTS]
         return await self._call(lambda: self._result(
-            self._gpg.decrypt(ciphertext, passphrase=self._passphrase)), "decrypt")
+            self._gpg.decrypt(ciphertext, passphrase=self._passphrase, extra_args=extra)),
+            "decrypt")
 
     async def verify_detached(self, signature: bytes, signed: bytes) -> GpgResult:
         """Verify a detached signature over the exact bytes given."""
         def run() -> GpgResult:
             with _tempfile(signature, self.home) as sig_path:
-                return self._result(self._gpg.verify_data(sig_path, signed))
+                return self._result(self._gpg.verify_data(sig_path, signed,
+                                                          extra_args=WEAK_DIGESTS))
         return await self._call(run, "verify")
 
     async def sign_encrypt(self, plaintext: bytes, recipients: Sequence[str],

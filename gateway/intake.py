@@ -15,6 +15,7 @@ vault blob (`protect_sender_ref`), never in clear.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import secrets
@@ -123,7 +124,7 @@ async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: V
     opened = await open_message(raw, gpg, sender.fingerprints, snapshot.decrypt_keys)
     if isinstance(opened, Rejection):
         return opened
-    signal = parse_signal(opened.entity, today=today)
+    signal = await asyncio.to_thread(parse_signal, opened.entity, today=today)
     if isinstance(signal, Rejection):
         return signal
     # Replay is recognised on the signed content, not only on headers an attacker can change.

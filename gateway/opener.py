@@ -2,7 +2,9 @@
 
 Takes the raw message as received and the fingerprints pinned for the authenticated sender;
 produces `Opened` (the exact bytes of the signed inner MIME entity and the signer's primary
-fingerprint) or a `Rejection` (NOT_ENCRYPTED → 554 5.7.5, BAD_SIGNATURE → 554 5.7.7).
+fingerprint) or a `Rejection` (NOT_ENCRYPTED → 554 5.7.5, BAD_SIGNATURE → 554 5.7.7, a
+plaintext past gpg's `--max-output` bound → TOO_LARGE, 552 5.3.4). A signature counts only when
+its hash is SHA-256 or stronger.
 It trusts gpg's status lines, not python-gnupg's summary fields (LIBRARIES.md: `fingerprint`
 is set even for a bad signature and shows only the last of several), and nothing in the
 message itself: a Content-Type is a claim, a user ID is a claim, only a fingerprint is a fact.
@@ -11,10 +13,14 @@ Accepted shapes (RFC 3156): a top-level `multipart/encrypted; protocol="applicat
 whose ciphertext is either signed-and-encrypted in one OpenPGP message (§6.2) or holds a
 `multipart/signed` entity at its top (§6.1). Exactly one signature covers the whole payload;
 a signed part wrapped in anything unsigned is refused ("Johnny, you are fired", USENIX 2019).
+
+The MIME work on untrusted bytes (up to the plaintext bound, 4 MiB by default) runs in worker
+threads: a big message never holds the event loop that answers every other SMTP session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -42,6 +48,12 @@ def _bad_signature(detail: str) -> Rejection:
 
 
 _SIGNATURE_PROBLEMS = ("BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "NO_PUBKEY")
+
+# OpenPGP hash algorithm IDs (RFC 9580 §9.5) a signature may use: SHA2-256, -384, -512 and
+# SHA3-256, -512. MD5 (1), SHA-1 (2) and RIPEMD-160 (3) have collision attacks (SHA-1 on
+# OpenPGP itself: "SHA-1 is a Shambles", USENIX 2020); SHA-224 (11) is below 128-bit strength.
+STRONG_HASHES = frozenset({"8", "9", "10", "12", "14"})
+_WEAK_HASH = "signature uses a weak hash algorithm; sign with SHA-256 or stronger"
 
 
 def decryption_verdict(result: GpgResult) -> Rejection | None:
@@ -93,7 +105,9 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
     """The signer's primary fingerprint when there is exactly one good signature by a pinned key.
 
     Counted from status lines: NEWSIG starts each signature, VALIDSIG's tenth field is the
-    primary-key fingerprint (a subkey may have made the signature).
+    primary-key fingerprint (a subkey may have made the signature) and its eighth the hash
+    algorithm, which must be one of `STRONG_HASHES`. gpg itself is run with `--weak-digest`
+    for SHA-1 and RIPEMD-160 and then reports ERRSIG, whose third field is the hash.
     """
     sigs = len(result.keywords("NEWSIG"))
     problems = [k for k, _ in result.status if k in _SIGNATURE_PROBLEMS]
@@ -103,6 +117,10 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
         return _bad_signature("more than one signature")
     if "EXPKEYSIG" in problems or "REVKEYSIG" in problems or "EXPSIG" in problems:
         return _bad_signature("signing key is expired or revoked")
+    for errsig in result.keywords("ERRSIG"):
+        fields = errsig.split()
+        if len(fields) > 2 and fields[2].isdigit() and fields[2] not in STRONG_HASHES:
+            return _bad_signature(_WEAK_HASH)
     if "NO_PUBKEY" in problems or "ERRSIG" in problems:
         return _bad_signature("signature is not by a key pinned for this sender")
     if problems or len(result.keywords("GOODSIG")) != 1 or result.returncode != 0:
@@ -111,12 +129,31 @@ def signature_verdict(result: GpgResult, pinned: frozenset[str]) -> str | Reject
     if len(valid) != 1:
         return _bad_signature("signature is not valid")
     fields = valid[0].split()
-    if not fields:
+    if len(fields) < 8:
         return _bad_signature("signature is not valid")
+    if fields[7] not in STRONG_HASHES:
+        return _bad_signature(_WEAK_HASH)
     primary = fields[9] if len(fields) >= 10 else fields[0]
     if primary not in pinned:
         return _bad_signature("signature is not by a key pinned for this sender")
     return primary
+
+
+def plaintext_verdict(result: GpgResult, limit: int) -> Rejection | None:
+    """None when gpg wrote the whole plaintext of a decryption.
+
+    At its `--max-output` bound gpg stops writing, says so only in its log, and exits 2 with
+    DECRYPTION_OKAY and END_DECRYPTION all the same: what it wrote before stopping may be a
+    complete signal (with the rest in an epilogue) and must never be opened. Any other error
+    exit is left to `signature_verdict` when a signature inside explains it, and otherwise
+    refused too.
+    """
+    if result.cut_off:
+        return Rejection(RejectClass.TOO_LARGE, f"decrypted message is larger than {limit} bytes")
+    signed = result.keywords("NEWSIG") or any(k in _SIGNATURE_PROBLEMS for k, _ in result.status)
+    if result.returncode != 0 and not signed:
+        return _not_encrypted("gpg reported an error while decrypting the message")
+    return None
 
 
 def _leaf_bytes(part: object) -> bytes:
@@ -237,23 +274,9 @@ def decryption_key_verdict(result: GpgResult, accepted: frozenset[str]) -> Rejec
     return None
 
 
-async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str],
-                       decrypt_keys: frozenset[str] | None = None) -> Opened | Rejection:
-    """Decrypt and verify one received message against the sender's pinned fingerprints;
-    with `decrypt_keys`, only a message encrypted to one of those gateway keys is opened."""
-    ciphertext = encrypted_payload(raw)
-    if isinstance(ciphertext, Rejection):
-        return ciphertext
-    result = await gpg.decrypt(ciphertext)
-    fault = own_key_fault(result)
-    if fault is not None:
-        raise GpgError(fault)
-    refusal = decryption_verdict(result)
-    if refusal is None and decrypt_keys is not None:
-        refusal = decryption_key_verdict(result, decrypt_keys)
-    if refusal is not None:
-        return refusal
-    entity = result.data
+def _structure(entity: bytes) -> tuple[Message, tuple[bytes, bytes] | None] | Rejection:
+    """The decrypted entity parsed, with its signed part and signature when it is a
+    multipart/signed; or why it is refused. Pure, and run in a worker thread."""
     problem = too_complex(entity, max_parts=INNER_MAX_PARTS, max_header_lines=MAX_HEADER_LINES)
     if problem is not None:
         return Rejection(RejectClass.INVALID_SIGNAL, problem)
@@ -264,6 +287,32 @@ async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str],
     inner = _signed_parts(entity, root)
     if isinstance(inner, Rejection):
         return inner
+    return root, inner
+
+
+async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str],
+                       decrypt_keys: frozenset[str] | None = None) -> Opened | Rejection:
+    """Decrypt and verify one received message against the sender's pinned fingerprints;
+    with `decrypt_keys`, only a message encrypted to one of those gateway keys is opened."""
+    ciphertext = await asyncio.to_thread(encrypted_payload, raw)
+    if isinstance(ciphertext, Rejection):
+        return ciphertext
+    result = await gpg.decrypt(ciphertext)
+    fault = own_key_fault(result)
+    if fault is not None:
+        raise GpgError(fault)
+    refusal = decryption_verdict(result)
+    if refusal is None and decrypt_keys is not None:
+        refusal = decryption_key_verdict(result, decrypt_keys)
+    if refusal is None:
+        refusal = plaintext_verdict(result, gpg.max_plaintext)
+    if refusal is not None:
+        return refusal
+    entity = result.data
+    structure = await asyncio.to_thread(_structure, entity)
+    if isinstance(structure, Rejection):
+        return structure
+    root, inner = structure
     if result.keywords("NEWSIG") or any(k in _SIGNATURE_PROBLEMS for k, _ in result.status):
         if inner is not None:
             # A combined signature *and* a signed entity inside: two signatures.
@@ -278,6 +327,6 @@ async def open_message(raw: bytes, gpg: Gpg, pinned: frozenset[str],
         return signer
     # A combined signature covers `entity` itself, already parsed into `root`; a signed part is
     # parsed on its own.
-    if _contains_encrypted(entity, root if inner is None else None):
+    if await asyncio.to_thread(_contains_encrypted, entity, root if inner is None else None):
         return _not_encrypted("nested encryption is not accepted")
     return Opened(entity=entity, signer=signer)

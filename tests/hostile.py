@@ -15,6 +15,7 @@ import secrets
 import shutil
 import ssl
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +27,53 @@ class GpgFailed(RuntimeError):
     """The gpg command line refused to build something (the stderr is in the message)."""
 
 
-def gpg(home: Path, *args: str, data: bytes = b"", faked_time: str | None = None,
-        passphrase: str = "") -> bytes:
-    """Run `gpg --homedir HOME --batch --trust-model always ... ARGS`; its stdout."""
+def _gpg_command(home: Path, faked_time: str | None = None, passphrase: str = "") -> list[str]:
     command = ["gpg", "--homedir", str(home), "--batch", "--trust-model", "always",
                "--pinentry-mode", "loopback", "--passphrase", passphrase,
                "--no-auto-key-retrieve", "--auto-key-locate", "clear,local",
                "--disable-dirmngr", "--no-emit-version", "--no-comments"]
     if faked_time is not None:
         command += ["--faked-system-time", faked_time]
-    proc = subprocess.run([*command, *args], input=data, capture_output=True, check=False)
+    return command
+
+
+def _checked(proc: subprocess.CompletedProcess[bytes], args: Sequence[str]) -> bytes:
     if proc.returncode != 0:
         raise GpgFailed(f"gpg {' '.join(args)} failed: "
                         + proc.stderr.decode("utf-8", "replace"))
     return proc.stdout
+
+
+def gpg(home: Path, *args: str, data: bytes = b"", faked_time: str | None = None,
+        passphrase: str = "") -> bytes:
+    """Run `gpg --homedir HOME --batch --trust-model always ... ARGS`; its stdout."""
+    command = _gpg_command(home, faked_time, passphrase)
+    return _checked(subprocess.run([*command, *args], input=data, capture_output=True,
+                                   check=False), args)
+
+
+def compressed_bomb(home: Path, head: bytes, size: int, *args: str,
+                    line: str | None = None) -> bytes:
+    """`(cat HEAD; head -c SIZE /dev/zero) | gpg -z 9 --compress-algo bzip2 --armor ARGS`.
+
+    A decompression bomb (RFC 4880 §5.6): 64 MiB of zeros compress to a few hundred bytes.
+    With `line`, the filler is `yes LINE` instead of zeros: as small, and many lines for a
+    parser. The filler is piped from `head`, so this process never holds it.
+    """
+    filler = 'yes "$2" | head -c "$1"' if line is not None else 'head -c "$1" /dev/zero'
+    with tempfile.NamedTemporaryFile(dir=home, prefix="head-") as start:
+        start.write(head)
+        start.flush()
+        source = subprocess.Popen(["sh", "-c", f'cat "$0" && {filler}',
+                                   start.name, str(size), line or ""], stdout=subprocess.PIPE)
+        assert source.stdout is not None
+        with source.stdout:
+            command = [*_gpg_command(home), "--armor", "-z", "9", "--compress-algo", "bzip2",
+                       *args]
+            proc = subprocess.run(command, stdin=source.stdout, capture_output=True,
+                                  check=False)
+        source.wait()
+    return _checked(proc, args)
 
 
 def list_packets(home: Path, data: bytes) -> str:
@@ -112,11 +146,11 @@ def clearsign(home: Path, data: bytes, signer: str) -> bytes:
     return gpg(home, "--clearsign", *_signers([signer]), data=data)
 
 
-def detach_sign(home: Path, data: bytes, signers: Sequence[str], *, armor: bool = True,
-                faked_time: str | None = None) -> bytes:
+def detach_sign(home: Path, data: bytes, signers: Sequence[str], *extra: str,
+                armor: bool = True, faked_time: str | None = None) -> bytes:
     """A detached signature over exactly `data` by every signer (one gpg run)."""
-    return gpg(home, *(["--armor"] if armor else []), "--detach-sign", *_signers(signers),
-               data=data, faked_time=faked_time)
+    return gpg(home, *(["--armor"] if armor else []), *extra, "--detach-sign",
+               *_signers(signers), data=data, faked_time=faked_time)
 
 
 def symmetric(home: Path, data: bytes, passphrase: str, *extra: str) -> bytes:

@@ -64,6 +64,7 @@ PERSONAL = ("Sanne", "Vries", "Daan", BSN, SANNE_BIRTH.isoformat(), f"{SANNE_BIR
             DAAN_BIRTH.isoformat(), f"{DAAN_BIRTH:%d-%m-%Y}")
 # gpg's faked clock, frozen ("!"): the expired key is born, signs and expires in January 2020.
 BORN, SIGNED = "20200101T000000!", "20200101T120000!"
+WEAK_HASHES = ("SHA1", "RIPEMD160", "SHA224")
 
 
 def sanne(reference: str) -> bytes:
@@ -217,6 +218,13 @@ def forge(identities: Identities, template: Template,
     c["expired"] = Case(inside(expired, entity, detach_sign(
         expired, entity, [expired_fpr], faked_time=SIGNED)), *sig)
     c["revoked"] = Case(combined(revoked, "VT-REVOKED", [revoked_fpr]), *sig)
+    # The sender's own pinned key, over a hash with collision attacks (or below SHA-256).
+    for algo in WEAK_HASHES:
+        c[f"{algo}_combined"] = Case(combined(s_home, f"VT-{algo}", [s_fpr], "--digest-algo",
+                                              algo), *sig)
+        entity = sanne(f"VT-{algo}-INSIDE")
+        c[f"{algo}_inside"] = Case(inside(s_home, entity, detach_sign(
+            s_home, entity, [s_fpr], "--digest-algo", algo)), *sig)
 
     # -- not encrypted to this gateway, or not decryptable (554 5.7.5) -------------------------
     enc = (554, "5.7.5")
@@ -394,6 +402,15 @@ async def test_two_signatures_get_554_577(harness: Harness, forge: Forge) -> Non
                  "two_keys_inside", "combined_around_signed"):
         reply = await refuse(harness, forge, name)
         assert "more than one signature" in reply.text, f"{name}: {reply}"
+
+
+async def test_weak_signature_hashes_get_554_577(harness: Harness, forge: Forge) -> None:
+    """`gpg --digest-algo SHA1` (RIPEMD160, SHA224) by the pinned key, in either shape: 5.7.7."""
+    for algo in WEAK_HASHES:
+        for shape in ("combined", "inside"):
+            reply = await refuse(harness, forge, f"{algo}_{shape}")
+            assert reply.text == ("5.7.7 signature uses a weak hash algorithm; sign with "
+                                  "SHA-256 or stronger"), f"{algo} {shape}: {reply}"
 
 
 def test_gpg_folds_the_same_local_user_given_twice(forge: Forge, identities: Identities) -> None:

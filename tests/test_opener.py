@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GATEWAY, SENDER_ADDRESS, Identities, Template, expired_key
-from hostile import crc24
+from hostile import compressed_bomb, crc24, detach_sign, sign_encrypt, signed_entity
 
 from gateway.demokit import (
     Identity,
@@ -30,6 +30,7 @@ from gateway.opener import (
     decryption_verdict,
     encrypted_payload,
     open_message,
+    plaintext_verdict,
     signature_verdict,
     signed_parts,
 )
@@ -55,13 +56,14 @@ DECRYPTED = [ENC_TO, "BEGIN_DECRYPTION", "DECRYPTION_KEY X Y u", "DECRYPTION_INF
              "PLAINTEXT 62 0", "DECRYPTION_OKAY", "GOODMDC", "END_DECRYPTION"]
 
 
-def validsig(signing: str, primary: str) -> str:
-    return f"VALIDSIG {signing} 2026-03-02 1772434800 0 4 0 22 10 00 {primary}"
+def validsig(signing: str, primary: str, hash_algo: str = "10") -> str:
+    return f"VALIDSIG {signing} 2026-03-02 1772434800 0 4 0 22 {hash_algo} 00 {primary}"
 
 
-def good_signature(signing: str = PRIMARY, primary: str = PRIMARY) -> list[str]:
+def good_signature(signing: str = PRIMARY, primary: str = PRIMARY,
+                   hash_algo: str = "10") -> list[str]:
     return ["NEWSIG", "KEY_CONSIDERED x 0", "SIG_ID abc 2026-03-02 1772434800",
-            "GOODSIG 8899AABBCCDDEEFF Veilig Thuis Utrecht", validsig(signing, primary)]
+            "GOODSIG 8899AABBCCDDEEFF Veilig Thuis Utrecht", validsig(signing, primary, hash_algo)]
 
 
 def test_decryption_verdict_accepts_real_decryption() -> None:
@@ -153,6 +155,64 @@ def test_signature_verdict_rejects_good_signature_with_failed_exit() -> None:
     result = gpg_result(*good_signature(), returncode=2)
     assert signature_verdict(result, frozenset({PRIMARY})) == \
         Rejection(RejectClass.BAD_SIGNATURE, "signature is not valid")
+
+
+WEAK_HASH = Rejection(RejectClass.BAD_SIGNATURE,
+                      "signature uses a weak hash algorithm; sign with SHA-256 or stronger")
+
+
+@pytest.mark.parametrize("hash_algo", ["8", "9", "10", "12", "14"],
+                         ids=["sha256", "sha384", "sha512", "sha3-256", "sha3-512"])
+def test_signature_verdict_accepts_sha2_and_sha3(hash_algo: str) -> None:
+    """A good pinned signature over SHA-256, -384, -512, SHA3-256 or SHA3-512 is accepted."""
+    result = gpg_result(*DECRYPTED, *good_signature(hash_algo=hash_algo))
+    assert signature_verdict(result, frozenset({PRIMARY})) == PRIMARY
+
+
+@pytest.mark.parametrize("hash_algo", ["1", "2", "3", "11", "0", "110", "x"],
+                         ids=["md5", "sha1", "ripemd160", "sha224", "zero", "unknown", "junk"])
+def test_signature_verdict_refuses_weak_hashes(hash_algo: str) -> None:
+    """A good pinned signature over MD5, SHA-1, RIPEMD-160, SHA-224 or anything unknown is not."""
+    result = gpg_result(*DECRYPTED, *good_signature(hash_algo=hash_algo))
+    assert signature_verdict(result, frozenset({PRIMARY})) == WEAK_HASH
+
+
+@pytest.mark.parametrize("hash_algo", ["1", "2", "3"])
+def test_signature_verdict_names_the_weak_hash_gpg_refused(hash_algo: str) -> None:
+    """gpg's own `--weak-digest` refusal (ERRSIG, hash in field 3) gets the weak-hash detail."""
+    result = gpg_result("NEWSIG", f"ERRSIG 8899AABBCCDDEEFF 22 {hash_algo} 00 1772434800 5 "
+                        + PRIMARY)
+    assert signature_verdict(result, frozenset({PRIMARY})) == WEAK_HASH
+
+
+def test_signature_verdict_refuses_a_validsig_without_its_hash_field() -> None:
+    """A VALIDSIG too short to name its hash algorithm proves nothing about it."""
+    result = gpg_result(*good_signature()[:-1], f"VALIDSIG {PRIMARY} 2026-03-02 1772434800")
+    assert signature_verdict(result, frozenset({PRIMARY})) == \
+        Rejection(RejectClass.BAD_SIGNATURE, "signature is not valid")
+
+
+def test_plaintext_verdict_refuses_a_cut_off_plaintext_as_too_large() -> None:
+    """gpg stopped at --max-output (DECRYPTION_OKAY all the same): TOO_LARGE, naming the bound."""
+    result = GpgResult(2, b"x", gpg_result(*DECRYPTED).status, cut_off=True)
+    assert plaintext_verdict(result, 4096) == \
+        Rejection(RejectClass.TOO_LARGE, "decrypted message is larger than 4096 bytes")
+    signed = GpgResult(2, b"x", gpg_result(*DECRYPTED, *good_signature()).status, cut_off=True)
+    assert plaintext_verdict(signed, 4096) == \
+        Rejection(RejectClass.TOO_LARGE, "decrypted message is larger than 4096 bytes")
+
+
+def test_plaintext_verdict_refuses_an_unexplained_error_exit() -> None:
+    """An error exit with no signature inside to explain it: the plaintext is not opened."""
+    assert plaintext_verdict(gpg_result(*DECRYPTED, returncode=2), 4096) == \
+        Rejection(RejectClass.NOT_ENCRYPTED, "gpg reported an error while decrypting the message")
+
+
+def test_plaintext_verdict_leaves_signature_errors_to_signature_verdict() -> None:
+    """A clean exit passes; so does an error exit that a signature inside explains."""
+    assert plaintext_verdict(gpg_result(*DECRYPTED), 4096) is None
+    unknown_key = ["NEWSIG", "ERRSIG 8899AABBCCDDEEFF 22 10 00 1772434800 9 -", "NO_PUBKEY 1"]
+    assert plaintext_verdict(gpg_result(*DECRYPTED, *unknown_key, returncode=2), 4096) is None
 
 
 # -- the RFC 3156 shapes --------------------------------------------------------------------------
@@ -587,3 +647,67 @@ async def test_verify_detached_over_signed_parts(setup: OpenSetup, identities: I
     result = await Gpg(setup.home).verify_detached(parts[1], parts[0])
     assert signature_verdict(result, frozenset({identities.sender.fingerprint})) == \
         identities.sender.fingerprint
+
+
+# -- weak hashes and decompression bombs, with real gpg -----------------------------------------
+
+
+@pytest.mark.parametrize("algo", ["SHA1", "RIPEMD160"])
+async def test_gpg_itself_refuses_sha1_and_ripemd160(setup: OpenSetup, identities: Identities,
+                                                     algo: str) -> None:
+    """Verification runs with `--weak-digest`: gpg reports ERRSIG, never GOODSIG."""
+    sender = identities.sender
+    signature = detach_sign(sender.home, crlf(PAYLOAD), [sender.fingerprint], "--digest-algo",
+                            algo)
+    result = await Gpg(setup.home).verify_detached(signature, crlf(PAYLOAD))
+    assert result.keywords("ERRSIG") and not result.keywords("GOODSIG"), result.status
+
+
+@pytest.mark.parametrize("algo", ["SHA1", "RIPEMD160", "SHA224"])
+@pytest.mark.parametrize("mode", ["combined", "signed-inside"])
+async def test_open_refuses_signatures_over_weak_hashes(setup: OpenSetup, identities: Identities,
+                                                        mode: str, algo: str) -> None:
+    """Signed with `gpg --digest-algo SHA1` (RIPEMD160, SHA224) by the pinned key: weak hash."""
+    sender = identities.sender
+    hashed = ("--digest-algo", algo)
+    if mode == "combined":
+        armored = sign_encrypt(sender.home, crlf(PAYLOAD), [sender.fingerprint],
+                               [setup.gateway_fpr], *hashed)
+    else:
+        inner = signed_entity(crlf(PAYLOAD), detach_sign(sender.home, crlf(PAYLOAD),
+                                                         [sender.fingerprint], *hashed))
+        armored = sign_encrypt(sender.home, inner, [], [setup.gateway_fpr])
+    assert await open_as_sender(setup, identities, envelope(armored)) == WEAK_HASH
+
+
+async def test_decrypt_stops_at_the_bound_and_says_so(setup: OpenSetup) -> None:
+    """gpg --max-output: at most the bound is written, and the result is marked cut off."""
+    home = setup.home
+    bomb = compressed_bomb(home, b"", 1024 * 1024, "--encrypt", "--recipient", setup.gateway_fpr)
+    result = await Gpg(home, max_plaintext=64 * 1024).decrypt(bomb)
+    assert result.cut_off and result.returncode != 0
+    assert len(result.data) <= 64 * 1024
+    assert decryption_verdict(result) is None  # gpg still says DECRYPTION_OKAY
+    whole = await Gpg(home, max_plaintext=2 * 1024 * 1024).decrypt(bomb)
+    assert not whole.cut_off and whole.returncode == 0 and len(whole.data) == 1024 * 1024
+
+
+@pytest.mark.parametrize("mode", ["combined", "signed-inside"])
+async def test_open_refuses_a_plaintext_past_the_bound(setup: OpenSetup, identities: Identities,
+                                                       mode: str) -> None:
+    """A signed signal with a megabyte of zeros after it (in the signed data, or in the
+    epilogue of a multipart/signed) opens as TOO_LARGE under a 64 KiB bound, not as a signal."""
+    sender = identities.sender
+    if mode == "combined":
+        armored = compressed_bomb(sender.home, crlf(PAYLOAD), 1024 * 1024, "--sign",
+                                  "--local-user", f"{sender.fingerprint}!", "--encrypt",
+                                  "--recipient", setup.gateway_fpr)
+    else:
+        signed = signed_entity(crlf(PAYLOAD), detach_sign(sender.home, crlf(PAYLOAD),
+                                                          [sender.fingerprint]))
+        armored = compressed_bomb(sender.home, signed, 1024 * 1024, "--encrypt",
+                                  "--recipient", setup.gateway_fpr)
+    result = await open_message(envelope(armored), Gpg(setup.home, max_plaintext=64 * 1024),
+                                frozenset({sender.fingerprint}))
+    assert result == Rejection(RejectClass.TOO_LARGE,
+                               f"decrypted message is larger than {64 * 1024} bytes")

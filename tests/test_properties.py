@@ -693,13 +693,20 @@ KEYWORDS = (
 _FINGERPRINTS = st.sampled_from(
     (*PINNED, STRANGER, SUBKEY, PINNED[0].lower(), "", "0x" + PINNED[0]))
 _WORD = st.text(st.characters(exclude_characters="\r\n"), max_size=12)
+# OpenPGP hash algorithm IDs (RFC 9580 §9.5): SHA2-256/384/512 and SHA3-256/512 are strong;
+# MD5, SHA-1, RIPEMD-160, SHA-224 and anything else are not.
+STRONG_HASHES = ("8", "9", "10", "12", "14")
+_HASH_ALGORITHMS = (*STRONG_HASHES, "10", "10", "1", "2", "3", "11", "0", "13", "x")
 
 
 @st.composite
 def validsig_values(draw: st.DrawFn) -> str:
-    """A VALIDSIG value: gpg's ten fields (primary fingerprint last), fewer, none, or junk."""
+    """A VALIDSIG value: gpg's ten fields (primary fingerprint last, hash algorithm eighth),
+    fewer, none, or junk."""
     signer, primary = draw(_FINGERPRINTS), draw(_FINGERPRINTS)
-    fields = [signer or "X", "2026-03-02", "1772409600", "0", "4", "0", "22", "10", "00", primary]
+    hash_algo = draw(st.sampled_from(_HASH_ALGORITHMS))
+    fields = [signer or "X", "2026-03-02", "1772409600", "0", "4", "0", "22", hash_algo, "00",
+              primary]
     fields = fields[: draw(st.sampled_from((10, 10, 10, 11, 9, 1, 0)))]
     if len(fields) == 11:
         fields.append("extra")
@@ -753,12 +760,22 @@ GOOD_DECRYPTION = (
 )
 
 
+def _with_hash(validsig: str, hash_algo: str) -> str:
+    fields = validsig.split(" ")
+    return " ".join([*fields[:7], hash_algo, *fields[8:]])
+
+
 @st.composite
 def gpg_results(draw: st.DrawFn) -> tuple[GpgResult, bool]:
     """(a gpg result: a good decryption and signature, mangled or not; whether it is pristine)."""
     lines = list(GOOD_DECRYPTION[:5] + GOOD_SIGNATURE + GOOD_DECRYPTION[5:])
     pristine = draw(st.integers(0, 3)) == 0
-    if not pristine:
+    if not pristine and draw(st.integers(0, 3)) == 0:
+        # Only the signature's hash algorithm changes: then it alone decides.
+        hash_algo = draw(st.sampled_from(_HASH_ALGORITHMS))
+        lines = [(key, _with_hash(value, hash_algo) if key == "VALIDSIG" else value)
+                 for key, value in lines]
+    elif not pristine:
         for _ in range(draw(st.integers(1, 6))):
             op = draw(st.sampled_from(("drop", "duplicate", "insert", "replace")))
             at = draw(st.integers(0, max(len(lines) - 1, 0)))
@@ -901,6 +918,7 @@ def check_signature_verdict(case: tuple[tuple[GpgResult, bool], frozenset[str]])
         count["NEWSIG"] == count["GOODSIG"] == count["VALIDSIG"] == 1
         and not any(count[key] for key in _SIGNATURE_PROBLEMS)
         and result.returncode == 0
+        and len(fields) >= 8 and fields[7] in STRONG_HASHES
         and primary is not None
         and primary in pinned
     )
@@ -1008,7 +1026,8 @@ def test_decryption_verdict_never_raises(case: tuple[GpgResult, bool]) -> None:
 def test_signature_verdict_accepts_only_one_pinned_good_signature(
     case: tuple[tuple[GpgResult, bool], frozenset[str]],
 ) -> None:
-    """signature_verdict accepts iff one NEWSIG/GOODSIG/VALIDSIG, pinned, no problem, exit 0."""
+    """signature_verdict accepts iff one NEWSIG/GOODSIG/VALIDSIG, pinned, a SHA-2 or SHA-3
+    hash, no problem, exit 0."""
     check_signature_verdict(case)
 
 
