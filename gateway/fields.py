@@ -70,6 +70,14 @@ def clean_name(text: str) -> str | None:
     name = _SPACE_RUN.sub(" ", unicodedata.normalize("NFC", text)).strip(" ")
     if len(name) > _NAME_MAX:
         return None
+    surname, comma, given = name.partition(",")
+    if comma:
+        # Registers write surname first: "Berg, Johannes van der" (names.name_key reads it).
+        # One comma, with a name on each side; the spacing after it is made the usual one.
+        surname, given = surname.rstrip(" "), given.lstrip(" ")
+        if "," in given or clean_name(surname) is None or clean_name(given) is None:
+            return None
+        return f"{surname}, {given}"
     has_letter = False
     for char in name:
         if ord(char) in _INVISIBLE:

@@ -73,6 +73,9 @@ def test_parse_date_refuses_other_forms_and_impossible_dates(text: str) -> None:
         ("Łukasz Żółć", "Łukasz Żółć"),
         ("Мария Иванова", "Мария Иванова"),
         ("محمد", "محمد"),
+        ("Berg, Johannes van der", "Berg, Johannes van der"),
+        ("Berg,Johannes  van der", "Berg, Johannes van der"),
+        ("Ancona , Zoë d’", "Ancona, Zoë d’"),
     ],
 )
 def test_clean_name_accepts_real_names_and_normalises(text: str, expected: str) -> None:
@@ -105,6 +108,12 @@ def test_clean_name_accepts_real_names_and_normalises(text: str, expected: str) 
         "   ",
         "- . '",
         "a" * 201,
+        "Berg,",
+        ", Johannes",
+        "Berg, Johannes, van der",
+        "Berg, Jo\u200bhannes",
+        "Berg\u202e, Johannes",
+        ",",
     ],
 )
 def test_clean_name_refuses_hidden_characters_and_non_name_text(text: str) -> None:
