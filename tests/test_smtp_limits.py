@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway import admin
 from gateway.demokit import json_payload, submit
-from gateway.throttle import AuthThrottle
+from gateway.throttle import REFUSE_AFTER_PER_ADDRESS, AuthThrottle, ClientRefusals, StallCounter
 from gateway.tlsdev import make_ca, make_server_cert
 
 
@@ -218,3 +218,143 @@ async def test_deep_nesting_inside_the_encryption_is_554_560(harness: Harness) -
                  + inner + b"\r\n--n%d--\r\n" % depth)
     reply = await harness.send(harness.signal(inner))
     assert reply.code == 554 and reply.text.startswith("5.6.0")
+
+
+# -- issue 11: sessions that go nowhere, clients refused again and again, AUTH spraying --------
+
+
+async def test_stalling_unauthenticated_session_is_cut_with_421(
+        harness_factory: HarnessFactory, capsys: object) -> None:
+    """Past max_stalling_commands commands that go nowhere, an unauthenticated session gets
+    421 4.7.0 instead of its next command and is closed; its slot is free again."""
+    h = await harness_factory(smtp_extra="max_stalling_commands = 3\nmax_sessions = 1")
+    client, _ = await RawClient.connect(h.port)
+    for command in ("EHLO a.example", "NOOP", "NOOP"):
+        assert (await client.cmd(command))[:1] == "2"
+    reply = await client.cmd("NOOP")
+    assert reply.startswith("421 4.7.0"), reply
+    assert await client.reader.read() == b""
+    await client.close()
+    assert h.daemon.handler is not None
+    await asyncio.wait_for(h.daemon.handler.sessions.idle.wait(), 10)
+    again, greeting = await RawClient.connect(h.port)
+    assert greeting.startswith("220"), "the one session slot is free again"
+    await again.close()
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert '"session.cut"' in out and '"stalling"' in out
+
+
+async def test_progress_and_authentication_are_not_stalling(
+        harness_factory: HarnessFactory) -> None:
+    """STARTTLS starts the count again, and an authenticated sender's NOOPs are not counted."""
+    h = await harness_factory(smtp_extra="max_stalling_commands = 2")
+    client, _ = await RawClient.connect(h.port)
+    assert (await client.cmd("EHLO a.example")).startswith("250")
+    await client.starttls(h.ctx.config.smtp.tls_cert.parent / "ca.pem")
+    assert (await client.cmd("EHLO a.example")).startswith("250")
+    token = base64.b64encode(f"\0{SENDER}\0{PASSWORD}".encode()).decode()
+    assert (await client.cmd(f"AUTH PLAIN {token}")).startswith("235")
+    for _ in range(5):
+        assert (await client.cmd("NOOP")).startswith("250")
+    await client.close()
+
+
+async def test_session_lifetime_is_capped_with_421(harness_factory: HarnessFactory) -> None:
+    """A session kept busy (NOOP every 0.2 s, authenticated) past max_session_seconds gets
+    421 4.7.0 and is closed, although no single command ever waited for timeout_seconds."""
+    h = await harness_factory(smtp_extra="timeout_seconds = 1\nmax_session_seconds = 1")
+    client, _ = await RawClient.connect(h.port)
+    assert (await client.login(h)).startswith("235")
+    reply, deadline = "", asyncio.get_running_loop().time() + 10
+    while not reply and asyncio.get_running_loop().time() < deadline:
+        assert (await client.cmd("NOOP")).startswith("250")
+        # The client's own pace: it waits 0.2 s between commands, reading what comes meanwhile.
+        with contextlib.suppress(TimeoutError):
+            reply = await asyncio.wait_for(client.reply(), 0.2)
+    assert reply.startswith("421 4.7.0") and "too long" in reply, reply
+    assert await client.reader.read() == b""
+    await client.close()
+
+
+async def test_client_cut_off_again_and_again_is_refused_at_connect(
+        harness_factory: HarnessFactory, capsys: object) -> None:
+    """max_refusals_per_client cut-offs from one address: its next connection is answered
+    421 4.7.0 at once, and the block is logged once as client.blocked."""
+    h = await harness_factory(smtp_extra="max_stalling_commands = 1\n"
+                                         "max_refusals_per_client = 2")
+    for _ in range(2):
+        client, greeting = await RawClient.connect(h.port)
+        assert greeting.startswith("220")
+        assert (await client.cmd("NOOP")).startswith("250")
+        assert (await client.cmd("NOOP")).startswith("421 4.7.0")
+        await client.close()
+    refused, greeting = await RawClient.connect(h.port)
+    assert greeting.startswith("421 4.7.0"), greeting
+    assert await refused.reader.read() == b""
+    await refused.close()
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert out.count('"client.blocked"') == 1
+
+
+def test_client_refusals_block_for_a_while_then_forget() -> None:
+    """ClientRefusals: the limit-th refusal within the window blocks the address for
+    block_seconds; refusals while blocked do not extend it; other addresses are untouched."""
+    refusals = ClientRefusals(limit=3, block_seconds=100)
+    assert not refusals.record("192.0.2.1", 0) and not refusals.record("192.0.2.1", 10)
+    assert not refusals.blocked("192.0.2.1", 10)
+    assert not refusals.record("192.0.2.1", 150), "the first two are forgotten by now"
+    assert not refusals.record("192.0.2.1", 160)
+    assert refusals.record("192.0.2.1", 170)
+    assert refusals.blocked("192.0.2.1", 171) and not refusals.blocked("192.0.2.2", 171)
+    assert not refusals.record("192.0.2.1", 260)
+    assert refusals.blocked("192.0.2.1", 269) and not refusals.blocked("192.0.2.1", 270)
+    assert not refusals.record("192.0.2.1", 271), "the count starts afresh"
+
+
+def test_stall_counter_counts_only_commands_that_go_nowhere() -> None:
+    """StallCounter: NOOP, RSET, MAIL and refused RCPTs count; STARTTLS 220, AUTH 235, an
+    accepted RCPT and a DATA answered 250 start the count again."""
+    counter = StallCounter(limit=3)
+    for command, reply in (("EHLO", "250 ok"), ("MAIL", "250 2.1.0 OK"),
+                           ("RCPT", "550 5.1.1 Unknown")):
+        counter.record(command, reply)
+    assert counter.exhausted()
+    for command, reply in (("STARTTLS", "220 Ready"), ("AUTH", "235 2.7.0 ok"),
+                           ("RCPT", "250 2.1.5 OK"), ("DATA", "250 2.0.0 ok")):
+        counter.record(command, reply)
+        assert counter.count == 0
+    counter.record("AUTH", "535 5.7.8 failed")
+    counter.record("DATA", "550 5.7.1 automatic")
+    assert counter.count == 2 and not counter.exhausted()
+
+
+def test_a_good_login_does_not_reset_its_address() -> None:
+    """AuthThrottle: a success clears that login's failures only; the address keeps counting
+    the guesses at other logins and is refused at the limit."""
+    throttle = AuthThrottle(max_delay=0)
+    for i in range(REFUSE_AFTER_PER_ADDRESS):
+        throttle.record_failure("192.0.2.1", f"victim-{i}", float(i))
+        throttle.record_success("192.0.2.1", "mine")
+        throttle.record_success("192.0.2.1", f"victim-{i}")
+    assert throttle.refused("192.0.2.1", "mine", 20.0)
+    assert not throttle.refused("192.0.2.2", "mine", 20.0)
+
+
+async def test_auth_spray_with_one_valid_login_is_refused(harness: Harness) -> None:
+    """Wrong passwords for other logins from one address, each followed by a good login of
+    one's own: still 454 4.7.0 once the address reaches its limit."""
+    assert harness.daemon.handler is not None
+    harness.daemon.handler.throttle = AuthThrottle(max_delay=0.01)
+    for i in range(REFUSE_AFTER_PER_ADDRESS):
+        client, _ = await RawClient.connect(harness.port)
+        assert (await client.login(harness)).startswith("235")
+        await client.close()
+        client, _ = await RawClient.connect(harness.port)
+        assert (await client.login(harness, user=f"victim-{i}",
+                                   password="guess-1234")).startswith("535")
+        await client.close()
+    for user, password in (("victim-x", "guess-1234"), (SENDER, PASSWORD)):
+        client, _ = await RawClient.connect(harness.port)
+        reply = await client.login(harness, user=user, password=password)
+        assert reply.startswith("454 4.7.0"), reply
+        await client.close()
