@@ -141,6 +141,14 @@ def plain_path(arg: str) -> tuple[str, str] | None:
     return match.group(1), rest
 
 
+class AckEnvelope(Envelope):
+    """aiosmtpd's envelope (one per transaction), and the ack tokens looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ack_tried: set[str] = set()
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd with asynchronous password checks, limits, and SPEC's reply wording."""
 
@@ -205,6 +213,9 @@ class GatewaySMTP(SMTP):
             self._expired = True  # a DATA being answered gets its answer, then the 421
         else:
             self._cut("lifetime", "421 4.7.0 Session lasted too long, closing connection")
+
+    def _create_envelope(self) -> Envelope:
+        return AckEnvelope()
 
     def _cb_client_connected(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
@@ -412,11 +423,15 @@ class IntakeHandler:
             # RFC 3834 §2: automatic responses go to the null path. Nobody read the notice.
             log.warning("acknowledgement.refused", peer=peer, reason="null_sender")
             return AUTOMATIC_REPLY
-        tokens = {ack_token(a) for a in envelope.rcpt_tos}
-        if token in tokens:
-            return "250 2.1.5 OK"  # the same address again: one recipient, no second look-up
-        if len(tokens) >= MAX_ACK_RECIPIENTS:
+        # The same address again is the same answer without a second look-up; at most
+        # MAX_ACK_RECIPIENTS distinct ones are looked up per transaction.
+        tried = envelope.ack_tried if isinstance(envelope, AckEnvelope) else set()
+        if token in tried:
+            return "250 2.1.5 OK" if token in {ack_token(a) for a in envelope.rcpt_tos} \
+                else UNKNOWN_ACK
+        if len(tried) >= MAX_ACK_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        tried.add(token)
         if not await self.ctx.store.ack_pending(self.ctx.vault.digest("ack", token)):
             self.refused(peer)  # guessing tokens costs the guesser its address for a while
             return UNKNOWN_ACK
@@ -486,9 +501,15 @@ class IntakeHandler:
 
 
 def ack_token(address: str) -> str | None:
-    """The token of an `ack+TOKEN@domain` address (26 base32 characters), or None."""
-    local = address.lower().rpartition("@")[0]
-    prefix, plus, token = local.partition("+")
+    """The token of an `ack+TOKEN@domain` address (26 base32 characters, either case), or None.
+
+    ASCII only: `str.lower` folds some other characters into ASCII letters (the Kelvin sign
+    into `k`), and a token is exactly what `seal.new_ack_token` wrote, nothing that lowers to it.
+    """
+    local = address.rpartition("@")[0]
+    if not local.isascii():
+        return None
+    prefix, plus, token = local.lower().partition("+")
     if prefix != "ack" or not plus or len(token) != 26:
         return None
     return token if all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in token) else None

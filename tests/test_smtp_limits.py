@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import hashlib
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway import admin
 from gateway.demokit import json_payload, submit
+from gateway.store import SCHEMA, Store
 from gateway.throttle import REFUSE_AFTER_PER_ADDRESS, AuthThrottle, ClientRefusals, StallCounter
 from gateway.tlsdev import make_ca, make_server_cert
 
@@ -358,3 +361,57 @@ async def test_auth_spray_with_one_valid_login_is_refused(harness: Harness) -> N
         reply = await client.login(harness, user=user, password=password)
         assert reply.startswith("454 4.7.0"), reply
         await client.close()
+
+
+async def test_ack_lookup_uses_an_index_on_an_upgraded_database(tmp_path: Path) -> None:
+    """The ack digest look-ups run on an index (EXPLAIN QUERY PLAN of the exact statements),
+    also on a database of 30,000 notices made before the column existed."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the first release's tables: no ack columns yet
+        db.executescript(SCHEMA)
+        db.executemany(
+            "INSERT INTO notices (ref, school, message_id, recipients, fingerprints, message,"
+            " state, next_attempt_at, created_at) VALUES (?, '12AB00', ?, '[]', '[]', X'',"
+            " 'delivered', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+            ((f"HWC-{i}", f"<{i}@x>") for i in range(30_000)))
+    store = await Store.open(path)
+    try:
+        await store.db.execute("UPDATE notices SET ack_digest = printf('%064d', id)")
+        await store.db.commit()
+        statements: list[str] = []
+        await store.db.set_trace_callback(statements.append)
+        known = f"{1:064d}"
+        assert not await store.ack_pending("f" * 64) and await store.ack_pending(known)
+        async with store.transaction() as tx:
+            assert await tx.acknowledge(known, dt.datetime.now(dt.UTC)) is not None
+        await store.db.set_trace_callback(None)  # type: ignore[arg-type]
+        lookups = [s for s in statements if "WHERE ack_digest" in s and "notices" in s]
+        assert len(lookups) == 3, statements
+        for statement in lookups:
+            async with store.db.execute("EXPLAIN QUERY PLAN " + statement) as cur:
+                plan = " | ".join(str(row[3]) for row in await cur.fetchall())
+            assert "USING INDEX notices_ack" in plan, (statement, plan)
+    finally:
+        await store.close()
+
+
+async def test_guessing_ack_addresses_blocks_the_client(harness_factory: HarnessFactory,
+                                                       capsys: object) -> None:
+    """Each unknown ack address (550 5.1.1) counts against the client address: at
+    max_refusals_per_client its session ends with 421 4.7.0 and new ones are refused."""
+    h = await harness_factory(smtp_extra="max_refusals_per_client = 3")
+    client, _ = await RawClient.connect(h.port)
+    await client.cmd("EHLO guesser.example")
+    await client.starttls(h.ctx.config.smtp.tls_cert.parent / "ca.pem")
+    await client.cmd("EHLO guesser.example")
+    assert (await client.cmd("MAIL FROM:<x@guesser.example>")).startswith("250")
+    for c in "ab":
+        assert (await client.cmd(f"RCPT TO:<ack+{c * 26}@hwc.example.nl>")).startswith("550 5.1.1")
+    assert (await client.cmd(f"RCPT TO:<ack+{'c' * 26}@hwc.example.nl>")).startswith("550 5.1.1")
+    assert (await client.reply()).startswith("421 4.7.0")
+    await client.close()
+    refused, greeting = await RawClient.connect(h.port)
+    assert greeting.startswith("421 4.7.0"), greeting
+    await refused.close()
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert '"client.blocked"' in out and "ack+" not in out
