@@ -47,10 +47,13 @@ class NoticeChild:
         return f"NoticeChild(<redacted>, {self.child_ref})"
 
 
-ACK_TEXT = ("Wilt u laten weten dat u dit bericht gelezen hebt? Beantwoord het dan,\n"
-            "of stuur een e-mail aan:\n\n    {address}\n\n"
-            "De inhoud van uw antwoord wordt niet gelezen. Een automatisch antwoord\n"
-            "(zoals een afwezigheidsbericht) telt niet.")
+# A client without RFC 9788 header protection answers the outer From (the intake address, which
+# refuses mail without AUTH): so the body says where to write, not only "reply".
+ACK_TEXT = ("Wilt u laten weten dat u dit bericht gelezen hebt? Stuur dan een e-mail aan:\n\n"
+            "    {address}\n\n"
+            "Beantwoorden kan ook, als uw e-mailprogramma dit adres als antwoordadres\n"
+            "invult. De inhoud van uw antwoord wordt niet gelezen. Een automatisch\n"
+            "antwoord (zoals een afwezigheidsbericht) telt niet.")
 
 
 def notice_body(children: Sequence[NoticeChild], teacher_text: str,

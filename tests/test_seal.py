@@ -286,7 +286,7 @@ def test_notice_body_asks_for_an_acknowledgement_to_the_address() -> None:
     body = notice_body([SANNE], DEFAULT_TEACHER_TEXT, ack)
     assert body.startswith(notice_body([SANNE], DEFAULT_TEACHER_TEXT).rstrip("\n"))
     assert f"\n    {ack}\n" in body
-    assert "Beantwoord het dan" in body and "automatisch antwoord" in body
+    assert "Stuur dan een e-mail aan" in body and "automatisch\nantwoord" in body
 
 
 async def test_ack_address_is_readable_only_inside_the_notice(

@@ -259,6 +259,9 @@ async def test_progress_and_authentication_are_not_stalling(
     assert (await client.cmd(f"AUTH PLAIN {token}")).startswith("235")
     for _ in range(5):
         assert (await client.cmd("NOOP")).startswith("250")
+    # The commands behind the limits still carry aiosmtpd's help texts.
+    assert (await client.cmd("HELP")).startswith("250 Supported commands: AUTH DATA EHLO")
+    assert (await client.cmd("HELP RCPT")).startswith("250 Syntax: RCPT TO: <address>")
     await client.close()
 
 
