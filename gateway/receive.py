@@ -521,6 +521,7 @@ def null_sender(mail_from: str | None) -> bool:
 
 
 _COMMENT = re.compile(r"\([^()]*\)")
+_BLANK_LINE = re.compile(rb"(?:\A|\n)\r?\n")  # the end of the header section (RFC 5322 §2.1)
 # Precedence values that list managers and vacation programs set (RFC 3834 §3.1.8, RFC 2076).
 _BULK = frozenset({"auto_reply", "bulk", "junk", "list"})
 
@@ -534,11 +535,8 @@ def automatic_reply(message: bytes) -> str | None:
     (vacation, Exchange and many ticket systems set them). Reads only up to the first empty
     line; any bytes at all are taken (as Latin-1, which cannot fail).
     """
-    end = len(message)
-    for blank in (b"\r\n\r\n", b"\n\n"):
-        at = message.find(blank)
-        if at != -1:
-            end = min(end, at)
+    blank = _BLANK_LINE.search(message)
+    end = blank.start() if blank is not None else len(message)
     fields: list[str] = []
     for line in message[:end].decode("latin-1").split("\n"):
         line = line.rstrip("\r")

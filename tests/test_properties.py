@@ -1143,6 +1143,9 @@ def test_ack_token_round_trips_a_fresh_address() -> None:
 
 @SETTINGS
 @given(replies())
+@example((b"\r\nAuto-Submitted: auto-replied\r\n\r\n", None))
+@example((b"\nX-Autoreply: yes\n", None))
+@example((b"Subject: x\nPrecedence: bulk\n\r\nX-Autoreply: yes\r\n", "precedence"))
 def test_automatic_reply_names_the_marker_in_the_header_section(
         case: tuple[bytes, str | None]) -> None:
     """Auto-Submitted (not `no`), Precedence bulk/junk/list/auto_reply, X-Autoreply and
