@@ -433,7 +433,7 @@ def notice_plaintext(config: Config, pupil: Pupil) -> bytes:
     """What the gateway signs and encrypts for one child: same composition, same size."""
     ref = "HWC-20250101-ABCDEFGH-1"
     body = notice_body([NoticeChild(pupil.name, pupil.birthdate, ref)],
-                       config.gateway.teacher_text, ask_ack=True)
+                       config.gateway.teacher_text, ack_address("a" * 26, GATEWAY))
     domain = GATEWAY.rpartition("@")[2]
     return compose_inner(body, sender=GATEWAY, recipients=[pupil.email],
                          message_id=make_message_id(domain),

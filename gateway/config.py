@@ -60,6 +60,10 @@ class SmtpSection:
     max_sessions_per_client: int = 10
     client_ca_file: Path | None = None
     shutdown_grace_seconds: int = 30
+    max_session_seconds: int = 600
+    max_stalling_commands: int = 10
+    max_refusals_per_client: int = 10
+    refusal_block_seconds: int = 900
 
 
 @dataclass(frozen=True)
@@ -285,9 +289,17 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
         max_sessions=r.get(s, "smtp.max_sessions", int, 100, _positive),
         max_sessions_per_client=r.get(s, "smtp.max_sessions_per_client", int, 10, _positive),
         shutdown_grace_seconds=r.get(s, "smtp.shutdown_grace_seconds", int, 30, _positive),
+        max_session_seconds=r.get(s, "smtp.max_session_seconds", int, 600, _positive),
+        max_stalling_commands=r.get(s, "smtp.max_stalling_commands", int, 10, _positive),
+        max_refusals_per_client=r.get(s, "smtp.max_refusals_per_client", int, 10, _positive),
+        refusal_block_seconds=r.get(s, "smtp.refusal_block_seconds", int, 900, _positive),
         client_ca_file=(r.path(client_ca) if (client_ca := r.get(s, "smtp.client_ca_file", str, ""))
                         else None),
     )
+
+    if smtp.max_session_seconds < smtp.timeout_seconds:
+        # One DATA may take timeout_seconds: a shorter lifetime would cut every slow one.
+        r.problems.append("smtp.max_session_seconds: must not be below timeout_seconds")
 
     d = r.section(doc, "delivery", DeliverySection)
     relay_text = r.get(d, "delivery.relay", str, "")

@@ -25,6 +25,7 @@ from gateway.demokit import (
     SchoolInbox,
     build_signal,
     json_payload,
+    notice_header,
     read_notice,
     school_ca,
     submit,
@@ -173,12 +174,15 @@ async def _demo(base: Path) -> int:
                 for line in text.strip().splitlines():
                     _say(f"   | {line}")
         _say("\n== A school contact confirms receipt by replying (no AUTH, content unread)")
+        # The ack address is only in the decrypted notice (protected Reply-To, and the body).
         first = inboxes["12AB00"].received[0]
+        ack_to = notice_header(first, identities["12AB00"], "Reply-To")
         answer = await submit("127.0.0.1", daemon.bound_port, user=None, password=None,
-                              mail_from="hwc@regenboog.example.nl", rcpt=first.header("Reply-To"),
+                              mail_from="hwc@regenboog.example.nl", rcpt=ack_to,
                               message=b"Subject: Re: Vertrouwelijk bericht\r\n\r\nOntvangen.\r\n",
                               ca_file=config.smtp.tls_cert.parent / "ca.pem")
-        _say(f"   reply to {first.header('Reply-To')}\n      -> {answer}")
+        _say(f"   reply to {ack_to} (outer Reply-To: {first.header('Reply-To')!r})\n"
+             f"      -> {answer}")
         _say("\n== What Veilig Thuis received back (status mail, decrypted with its own key)")
         for item in relay.received:
             text, result = read_notice(item, sender)

@@ -4,7 +4,9 @@ Takes nothing from the gateway's internals. `Identity` is a sender's or a school
 home with one key; `build_signal` writes PGP/MIME the way a sender's mail client does (RFC 3156,
 with the real gpg); `submit` sends it as a sender's MTA would (smtplib, STARTTLS, AUTH);
 `SchoolInbox` is a loopback school mail server with STARTTLS and a certificate of its own CA,
-which keeps what it receives and can be told to fail the next deliveries with a given reply.
+which keeps what it receives and can be told to fail the next deliveries with a given reply;
+`read_notice` and `notice_header` open a notice with a school's key, as its contact's client
+would (the acknowledgement address is only inside).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email import policy
+from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -253,13 +256,24 @@ def school_ca(directory: Path) -> tuple[Path, CertPair]:
                                           ca_cert, ca_key)
 
 
-def read_notice(inbox_item: Received, school: Identity) -> tuple[str, Any]:
-    """Decrypt a notice as the school contact's client would: (inner text, gpg result)."""
+def _open_notice(inbox_item: Received, school: Identity) -> tuple[EmailMessage, Any]:
     msg = BytesParser(policy=policy.default).parsebytes(inbox_item.data)
     parts = msg.get_payload()
     if not isinstance(parts, list) or len(parts) != 2 or isinstance(parts[1], str):
         raise ValueError("not an RFC 3156 encrypted message")
     armored = parts[1].get_payload(decode=True)
     result = school.decrypt(bytes(armored))
-    inner = BytesParser(policy=policy.default).parsebytes(result.data)
+    return BytesParser(policy=policy.default).parsebytes(result.data), result
+
+
+def read_notice(inbox_item: Received, school: Identity) -> tuple[str, Any]:
+    """Decrypt a notice as the school contact's client would: (inner text, gpg result)."""
+    inner, result = _open_notice(inbox_item, school)
     return str(inner.get_content()), result
+
+
+def notice_header(inbox_item: Received, school: Identity, name: str) -> str:
+    """A field of the notice's protected header section (RFC 9788), as the school contact's
+    client reads it after decrypting: e.g. the `Reply-To` a reply goes to."""
+    inner, _ = _open_notice(inbox_item, school)
+    return str(inner.get(name, ""))

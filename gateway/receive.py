@@ -11,11 +11,21 @@ Any failure of our own is `451 4.3.0` with nothing internal in it (`handle_excep
 Limits of our own where aiosmtpd has none (LIBRARIES.md): one line without CRLF is buffered
 only up to the message size, the rest is discarded and the message answered 552; sessions are
 capped in total and per client address (421 4.7.0); an idle client is told 421 before it is
-cut off; AUTH failures slow and then refuse their address and login (454 4.7.0); a password
+cut off, and so is a session past its whole lifetime (`max_session_seconds`) or one that has not
+authenticated and sends command after command that gets it nowhere (`max_stalling_commands`);
+a client address cut off or naming unknown acknowledgement addresses too often is refused new
+sessions for a while (421 4.7.0 at connect, `throttle.ClientRefusals`); AUTH failures slow and
+then refuse their address and login (454 4.7.0); a password
 that succeeded is not put through scrypt again for 10 minutes while the sender's stored hash is
 unchanged (`passwords.VerifiedCache`). A sender registered with a client certificate is
 recognised by it in MAIL, RCPT and DATA (with TLS 1.3 the certificate can arrive after the
 handshake has been reported, so STARTTLS alone is not the place to check).
+
+Acknowledgements come without AUTH, to the `ack+TOKEN@` address that only the decrypted notice
+shows (`seal.py`). A null sender or an automatic reply (RFC 3834 `Auto-Submitted` other than
+`no`, `Precedence: auto_reply/bulk/junk/list`, `X-Autoreply`, `X-Autorespond`) is refused
+with `550 5.7.1` and records nothing: an out-of-office must not stop an escalation. At most
+`MAX_ACK_RECIPIENTS` distinct addresses per transaction (452 4.5.3); the same one twice is one.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import hashlib
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,7 +48,7 @@ from gateway.intake import Accepted, accept
 from gateway.logs import get_logger, safe_exception
 from gateway.model import RejectClass, Rejection
 from gateway.passwords import VerifiedCache, check_password, hash_password
-from gateway.throttle import AuthThrottle, SessionLimits
+from gateway.throttle import AuthThrottle, ClientRefusals, SessionLimits, StallCounter
 
 log = get_logger("receive")
 
@@ -50,6 +60,11 @@ REPLY_FOR: dict[RejectClass, str] = {
 }
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure in the gateway, please try again later"
+AUTOMATIC_REPLY = "550 5.7.1 An automatic reply is not an acknowledgement"
+UNKNOWN_ACK = "550 5.1.1 Unknown or already used acknowledgement address"
+# A reply goes to one notice's address; a few in one transaction are allowed (a contact
+# answering several notices at once), hundreds would be a cheap way to make us look them up.
+MAX_ACK_RECIPIENTS = 5
 
 # aiosmtpd's own wording lacks the enhanced status codes SPEC §2 promises senders' MTAs.
 _REWRITE = {
@@ -126,6 +141,14 @@ def plain_path(arg: str) -> tuple[str, str] | None:
     return match.group(1), rest
 
 
+class AckEnvelope(Envelope):
+    """aiosmtpd's envelope (one per transaction), and the ack tokens looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ack_tried: set[str] = set()
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd with asynchronous password checks, limits, and SPEC's reply wording."""
 
@@ -133,6 +156,66 @@ class GatewaySMTP(SMTP):
         super().__init__(handler, authenticator=self._defer_authentication, **kwargs)
         self._intake = handler
         self._counted = False
+        self._stalls = StallCounter(handler.ctx.config.smtp.max_stalling_commands)
+        self._last_reply = ""  # the last line pushed: the reply a command got
+        self._busy = False  # a command is being carried out
+        self._expired = False  # past max_session_seconds while busy: cut after the reply
+        self._lifetime: asyncio.TimerHandle | None = None
+        self._smtp_methods = {command: self._guarded(command, method)
+                              for command, method in self._smtp_methods.items()}
+
+    def _guarded(self, command: str, method: Callable[[str | None], Awaitable[None]],
+                 ) -> Callable[[str | None], Awaitable[None]]:
+        """`method` behind the session limits: a session that has not authenticated and stalled
+        `max_stalling_commands` times gets 421 instead of its next command; a session past its
+        lifetime, or of a client blocked meanwhile, is closed after the command's reply."""
+
+        async def guarded(arg: str | None) -> None:
+            session = self.session
+            unauthenticated = session is not None and not session.authenticated
+            if command != "QUIT" and unauthenticated and self._stalls.exhausted():
+                self._cut("stalling",
+                          "421 4.7.0 Too many commands without progress, closing connection")
+                return
+            self._busy = True
+            try:
+                await method(arg)
+            finally:
+                self._busy = False
+            if unauthenticated:
+                self._stalls.record(command, self._last_reply)
+            if self._expired:
+                self._cut("lifetime", "421 4.7.0 Session lasted too long, closing connection")
+            elif self._intake.refusals.blocked(_peer_host(self.session), time.monotonic()):
+                self._cut("blocked", "421 4.7.0 Too many refusals for your address, closing"
+                                     " connection", count=False)
+
+        # HELP lists and explains the commands by what their methods carry (aiosmtpd `syntax`).
+        for attr in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
+            if hasattr(method, attr):
+                setattr(guarded, attr, getattr(method, attr))
+        return guarded
+
+    def _cut(self, reason: str, reply: str, count: bool = True) -> None:
+        """RFC 5321 §3.8: a server closing on its own says 421 first. The client address is
+        charged with the cut unless `count` is false."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        peer = _peer_host(self.session)
+        log.warning("session.cut", peer=peer, reason=reason)
+        self._writer.write(reply.encode() + b"\r\n")
+        self.transport.close()  # flushes the reply first
+        if count:
+            self._intake.refused(peer)
+
+    def _lifetime_cb(self) -> None:
+        if self._busy:
+            self._expired = True  # a DATA being answered gets its answer, then the 421
+        else:
+            self._cut("lifetime", "421 4.7.0 Session lasted too long, closing connection")
+
+    def _create_envelope(self) -> Envelope:
+        return AckEnvelope()
 
     def _cb_client_connected(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
@@ -147,12 +230,20 @@ class GatewaySMTP(SMTP):
             self._writer.write(b"421 4.3.2 Service shutting down, try again later\r\n")
             self.loop.call_soon(self._close_transport)
             return
+        if self._intake.refusals.blocked(peer, time.monotonic()):
+            # Logged once, as client.blocked, when the block began.
+            self._writer.write(b"421 4.7.0 Too many refusals for your address, try again later"
+                               b"\r\n")
+            self.loop.call_soon(self._close_transport)
+            return
         if not self._intake.sessions.try_open(peer):
             log.warning("session.refused", peer=peer, open=self._intake.sessions.total)
             self._writer.write(b"421 4.7.0 Too many connections, try again later\r\n")
             self.loop.call_soon(self._close_transport)
             return
         self._counted = True
+        self._lifetime = self.loop.call_later(self._intake.ctx.config.smtp.max_session_seconds,
+                                              self._lifetime_cb)
         await super()._handle_client()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -171,15 +262,15 @@ class GatewaySMTP(SMTP):
             self.transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._lifetime is not None:
+            self._lifetime.cancel()
         if self._counted:
             self._counted = False
             self._intake.sessions.close(_peer_host(self.session))
         super().connection_lost(error)
 
     def _timeout_cb(self) -> None:
-        # RFC 5321 §3.8: a server closing on its own tells the client with 421 first.
-        if self.transport is not None and not self.transport.is_closing():
-            self._writer.write(b"421 4.7.0 Idle timeout, closing connection\r\n")
+        self._cut("idle", "421 4.7.0 Idle timeout, closing connection")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def check_auth_needed(self, caller_method: str) -> bool:
@@ -254,6 +345,7 @@ class GatewaySMTP(SMTP):
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _REWRITE.get(status, status)
+            self._last_reply = status
         await super().push(status)
 
 
@@ -270,6 +362,13 @@ class IntakeHandler:
         self.draining = False  # set on SIGTERM: new sessions are turned away with 421 4.3.2
         self.sessions = SessionLimits(ctx.config.smtp.max_sessions,
                                       ctx.config.smtp.max_sessions_per_client)
+        self.refusals = ClientRefusals(ctx.config.smtp.max_refusals_per_client,
+                                       ctx.config.smtp.refusal_block_seconds)
+
+    def refused(self, peer: str) -> None:
+        """Charge a client address with a cut-off session or an unknown ack address."""
+        if self.refusals.record(peer, time.monotonic()):
+            log.warning("client.blocked", peer=peer, seconds=self.refusals.block_seconds)
 
     async def sender_by_certificate(self, session: Session) -> str | None:
         """The sender whose pinned client certificate this TLS session presented, if any."""
@@ -306,10 +405,7 @@ class IntakeHandler:
         if kinds and kinds != {token is not None}:
             return "503 5.5.1 An acknowledgement is sent on its own, not with a signal"
         if token is not None:
-            if not await self.ctx.store.ack_pending(self.ctx.vault.digest("ack", token)):
-                return "550 5.1.1 Unknown or already used acknowledgement address"
-            envelope.rcpt_tos.append(address)
-            return "250 2.1.5 OK"
+            return await self._ack_recipient(session, envelope, address, token)
         if not session.authenticated:
             return "530 5.7.0 Authentication required"
         if address.lower() != self.address:
@@ -320,9 +416,31 @@ class IntakeHandler:
             envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    async def _ack_recipient(self, session: Session, envelope: Envelope, address: str,
+                             token: str) -> str:
+        peer = _peer_host(session)
+        if null_sender(envelope.mail_from):
+            # RFC 3834 §2: automatic responses go to the null path. Nobody read the notice.
+            log.warning("acknowledgement.refused", peer=peer, reason="null_sender")
+            return AUTOMATIC_REPLY
+        # The same address again is the same answer without a second look-up; at most
+        # MAX_ACK_RECIPIENTS distinct ones are looked up per transaction.
+        tried = envelope.ack_tried if isinstance(envelope, AckEnvelope) else set()
+        if token in tried:
+            return "250 2.1.5 OK" if token in {ack_token(a) for a in envelope.rcpt_tos} \
+                else UNKNOWN_ACK
+        if len(tried) >= MAX_ACK_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        tried.add(token)
+        if not await self.ctx.store.ack_pending(self.ctx.vault.digest("ack", token)):
+            self.refused(peer)  # guessing tokens costs the guesser its address for a while
+            return UNKNOWN_ACK
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if envelope.rcpt_tos and all(ack_token(a) for a in envelope.rcpt_tos):
-            return await self._acknowledge(envelope)
+            return await self._acknowledge(session, envelope)
         sender = self.ctx.snapshot.senders.get(str(session.auth_data))
         if sender is None:
             return "530 5.7.0 Authentication required"
@@ -354,8 +472,13 @@ class IntakeHandler:
     def _ack_domain(self, address: str) -> bool:
         return address.lower().rpartition("@")[2] == self.address.rpartition("@")[2]
 
-    async def _acknowledge(self, envelope: Envelope) -> str:
-        """Record each acknowledgement; the reply's content is discarded unread."""
+    async def _acknowledge(self, session: Session, envelope: Envelope) -> str:
+        """Record each acknowledgement; the reply's content is discarded unread, except for the
+        header fields that say a machine wrote it: those record nothing."""
+        marker = automatic_reply(envelope.original_content or b"")
+        if marker is not None:
+            log.warning("acknowledgement.refused", peer=_peer_host(session), reason=marker)
+            return AUTOMATIC_REPLY
         now = self.ctx.clock()
         for address in envelope.rcpt_tos:
             token = ack_token(address)
@@ -378,12 +501,62 @@ class IntakeHandler:
 
 
 def ack_token(address: str) -> str | None:
-    """The token of an `ack+TOKEN@domain` address (26 base32 characters), or None."""
-    local = address.lower().rpartition("@")[0]
-    prefix, plus, token = local.partition("+")
+    """The token of an `ack+TOKEN@domain` address (26 base32 characters, either case), or None.
+
+    ASCII only: `str.lower` folds some other characters into ASCII letters (the Kelvin sign
+    into `k`), and a token is exactly what `seal.new_ack_token` wrote, nothing that lowers to it.
+    """
+    local = address.rpartition("@")[0]
+    if not local.isascii():
+        return None
+    prefix, plus, token = local.lower().partition("+")
     if prefix != "ack" or not plus or len(token) != 26:
         return None
     return token if all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in token) else None
+
+
+def null_sender(mail_from: str | None) -> bool:
+    """`MAIL FROM:<>` (aiosmtpd gives the path as "<>")."""
+    return (mail_from or "").strip() in ("", "<>")
+
+
+_COMMENT = re.compile(r"\([^()]*\)")
+_BLANK_LINE = re.compile(rb"(?:\A|\n)\r?\n")  # the end of the header section (RFC 5322 §2.1)
+# Precedence values that list managers and vacation programs set (RFC 3834 §3.1.8, RFC 2076).
+_BULK = frozenset({"auto_reply", "bulk", "junk", "list"})
+
+
+def automatic_reply(message: bytes) -> str | None:
+    """Why a reply was written by a machine, from its header section alone; None for a person.
+
+    "auto_submitted" for RFC 3834 `Auto-Submitted` with any value but `no` (comments and
+    parameters aside; an empty value is not `no` either), "precedence" for
+    `Precedence: auto_reply/bulk/junk/list`, "x_autoreply" / "x_autorespond" for those fields
+    (vacation, Exchange and many ticket systems set them). Reads only up to the first empty
+    line; any bytes at all are taken (as Latin-1, which cannot fail).
+    """
+    blank = _BLANK_LINE.search(message)
+    end = blank.start() if blank is not None else len(message)
+    fields: list[str] = []
+    for line in message[:end].decode("latin-1").split("\n"):
+        line = line.rstrip("\r")
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1] += line  # RFC 5322 §2.2.3: folded
+        else:
+            fields.append(line)
+    for field in fields:
+        name, colon, value = field.partition(":")
+        if not colon:
+            continue
+        name = name.strip().lower()
+        value = _COMMENT.sub(" ", value).strip().lower()
+        if name == "auto-submitted" and value.split(";")[0].strip() != "no":
+            return "auto_submitted"
+        if name == "precedence" and value in _BULK:
+            return "precedence"
+        if name in ("x-autoreply", "x-autorespond"):
+            return name.replace("-", "_")
+    return None
 
 
 def _peer_host(session: Session | None) -> str:

@@ -10,6 +10,11 @@ the children; there is never a plaintext fallback. The plaintext exists only in 
 Header protection per RFC 9788: the real header section is inside the encryption (`hp="cipher"`,
 with `HP-Outer` copies of what the outside shows); outside, only neutral fields. The
 `protected-headers="v1"` parameter is the older convention Thunderbird and mutt read.
+
+The acknowledgement address (`ack+TOKEN@`) is only inside: the protected `Reply-To`, which an
+RFC 9788 client answers to, and a line of the body for any other client. Outside it would let
+anyone who sees the message pass by (a relay, a scanner, an out-of-office) acknowledge a notice
+nobody read (issue 11).
 """
 
 from __future__ import annotations
@@ -42,13 +47,19 @@ class NoticeChild:
         return f"NoticeChild(<redacted>, {self.child_ref})"
 
 
-ACK_TEXT = ("Wilt u laten weten dat dit bericht is aangekomen? Beantwoord het dan; de inhoud van "
-            "uw antwoord wordt niet gelezen.")
+# A client without RFC 9788 header protection answers the outer From (the intake address, which
+# refuses mail without AUTH): so the body says where to write, not only "reply".
+ACK_TEXT = ("Wilt u laten weten dat u dit bericht gelezen hebt? Stuur dan een e-mail aan:\n\n"
+            "    {address}\n\n"
+            "Beantwoorden kan ook, als uw e-mailprogramma dit adres als antwoordadres\n"
+            "invult. De inhoud van uw antwoord wordt niet gelezen. Een automatisch\n"
+            "antwoord (zoals een afwezigheidsbericht) telt niet.")
 
 
 def notice_body(children: Sequence[NoticeChild], teacher_text: str,
-                ask_ack: bool = False) -> str:
-    """The text a school contact reads (SPEC §4): codeword, then per child its three lines."""
+                ack_to: str | None = None) -> str:
+    """The text a school contact reads (SPEC §4): codeword, then per child its three lines;
+    with `ack_to`, the request to acknowledge to that address."""
     lines = [CODEWORD, ""]
     for child in children:
         lines += [f"Naam: {child.name}",
@@ -57,8 +68,8 @@ def notice_body(children: Sequence[NoticeChild], teacher_text: str,
                   f"Referentie: {child.child_ref}",
                   ""]
     lines.append(teacher_text.strip())
-    if ask_ack:
-        lines += ["", ACK_TEXT]
+    if ack_to is not None:
+        lines += ["", ACK_TEXT.format(address=ack_to)]
     return "\n".join(lines) + "\n"
 
 
@@ -86,11 +97,12 @@ def compose_inner(body: str, *, sender: str, recipients: Sequence[str], message_
     """The cryptographic payload: protected headers, then the body, quoted-printable.
 
     RFC 3156 wants 7-bit content inside signatures; quoted-printable keeps names with accents
-    intact and line lengths legal.
+    intact and line lengths legal. `reply_to` is a protected field only: it has no `HP-Outer`
+    copy, which tells an RFC 9788 client that the outside does not show it.
     """
     to = ", ".join(recipients)
     outer = [("From", sender), ("To", to), ("Subject", OUTER_SUBJECT), ("Date", date),
-             ("Message-ID", message_id), *([("Reply-To", reply_to)] if reply_to else [])]
+             ("Message-ID", message_id)]
     headers = [
         ("Content-Type", 'text/plain; charset="utf-8"; protected-headers="v1"; hp="cipher"'),
         ("Content-Transfer-Encoding", "quoted-printable"),
@@ -103,12 +115,11 @@ def compose_inner(body: str, *, sender: str, recipients: Sequence[str], message_
 
 
 def compose_outer(armored: bytes, *, sender: str, recipients: Sequence[str], message_id: str,
-                  date: str, reply_to: str | None = None) -> bytes:
+                  date: str) -> bytes:
     """RFC 3156 §4: multipart/encrypted around the armored OpenPGP message, CRLF throughout."""
     boundary = "hwc-" + secrets.token_hex(12)
     headers = [("From", sender), ("To", ", ".join(recipients)), ("Subject", OUTER_SUBJECT),
-               ("Date", date), ("Message-ID", message_id),
-               *([("Reply-To", reply_to)] if reply_to else []), ("MIME-Version", "1.0"),
+               ("Date", date), ("Message-ID", message_id), ("MIME-Version", "1.0"),
                ("Content-Type", 'multipart/encrypted; protocol="application/pgp-encrypted"; '
                                 f'boundary="{boundary}"')]
     armor = armored.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -130,21 +141,23 @@ def compose_outer(armored: bytes, *, sender: str, recipients: Sequence[str], mes
 async def seal_text(gpg: Gpg, body: str, *, subject: str, sender: str,
                     recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
                     message_id: str, now: dt.datetime, reply_to: str | None = None) -> bytes:
-    """Compose, sign and encrypt one message; the returned bytes hold no plaintext."""
+    """Compose, sign and encrypt one message; the returned bytes hold no plaintext (nor
+    `reply_to`, which only the protected header section carries)."""
     date = email.utils.format_datetime(now)
     inner = compose_inner(body, sender=sender, recipients=recipients, message_id=message_id,
                           date=date, subject=subject, reply_to=reply_to)
     armored = await gpg.sign_encrypt(inner, fingerprints, signer)
     return compose_outer(armored, sender=sender, recipients=recipients, message_id=message_id,
-                         date=date, reply_to=reply_to)
+                         date=date)
 
 
 async def seal_notice(gpg: Gpg, children: Sequence[NoticeChild], *, sender: str,
                       recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
                       message_id: str, teacher_text: str, now: dt.datetime,
                       ack_to: str | None = None) -> bytes:
-    """One school's notice (SPEC §4); with `ack_to`, it asks for a reply to that address."""
-    return await seal_text(gpg, notice_body(children, teacher_text, ask_ack=ack_to is not None),
+    """One school's notice (SPEC §4); with `ack_to`, it asks for a reply to that address, in
+    the protected Reply-To and in the body, never outside."""
+    return await seal_text(gpg, notice_body(children, teacher_text, ack_to),
                            subject=INNER_SUBJECT, sender=sender, recipients=recipients,
                            fingerprints=fingerprints, signer=signer, message_id=message_id,
                            now=now, reply_to=ack_to)

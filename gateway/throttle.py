@@ -1,9 +1,11 @@
-"""Counting for the listener: AUTH failures and open sessions.
+"""Counting for the listener: AUTH failures, open sessions, stalling commands, refused clients.
 
-Takes keys (a client address, a login) and monotonic times; produces decisions: how long to
-slow an answer, whether to refuse, whether a new session may open. No I/O: the receive stage
-sleeps, answers and logs. State is in memory on purpose: a restart forgets failures, which costs
-an attacker nothing they could not get by waiting, and needs no disk writes on a hot path.
+Takes keys (a client address, a login), SMTP commands with the replies they got, and monotonic
+times; produces decisions: how long to slow an answer, whether to refuse, whether a new session
+may open, whether a session has stalled too long, whether a client address is blocked. No I/O:
+the receive stage sleeps, answers, closes and logs. State is in memory on purpose: a restart
+forgets failures, which costs an attacker nothing they could not get by waiting, and needs no
+disk writes on a hot path.
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ class AuthThrottle:
         return 0.0 if excess <= 0 else min(self.max_delay, 0.5 * 2 ** (excess - 1))
 
     def record_success(self, address: str, login: str) -> None:
-        self.failures.pop(f"addr:{address}", None)
+        """Forget this login's failures, and only those: the address keeps its count. (Issue
+        11: with one valid credential, a success after every few guesses at *other* logins
+        reset the address's count, and 24 wrong passwords from one address were never
+        refused.)"""
+        del address  # on purpose: one good login says nothing about the other guesses
         self.failures.pop(f"login:{login}", None)
 
     def __len__(self) -> int:
@@ -93,3 +99,79 @@ class SessionLimits:
     @property
     def total(self) -> int:
         return sum(self.open.values())
+
+
+# What moves a session that has not authenticated forward: (command, reply code). Everything
+# else it sends (NOOP, RSET, HELP, VRFY, EHLO again, MAIL, a refused RCPT or DATA, a failed
+# AUTH) leaves it where it was. A MAIL is not progress on its own, or MAIL/RSET would loop for
+# ever. (Issue 11: ten plaintext sessions sending NOOP every 2 s outlived the per-command
+# timeout and held every session slot.)
+PROGRESS = frozenset({("STARTTLS", "220"), ("AUTH", "235"), ("RCPT", "250"), ("DATA", "250")})
+
+
+def progressed(command: str, reply: str) -> bool:
+    """Whether `command`, answered with `reply`, moved an unauthenticated session forward."""
+    return (command.upper(), reply[:3]) in PROGRESS
+
+
+@dataclass
+class StallCounter:
+    """Commands in a row that moved an unauthenticated session nowhere."""
+
+    limit: int
+    count: int = 0
+
+    def exhausted(self) -> bool:
+        """True once `limit` commands went nowhere: the next one is answered 421 4.7.0."""
+        return self.count >= self.limit
+
+    def record(self, command: str, reply: str) -> None:
+        self.count = 0 if progressed(command, reply) else self.count + 1
+
+
+@dataclass
+class ClientRefusals:
+    """Sessions cut off and unknown acknowledgement addresses, per client address.
+
+    `limit` of them within `block_seconds` block the address for `block_seconds`: its new
+    sessions are refused at connect and its open ones end after their current command. Being
+    refused while blocked does not count, so a client that stops is let in again on time.
+    """
+
+    limit: int
+    block_seconds: float
+    recent: dict[str, list[float]] = field(default_factory=dict)
+    blocked_until: dict[str, float] = field(default_factory=dict)
+
+    def blocked(self, address: str, now: float) -> bool:
+        until = self.blocked_until.get(address)
+        if until is not None and now >= until:
+            del self.blocked_until[address]
+            until = None
+        return until is not None
+
+    def record(self, address: str, now: float) -> bool:
+        """Count one refusal; True when it is the one that blocks the address."""
+        if self.blocked(address, now):
+            return False
+        if len(self.recent) > MAX_KEYS:
+            # Many addresses refused once each must not grow memory without bound.
+            for key in list(self.recent):
+                self._prune(key, now)
+            for key in [k for k, until in self.blocked_until.items() if now >= until]:
+                del self.blocked_until[key]
+        times = [*self._prune(address, now), now]
+        if len(times) >= self.limit:
+            self.recent.pop(address, None)
+            self.blocked_until[address] = now + self.block_seconds
+            return True
+        self.recent[address] = times
+        return False
+
+    def _prune(self, address: str, now: float) -> list[float]:
+        times = [t for t in self.recent.get(address, []) if now - t < self.block_seconds]
+        if times:
+            self.recent[address] = times
+        else:
+            self.recent.pop(address, None)
+        return times

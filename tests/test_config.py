@@ -46,6 +46,20 @@ def test_repository_config_loads_with_documented_defaults() -> None:
     assert config.schedule.school_day_start == dt.time(8, 30)
     assert config.schedule.holidays == ()
     assert config.metrics.listen is None
+    assert (config.smtp.max_session_seconds, config.smtp.max_stalling_commands) == (600, 10)
+    assert (config.smtp.max_refusals_per_client, config.smtp.refusal_block_seconds) == (10, 900)
+
+
+def test_session_limits_are_validated(tmp_path: Path) -> None:
+    """The listener's session limits are positive integers, and a session may live at least
+    as long as one command may take."""
+    problems = problems_of(tmp_path, MINIMAL + "[smtp]\nmax_stalling_commands = 0\n"
+                           "max_refusals_per_client = -1\nrefusal_block_seconds = 1.5\n"
+                           "timeout_seconds = 120\nmax_session_seconds = 60\n")
+    assert problems == ["smtp.max_stalling_commands: must be greater than 0",
+                        "smtp.max_refusals_per_client: must be greater than 0",
+                        "smtp.refusal_block_seconds: must be int, got float",
+                        "smtp.max_session_seconds: must not be below timeout_seconds"]
 
 
 def test_minimal_config_gets_every_default(tmp_path: Path) -> None:

@@ -542,6 +542,12 @@ async def test_notice_decrypts_and_verifies_with_gpg_command_line(
     assert inner["Message-ID"] == harness.inboxes[SCHOOL_A].received[0].header("Message-ID")
     expected = notice_lines([SANNE, ZOE_AT_A], ref)
     assert inner.get_content().splitlines()[:len(expected)] == expected
+    # The acknowledgement address: the protected Reply-To and a body line, nowhere outside.
+    ack = str(inner["Reply-To"])
+    assert ack.startswith("ack+") and ack.endswith("@hwc.example.nl")
+    assert f"    {ack}" in inner.get_content().splitlines()
+    assert harness.inboxes[SCHOOL_A].received[0].header("Reply-To") == ""
+    assert b"ack+" not in path.read_bytes()
 
 
 # neomutt, headless ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Property tests (hypothesis) over extract, the MIME entry points and the gpg verdicts.
+"""Property tests (hypothesis) over extract, the MIME entry points, the gpg verdicts and the
+acknowledgement path (ack addresses, automatic replies).
 
 What they pin: arbitrary bytes never make a pure stage raise (so never a traceback, never a 451
 for a sender's garbage, never a 5xx that is our own fault), every accepted name is clean, every
@@ -31,7 +32,8 @@ from gateway import extract, opener
 from gateway.extract import parse_signal
 from gateway.gpg import GpgResult
 from gateway.model import CODEWORD, Child, RejectClass, Rejection, Signal
-from gateway.receive import rejection_reply
+from gateway.receive import ack_token, automatic_reply, rejection_reply
+from gateway.seal import ack_address, new_ack_token
 
 # Hypothesis caches its Unicode tables under its home directory, `.hypothesis` in the working
 # directory by default: keep them out of the repository.
@@ -934,6 +936,83 @@ def check_signature_verdict(case: tuple[tuple[GpgResult, bool], frozenset[str]])
         assert verdict == PINNED[0]
 
 
+# --- the acknowledgement path ----------------------------------------------------------------
+
+_TOKEN = re.compile(r"ack\+([a-z2-7]{26})", re.ASCII | re.IGNORECASE)
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+@st.composite
+def ack_addresses(draw: st.DrawFn) -> str:
+    """Addresses near `ack+TOKEN@domain`: right and wrong lengths, cases, alphabets, prefixes
+    and characters that lower-case into ASCII (the Kelvin sign), or any text at all."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.text(_ANY_CHAR, max_size=80))
+    alphabet = draw(st.sampled_from((_BASE32, _BASE32 + _BASE32.upper(), _BASE32 + "018+.-@",
+                                     _BASE32 + "\u212a\u0130\u017f")))
+    token = draw(st.text(st.sampled_from(alphabet), min_size=24, max_size=28))
+    prefix = draw(st.sampled_from(("ack+", "ACK+", "Ack+", "ack", "ack++", "nack+", "")))
+    domain = draw(st.sampled_from(("@hwc.example.nl", "@", "", "@x@hwc.example.nl")))
+    return prefix + token + domain
+
+
+def check_ack_token(address: str) -> None:
+    """ack_token never raises and returns, lower-cased, exactly a 26-character base32 token
+    after `ack+` in an ASCII local part; anything else is None."""
+    local = address.rpartition("@")[0]
+    match = _TOKEN.fullmatch(local)
+    assert ack_token(address) == (match.group(1).lower() if match else None), address
+
+
+_MARKERS: tuple[tuple[str, str, str | None], ...] = (
+    ("Auto-Submitted", "auto-replied", "auto_submitted"),
+    ("auto-submitted", "Auto-Generated (vacation)", "auto_submitted"),
+    ("Auto-Submitted", 'auto-notified; owner-email="a@b.example"', "auto_submitted"),
+    ("Auto-Submitted", "", "auto_submitted"),
+    ("Auto-Submitted", "no", None),
+    ("AUTO-SUBMITTED", "No (a person wrote this)", None),
+    ("Precedence", "bulk", "precedence"),
+    ("Precedence", "JUNK", "precedence"),
+    ("Precedence", "auto_reply", "precedence"),
+    ("Precedence", "list", "precedence"),
+    ("Precedence", "first-class", None),
+    ("X-Autoreply", "yes", "x_autoreply"),
+    ("x-autorespond", "Out of office", "x_autorespond"),
+)
+_PLAIN_NAMES = ("From", "To", "Subject", "Date", "Message-ID", "X-Mailer", "In-Reply-To",
+                "Auto-Submitted-Not", "X-Autoreplyish", "Precedences")
+
+
+@st.composite
+def replies(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """A reply: ordinary header fields, at most one automatic-reply marker among them (maybe
+    folded), any body (markers in it included); and the reason the header section gives."""
+    eol = draw(st.sampled_from(("\r\n", "\n")))
+    value = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=30)
+    fields = [f"{name}: {text}" for name, text in draw(st.lists(
+        st.tuples(st.sampled_from(_PLAIN_NAMES), value), max_size=6))]
+    expected = None
+    if draw(st.booleans()):
+        name, text, expected = draw(st.sampled_from(_MARKERS))
+        fold = eol + draw(st.sampled_from((" ", "\t"))) if draw(st.booleans()) else " "
+        fields.insert(draw(st.integers(0, len(fields))), f"{name}:{fold}{text}")
+    body = draw(st.one_of(st.binary(max_size=200),
+                          st.sampled_from(_MARKERS).map(lambda m: f"{m[0]}: {m[1]}".encode())))
+    return (eol.join(fields) + eol + eol).encode() + body, expected
+
+
+def check_automatic_reply(case: tuple[bytes, str | None]) -> None:
+    """automatic_reply reads the header section only and names the marker it holds."""
+    message, expected = case
+    assert automatic_reply(message) == expected, message
+
+
+def check_automatic_reply_on_arbitrary_bytes(message: bytes) -> None:
+    """automatic_reply never raises on any bytes and answers None or one known reason."""
+    assert automatic_reply(message) in (None, "auto_submitted", "precedence", "x_autoreply",
+                                        "x_autorespond")
+
+
 T = TypeVar("T")
 
 
@@ -966,6 +1045,10 @@ PROPERTIES: tuple[Property[Any], ...] = (
     Property("rejection_reply", _REJECTIONS, check_rejection_reply),
     Property("decryption_verdict", gpg_results(), check_decryption_verdict),
     Property("signature_verdict", _STATUS_FOR_SIGNATURES, check_signature_verdict),
+    Property("ack_token", ack_addresses(), check_ack_token),
+    Property("automatic_reply", replies(), check_automatic_reply),
+    Property("automatic_reply/arbitrary", st.binary(max_size=2048),
+             check_automatic_reply_on_arbitrary_bytes),
 )
 
 
@@ -1060,3 +1143,37 @@ def test_signed_parts_survives_a_part_after_the_parsers_closing_delimiter(param:
     """signed_parts refuses rather than raises when its byte split and the parser disagree."""
     result = opener.signed_parts(_lone_cr_signed(param))
     assert result is None or isinstance(result, Rejection | tuple)
+
+
+@SETTINGS
+@given(ack_addresses())
+@example("ack+\u212a" + "a" * 25 + "@hwc.example.nl")
+def test_ack_token_takes_only_exact_base32_tokens(address: str) -> None:
+    """ack_token never raises and accepts only `ack+` and 26 ASCII base32 characters."""
+    check_ack_token(address)
+
+
+def test_ack_token_round_trips_a_fresh_address() -> None:
+    """The token the gateway writes into a notice is the token read back from the address."""
+    for _ in range(50):
+        token = new_ack_token()
+        assert ack_token(ack_address(token, "leerplicht@hwc.example.nl")) == token
+
+
+@SETTINGS
+@given(replies())
+@example((b"\r\nAuto-Submitted: auto-replied\r\n\r\n", None))
+@example((b"\nX-Autoreply: yes\n", None))
+@example((b"Subject: x\nPrecedence: bulk\n\r\nX-Autoreply: yes\r\n", "precedence"))
+def test_automatic_reply_names_the_marker_in_the_header_section(
+        case: tuple[bytes, str | None]) -> None:
+    """Auto-Submitted (not `no`), Precedence bulk/junk/list/auto_reply, X-Autoreply and
+    X-Autorespond in the header section are found, folded or not; in the body, never."""
+    check_automatic_reply(case)
+
+
+@SETTINGS
+@given(st.binary(max_size=2048))
+def test_automatic_reply_never_raises(message: bytes) -> None:
+    """automatic_reply of arbitrary bytes is None or one known reason, never an exception."""
+    check_automatic_reply_on_arbitrary_bytes(message)

@@ -18,7 +18,7 @@ from conftest import (
 )
 
 from gateway import admin, runner
-from gateway.demokit import json_payload, read_notice, submit
+from gateway.demokit import json_payload, notice_header, read_notice, submit
 from gateway.escalate import escalate
 
 AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
@@ -73,7 +73,8 @@ async def _delivered_notice(harness: Harness) -> tuple[str, str]:
         [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))
     await harness.drain()
     [(_, _, item)] = harness.notices(SCHOOL_A)
-    return reply.text.rsplit(" ", 1)[1], item.header("Reply-To")
+    # The ack address is in the decrypted notice only (protected Reply-To).
+    return reply.text.rsplit(" ", 1)[1], notice_header(item, harness.ids.school_a, "Reply-To")
 
 
 async def _reply(harness: Harness, rcpt: str) -> str:

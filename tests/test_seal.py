@@ -17,15 +17,17 @@ import pytest
 from conftest import CONTACT_A, GATEWAY, Identities, Template, expired_key
 
 from gateway.config import DEFAULT_TEACHER_TEXT
-from gateway.demokit import Received, read_notice
+from gateway.demokit import Received, notice_header, read_notice
 from gateway.gpg import Gpg, GpgError
 from gateway.keyadmin import stop_agent
 from gateway.seal import (
     INNER_SUBJECT,
     OUTER_SUBJECT,
     NoticeChild,
+    ack_address,
     compose_inner,
     make_message_id,
+    new_ack_token,
     notice_body,
     seal_notice,
 )
@@ -170,13 +172,14 @@ def setup(template: Template, identities: Identities,
 
 
 async def seal(setup: SealSetup, fingerprints: list[str], *, signer: str | None = None,
-               children: tuple[NoticeChild, ...] = (SANNE, ZOE)) -> tuple[bytes, str]:
+               children: tuple[NoticeChild, ...] = (SANNE, ZOE),
+               ack_to: str | None = None) -> tuple[bytes, str]:
     message_id = make_message_id("hwc.example.nl")
     sealed = await seal_notice(Gpg(setup.gateway.home), children, sender=GATEWAY,
                                recipients=[CONTACT_A], fingerprints=fingerprints,
                                signer=signer or setup.gateway.fingerprint,
                                message_id=message_id, teacher_text=DEFAULT_TEACHER_TEXT,
-                               now=NOW)
+                               now=NOW, ack_to=ack_to)
     return sealed, message_id
 
 
@@ -275,3 +278,28 @@ async def test_sealing_with_a_key_we_cannot_sign_with_fails(setup: SealSetup,
     with pytest.raises(GpgError, match="INV_SGNR"):
         await seal(setup, [identities.school_a.fingerprint],
                    signer=identities.school_a.fingerprint)
+
+
+def test_notice_body_asks_for_an_acknowledgement_to_the_address() -> None:
+    """With an ack address, the body ends with the Dutch request naming that address."""
+    ack = ack_address("a" * 26, GATEWAY)
+    body = notice_body([SANNE], DEFAULT_TEACHER_TEXT, ack)
+    assert body.startswith(notice_body([SANNE], DEFAULT_TEACHER_TEXT).rstrip("\n"))
+    assert f"\n    {ack}\n" in body
+    assert "Stuur dan een e-mail aan" in body and "automatisch\nantwoord" in body
+
+
+async def test_ack_address_is_readable_only_inside_the_notice(
+        setup: SealSetup, identities: Identities) -> None:
+    """The ack token is nowhere in the sealed bytes: only the decrypted notice shows it, as
+    the protected Reply-To (no HP-Outer copy: the outside lacks it) and in the body."""
+    token = new_ack_token()
+    ack = ack_address(token, GATEWAY)
+    sealed, _ = await seal(setup, [identities.school_a.fingerprint], ack_to=ack)
+    assert token.encode() not in sealed.lower() and b"ack+" not in sealed.lower()
+    assert "Reply-To" not in parse(sealed)
+    item = Received(GATEWAY, [CONTACT_A], sealed)
+    assert notice_header(item, identities.school_a, "Reply-To") == ack
+    text, result = read_notice(item, identities.school_a)
+    assert ack in text
+    assert not any(h.startswith("Reply-To") for h in parse(result.data).get_all("HP-Outer", []))

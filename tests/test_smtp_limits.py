@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import hashlib
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway import admin
 from gateway.demokit import json_payload, submit
-from gateway.throttle import AuthThrottle
+from gateway.store import SCHEMA, Store
+from gateway.throttle import REFUSE_AFTER_PER_ADDRESS, AuthThrottle, ClientRefusals, StallCounter
 from gateway.tlsdev import make_ca, make_server_cert
 
 
@@ -218,3 +221,200 @@ async def test_deep_nesting_inside_the_encryption_is_554_560(harness: Harness) -
                  + inner + b"\r\n--n%d--\r\n" % depth)
     reply = await harness.send(harness.signal(inner))
     assert reply.code == 554 and reply.text.startswith("5.6.0")
+
+
+# -- issue 11: sessions that go nowhere, clients refused again and again, AUTH spraying --------
+
+
+async def test_stalling_unauthenticated_session_is_cut_with_421(
+        harness_factory: HarnessFactory, capsys: object) -> None:
+    """Past max_stalling_commands commands that go nowhere, an unauthenticated session gets
+    421 4.7.0 instead of its next command and is closed; its slot is free again."""
+    h = await harness_factory(smtp_extra="max_stalling_commands = 3\nmax_sessions = 1")
+    client, _ = await RawClient.connect(h.port)
+    for command in ("EHLO a.example", "NOOP", "NOOP"):
+        assert (await client.cmd(command))[:1] == "2"
+    reply = await client.cmd("NOOP")
+    assert reply.startswith("421 4.7.0"), reply
+    assert await client.reader.read() == b""
+    await client.close()
+    assert h.daemon.handler is not None
+    await asyncio.wait_for(h.daemon.handler.sessions.idle.wait(), 10)
+    again, greeting = await RawClient.connect(h.port)
+    assert greeting.startswith("220"), "the one session slot is free again"
+    await again.close()
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert '"session.cut"' in out and '"stalling"' in out
+
+
+async def test_progress_and_authentication_are_not_stalling(
+        harness_factory: HarnessFactory) -> None:
+    """STARTTLS starts the count again, and an authenticated sender's NOOPs are not counted."""
+    h = await harness_factory(smtp_extra="max_stalling_commands = 2")
+    client, _ = await RawClient.connect(h.port)
+    assert (await client.cmd("EHLO a.example")).startswith("250")
+    await client.starttls(h.ctx.config.smtp.tls_cert.parent / "ca.pem")
+    assert (await client.cmd("EHLO a.example")).startswith("250")
+    token = base64.b64encode(f"\0{SENDER}\0{PASSWORD}".encode()).decode()
+    assert (await client.cmd(f"AUTH PLAIN {token}")).startswith("235")
+    for _ in range(5):
+        assert (await client.cmd("NOOP")).startswith("250")
+    # The commands behind the limits still carry aiosmtpd's help texts.
+    assert (await client.cmd("HELP")).startswith("250 Supported commands: AUTH DATA EHLO")
+    assert (await client.cmd("HELP RCPT")).startswith("250 Syntax: RCPT TO: <address>")
+    await client.close()
+
+
+async def test_session_lifetime_is_capped_with_421(harness_factory: HarnessFactory) -> None:
+    """A session kept busy (NOOP every 0.2 s, authenticated) past max_session_seconds gets
+    421 4.7.0 and is closed, although no single command ever waited for timeout_seconds."""
+    h = await harness_factory(smtp_extra="timeout_seconds = 1\nmax_session_seconds = 1")
+    client, _ = await RawClient.connect(h.port)
+    assert (await client.login(h)).startswith("235")
+    reply, deadline = "", asyncio.get_running_loop().time() + 10
+    while not reply and asyncio.get_running_loop().time() < deadline:
+        assert (await client.cmd("NOOP")).startswith("250")
+        # The client's own pace: it waits 0.2 s between commands, reading what comes meanwhile.
+        with contextlib.suppress(TimeoutError):
+            reply = await asyncio.wait_for(client.reply(), 0.2)
+    assert reply.startswith("421 4.7.0") and "too long" in reply, reply
+    assert await client.reader.read() == b""
+    await client.close()
+
+
+async def test_client_cut_off_again_and_again_is_refused_at_connect(
+        harness_factory: HarnessFactory, capsys: object) -> None:
+    """max_refusals_per_client cut-offs from one address: its next connection is answered
+    421 4.7.0 at once, and the block is logged once as client.blocked."""
+    h = await harness_factory(smtp_extra="max_stalling_commands = 1\n"
+                                         "max_refusals_per_client = 2")
+    for _ in range(2):
+        client, greeting = await RawClient.connect(h.port)
+        assert greeting.startswith("220")
+        assert (await client.cmd("NOOP")).startswith("250")
+        assert (await client.cmd("NOOP")).startswith("421 4.7.0")
+        await client.close()
+    refused, greeting = await RawClient.connect(h.port)
+    assert greeting.startswith("421 4.7.0"), greeting
+    assert await refused.reader.read() == b""
+    await refused.close()
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert out.count('"client.blocked"') == 1
+
+
+def test_client_refusals_block_for_a_while_then_forget() -> None:
+    """ClientRefusals: the limit-th refusal within the window blocks the address for
+    block_seconds; refusals while blocked do not extend it; other addresses are untouched."""
+    refusals = ClientRefusals(limit=3, block_seconds=100)
+    assert not refusals.record("192.0.2.1", 0) and not refusals.record("192.0.2.1", 10)
+    assert not refusals.blocked("192.0.2.1", 10)
+    assert not refusals.record("192.0.2.1", 150), "the first two are forgotten by now"
+    assert not refusals.record("192.0.2.1", 160)
+    assert refusals.record("192.0.2.1", 170)
+    assert refusals.blocked("192.0.2.1", 171) and not refusals.blocked("192.0.2.2", 171)
+    assert not refusals.record("192.0.2.1", 260)
+    assert refusals.blocked("192.0.2.1", 269) and not refusals.blocked("192.0.2.1", 270)
+    assert not refusals.record("192.0.2.1", 271), "the count starts afresh"
+
+
+def test_stall_counter_counts_only_commands_that_go_nowhere() -> None:
+    """StallCounter: NOOP, RSET, MAIL and refused RCPTs count; STARTTLS 220, AUTH 235, an
+    accepted RCPT and a DATA answered 250 start the count again."""
+    counter = StallCounter(limit=3)
+    for command, reply in (("EHLO", "250 ok"), ("MAIL", "250 2.1.0 OK"),
+                           ("RCPT", "550 5.1.1 Unknown")):
+        counter.record(command, reply)
+    assert counter.exhausted()
+    for command, reply in (("STARTTLS", "220 Ready"), ("AUTH", "235 2.7.0 ok"),
+                           ("RCPT", "250 2.1.5 OK"), ("DATA", "250 2.0.0 ok")):
+        counter.record(command, reply)
+        assert counter.count == 0
+    counter.record("AUTH", "535 5.7.8 failed")
+    counter.record("DATA", "550 5.7.1 automatic")
+    assert counter.count == 2 and not counter.exhausted()
+
+
+def test_a_good_login_does_not_reset_its_address() -> None:
+    """AuthThrottle: a success clears that login's failures only; the address keeps counting
+    the guesses at other logins and is refused at the limit."""
+    throttle = AuthThrottle(max_delay=0)
+    for i in range(REFUSE_AFTER_PER_ADDRESS):
+        throttle.record_failure("192.0.2.1", f"victim-{i}", float(i))
+        throttle.record_success("192.0.2.1", "mine")
+        throttle.record_success("192.0.2.1", f"victim-{i}")
+    assert throttle.refused("192.0.2.1", "mine", 20.0)
+    assert not throttle.refused("192.0.2.2", "mine", 20.0)
+
+
+async def test_auth_spray_with_one_valid_login_is_refused(harness: Harness) -> None:
+    """Wrong passwords for other logins from one address, each followed by a good login of
+    one's own: still 454 4.7.0 once the address reaches its limit."""
+    assert harness.daemon.handler is not None
+    harness.daemon.handler.throttle = AuthThrottle(max_delay=0.01)
+    for i in range(REFUSE_AFTER_PER_ADDRESS):
+        client, _ = await RawClient.connect(harness.port)
+        assert (await client.login(harness)).startswith("235")
+        await client.close()
+        client, _ = await RawClient.connect(harness.port)
+        assert (await client.login(harness, user=f"victim-{i}",
+                                   password="guess-1234")).startswith("535")
+        await client.close()
+    for user, password in (("victim-x", "guess-1234"), (SENDER, PASSWORD)):
+        client, _ = await RawClient.connect(harness.port)
+        reply = await client.login(harness, user=user, password=password)
+        assert reply.startswith("454 4.7.0"), reply
+        await client.close()
+
+
+async def test_ack_lookup_uses_an_index_on_an_upgraded_database(tmp_path: Path) -> None:
+    """The ack digest look-ups run on an index (EXPLAIN QUERY PLAN of the exact statements),
+    also on a database of 30,000 notices made before the column existed."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the first release's tables: no ack columns yet
+        db.executescript(SCHEMA)
+        db.executemany(
+            "INSERT INTO notices (ref, school, message_id, recipients, fingerprints, message,"
+            " state, next_attempt_at, created_at) VALUES (?, '12AB00', ?, '[]', '[]', X'',"
+            " 'delivered', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+            ((f"HWC-{i}", f"<{i}@x>") for i in range(30_000)))
+    store = await Store.open(path)
+    try:
+        await store.db.execute("UPDATE notices SET ack_digest = printf('%064d', id)")
+        await store.db.commit()
+        statements: list[str] = []
+        await store.db.set_trace_callback(statements.append)
+        known = f"{1:064d}"
+        assert not await store.ack_pending("f" * 64) and await store.ack_pending(known)
+        async with store.transaction() as tx:
+            assert await tx.acknowledge(known, dt.datetime.now(dt.UTC)) is not None
+        await store.db.set_trace_callback(None)  # type: ignore[arg-type]
+        lookups = [s for s in statements if "WHERE ack_digest" in s and "notices" in s]
+        assert len(lookups) == 3, statements
+        for statement in lookups:
+            async with store.db.execute("EXPLAIN QUERY PLAN " + statement) as cur:
+                plan = " | ".join(str(row[3]) for row in await cur.fetchall())
+            assert "USING INDEX notices_ack" in plan, (statement, plan)
+    finally:
+        await store.close()
+
+
+async def test_guessing_ack_addresses_blocks_the_client(harness_factory: HarnessFactory,
+                                                       capsys: object) -> None:
+    """Each unknown ack address (550 5.1.1) counts against the client address: at
+    max_refusals_per_client its session ends with 421 4.7.0 and new ones are refused."""
+    h = await harness_factory(smtp_extra="max_refusals_per_client = 3")
+    client, _ = await RawClient.connect(h.port)
+    await client.cmd("EHLO guesser.example")
+    await client.starttls(h.ctx.config.smtp.tls_cert.parent / "ca.pem")
+    await client.cmd("EHLO guesser.example")
+    assert (await client.cmd("MAIL FROM:<x@guesser.example>")).startswith("250")
+    for c in "ab":
+        assert (await client.cmd(f"RCPT TO:<ack+{c * 26}@hwc.example.nl>")).startswith("550 5.1.1")
+    assert (await client.cmd(f"RCPT TO:<ack+{'c' * 26}@hwc.example.nl>")).startswith("550 5.1.1")
+    assert (await client.reply()).startswith("421 4.7.0")
+    await client.close()
+    refused, greeting = await RawClient.connect(h.port)
+    assert greeting.startswith("421 4.7.0"), greeting
+    await refused.close()
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert '"client.blocked"' in out and "ack+" not in out
