@@ -377,7 +377,7 @@ async def test_ack_lookup_uses_an_index_on_an_upgraded_database(tmp_path: Path) 
             " state, next_attempt_at, created_at) VALUES (?, '12AB00', ?, '[]', '[]', X'',"
             " 'delivered', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
             ((f"HWC-{i}", f"<{i}@x>") for i in range(30_000)))
-    store = await Store.open(path)
+    store = await Store.open(path, b"k" * 32)
     try:
         await store.db.execute("UPDATE notices SET ack_digest = printf('%064d', id)")
         await store.db.commit()
