@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from gateway import metrics
 from gateway.context import Context
@@ -335,6 +335,18 @@ class GatewaySMTP(SMTP):
         if delay:
             await asyncio.sleep(delay)
         return AuthResult(success=False, handled=False)
+
+    async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
+                             log_client_response: bool = False) -> Any:
+        """aiosmtpd's, except that an answer to a 334 longer than the reader's line limit ends
+        the session with 421 instead of escaping as asyncio's ValueError: that became a 451
+        "failure in the gateway" and an error log line that anyone could make without a login
+        (attack review). The rest of such a line would be read as commands, so no resync."""
+        try:
+            return await super().challenge_auth(challenge, encode_to_b64, log_client_response)
+        except ValueError:
+            self._cut("auth_line", "421 4.7.0 Authentication line too long, closing connection")
+            return MISSING
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._verify(await super().auth_PLAIN(_, args))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog
 from conftest import (
     DAAN_BIRTH,
     GATEWAY,
@@ -693,3 +694,24 @@ async def test_auth_before_starttls_gets_530_570(harness: Harness) -> None:
     assert (await client.command("QUIT")).code == 221
     await client.close()
 
+
+
+@pytest.mark.parametrize("mechanism", ["AUTH PLAIN", "AUTH LOGIN"])
+async def test_overlong_auth_answer_is_cut_with_421_not_a_gateway_failure(
+        harness: Harness, mechanism: str) -> None:
+    """An answer to a 334 longer than a line (attack review: 1,100 bytes gave 451 4.3.0 and a
+    session.failed error) ends the session with 421 4.7.0 and logs only the cut."""
+    client = await RawSMTP.connect("127.0.0.1", harness.port)
+    await client.command("EHLO attacker.example")
+    await client.starttls(ca_file(harness))
+    await client.command("EHLO attacker.example")
+    assert (await client.command(mechanism)).code == 334
+    with structlog.testing.capture_logs() as logs:
+        await client.write(b"A" * 1100 + b"\r\n")
+        replies = await client.replies_until_closed()
+    await client.close()
+    assert [(r.code, r.text) for r in replies] == \
+        [(421, "4.7.0 Authentication line too long, closing connection")]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == []
+    assert {"event": "session.cut", "reason": "auth_line"}.items() <= \
+        next(e for e in logs if e["event"] == "session.cut").items()
