@@ -65,6 +65,9 @@ UNKNOWN_ACK = "550 5.1.1 Unknown or already used acknowledgement address"
 # A reply goes to one notice's address; a few in one transaction are allowed (a contact
 # answering several notices at once), hundreds would be a cheap way to make us look them up.
 MAX_ACK_RECIPIENTS = 5
+# Recipients other than the intake address an authenticated session may name before it is
+# closed: a sender's MTA names one; a mistyped address now and then is no flood.
+MAX_FOREIGN_RECIPIENTS = 10
 
 # aiosmtpd's own wording lacks the enhanced status codes SPEC §2 promises senders' MTAs.
 _REWRITE = {
@@ -161,6 +164,8 @@ class GatewaySMTP(SMTP):
         self._busy = False  # a command is being carried out
         self._expired = False  # past max_session_seconds while busy: cut after the reply
         self._lifetime: asyncio.TimerHandle | None = None
+        self._closing = False  # see close_after_reply
+        self.foreign_recipients = 0  # RCPTs refused as not the intake address
         self._smtp_methods = {command: self._guarded(command, method)
                               for command, method in self._smtp_methods.items()}
 
@@ -171,6 +176,8 @@ class GatewaySMTP(SMTP):
         lifetime, or of a client blocked meanwhile, is closed after the command's reply."""
 
         async def guarded(arg: str | None) -> None:
+            if self._closing:
+                return  # pipelined after a reply that closes the session: not answered
             session = self.session
             unauthenticated = session is not None and not session.authenticated
             if command != "QUIT" and unauthenticated and self._stalls.exhausted():
@@ -207,6 +214,12 @@ class GatewaySMTP(SMTP):
         self.transport.close()  # flushes the reply first
         if count:
             self._intake.refused(peer)
+
+    def close_after_reply(self) -> None:
+        """Close the connection once the reply being given is written; later commands
+        already pipelined are not answered."""
+        self._closing = True
+        self.loop.call_soon(self._close_transport)
 
     def _lifetime_cb(self) -> None:
         if self._busy:
@@ -421,12 +434,26 @@ class IntakeHandler:
         if not session.authenticated:
             return "530 5.7.0 Authentication required"
         if address.lower() != self.address:
-            log.warning("envelope.refused", sender=str(session.auth_data), reason="rcpt_to")
-            return "550 5.1.1 Recipient not accepted: this gateway takes signals only for its" \
-                   " intake address"
+            return self._foreign_recipient(server, session)
         if address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+    def _foreign_recipient(self, server: SMTP, session: Session) -> str:
+        """550 for a recipient other than the intake address; a session that keeps naming
+        them (1,000 RCPTs made 500 log lines in 0.1 s in the attack review) is closed."""
+        if not isinstance(server, GatewaySMTP):
+            raise TypeError("the intake handler serves GatewaySMTP sessions only")
+        server.foreign_recipients += 1
+        if server.foreign_recipients > MAX_FOREIGN_RECIPIENTS:
+            peer = _peer_host(session)
+            log.warning("session.cut", peer=peer, reason="recipients")
+            self.refused(peer)
+            server.close_after_reply()  # the 421 is this RCPT's reply, then the close
+            return "421 4.7.0 Too many refused recipients, closing connection"
+        log.warning("envelope.refused", sender=str(session.auth_data), reason="rcpt_to")
+        return "550 5.1.1 Recipient not accepted: this gateway takes signals only for its" \
+               " intake address"
 
     async def _ack_recipient(self, session: Session, envelope: Envelope, address: str,
                              token: str) -> str:

@@ -715,3 +715,24 @@ async def test_overlong_auth_answer_is_cut_with_421_not_a_gateway_failure(
     assert [e["event"] for e in logs if e["log_level"] == "error"] == []
     assert {"event": "session.cut", "reason": "auth_line"}.items() <= \
         next(e for e in logs if e["event"] == "session.cut").items()
+
+
+async def test_session_naming_recipient_after_recipient_is_closed(harness: Harness) -> None:
+    """An authenticated session naming recipient after foreign recipient (1,000 RCPTs made 500
+    log lines in 0.1 s in the attack review) gets 550 ten times, then 421 and the close."""
+    client = await RawSMTP.connect("127.0.0.1", harness.port)
+    await client.command("EHLO attacker.example")
+    await client.starttls(ca_file(harness))
+    await client.command("EHLO attacker.example")
+    assert (await client.login(SENDER, PASSWORD)).code == 235
+    assert (await client.command(f"MAIL FROM:<{SENDER_ADDRESS}>")).code == 250
+    with structlog.testing.capture_logs() as logs:
+        codes = [(await client.command(f"RCPT TO:<victim{i}@example.org>")).code
+                 for i in range(10)]
+        await client.write(b"RCPT TO:<victim10@example.org>\r\nRCPT TO:<victim11@example.org>\r\n")
+        rest = await client.replies_until_closed()
+    await client.close()
+    assert codes == [550] * 10
+    assert [(r.code, r.text) for r in rest] == \
+        [(421, "4.7.0 Too many refused recipients, closing connection")]
+    assert [e["event"] for e in logs].count("envelope.refused") == 10
