@@ -356,16 +356,16 @@ async def supersede(ctx: Context, row: sqlite3.Row, stale: list[tuple[str, str]]
     reason = stale_reason(stale, pinned)
     now = ctx.clock()
 
-    async def record(tx: Tx) -> list[int]:
+    async def record(tx: Tx) -> list[int] | None:
         numbers = await tx.supersede_notice(notice_id, reason, now)
-        if numbers:
+        if numbers is not None:
             await tx.receipt("superseded", at=now, ref=ref, school=school, notice=notice_id,
                              reason=reason, fingerprints=json.loads(row["fingerprints"]),
                              children=[f"{ref}-{n}" for n in numbers])
         return numbers
 
     numbers = await ctx.store.write(record)
-    if numbers:  # else another attempt finished it meanwhile: nothing changed here
+    if numbers is not None:  # else another attempt finished it meanwhile: nothing changed
         log.warning("notice.superseded", ref=ref, school=school, notice=notice_id,
                     reason=reason, children=len(numbers))
         ctx.wake.set()  # the sealing loop seals them again now, not at its next poll
