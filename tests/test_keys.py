@@ -309,6 +309,21 @@ async def test_queued_notice_is_sealed_again_after_set_key(harness: Harness,
     assert child is not None and child["state"] == "delivered" and child["blob"] is None
 
 
+
+async def test_queued_notice_is_never_sent_after_its_school_was_removed(
+        harness: Harness) -> None:
+    """A notice deferred by the school, then `schools remove`: nothing is sent, the notice is
+    superseded ("removed") and its child held."""
+    ref = await deferred_notice(harness)
+    await admin.schools_remove(harness.ctx, SCHOOL_A)
+    harness.clock.advance(seconds=61)
+    await harness.drain()
+    assert harness.inboxes[SCHOOL_A].received == []
+    [superseded] = [r for r in await harness.receipts() if r.event == "superseded"]
+    assert superseded.detail["reason"] == STALE_REMOVED and superseded.ref == ref
+    [held] = await admin.held_list(harness.ctx)
+    assert held["id"] == f"{ref}-1"
+
 def test_unpinned_names_what_no_longer_holds() -> None:
     """A notice's (address, key) pairs hold only while the school has that contact with that
     key, usable now: removed, replaced and expired since the last load are each caught."""
