@@ -9,9 +9,10 @@ picks it up without a restart.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import os
+import pwd
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from gateway.custody import CustodyError, read_passphrase
 from gateway.fields import normalise_school
 from gateway.gpg import Gpg, normalise_fingerprint
 from gateway.imports import parse_duo_csv, parse_pupils_csv
+from gateway.inert import inert, inert_json
 from gateway.intake import register_candidates
 from gateway.keyadmin import (
     KeyRefused,
@@ -48,11 +50,33 @@ class Refused(Exception):
     """The operation was refused; the message is one line for the administrator."""
 
 
-def _operator() -> str:
+def _user_name(uid: int) -> str | None:
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def operator_text(uid: int, environ: Mapping[str, str],
+                  name_of: Callable[[int], str | None]) -> str:
+    """Who an audit record names: the real uid, by its name in the password database when it
+    has one ("alice (uid 1000)"). LOGNAME and USER are never read: anyone can set them to any
+    name (issue 11). Only for root is sudo's SUDO_UID taken as the person who asked ("root via
+    sudo from alice (uid 1000)"): any other user could write SUDO_UID itself. Its name also
+    comes from the password database; SUDO_USER only when the uid has no entry there."""
+    name = name_of(uid)
+    who = f"{name} (uid {uid})" if name else f"uid {uid}"
+    sudo_uid = environ.get("SUDO_UID", "")
+    if uid != 0 or not sudo_uid.isdigit():
+        return who
+    number = int(sudo_uid)
+    asked = name_of(number) or inert(environ.get("SUDO_USER", "").strip()[:64])
+    return (f"{name or who} via sudo from "
+            + (f"{asked} (uid {number})" if asked else f"uid {number}"))
+
+
+def _operator() -> str:
+    return operator_text(os.getuid(), os.environ, _user_name)
 
 
 def _address_ok(address: str) -> bool:
@@ -640,4 +664,6 @@ def read_file(path: str) -> bytes:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+    """JSON for `--json`: strings escaped as JSON does, plus the DEL, C1, bidi and zero-width
+    characters it would leave raw (gateway.inert), so that no value steers a terminal."""
+    return inert_json(json.dumps(value, ensure_ascii=False, indent=2, default=str))

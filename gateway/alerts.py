@@ -1,7 +1,8 @@
 """Alerts: telling a person, by mail, what needs a person.
 
 Takes a subject and lines of text that hold references, school codes and fingerprints only,
-never personal data; sends one mail to `[alerts] address` through `[delivery] relay` with
+never personal data (what others wrote into them, such as a school server's reply, is made
+inert: gateway.inert); sends one mail to `[alerts] address` through `[delivery] relay` with
 STARTTLS verified, signed by the gateway and encrypted to `[alerts] key` when one is set (and
 never in plaintext when one is set but unusable). Every alert is also a log event, so with no
 address configured, or when the mail fails, the journal still has it. One attempt: an alert
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from gateway import deliver
 from gateway.context import Context
 from gateway.gpg import GpgError
+from gateway.inert import inert
 from gateway.logs import get_logger
 from gateway.seal import make_message_id, seal_text
 
@@ -35,7 +37,7 @@ def plain_message(body: str, *, subject: str, sender: str, recipient: str, messa
 async def send_alert(ctx: Context, kind: str, subject: str, lines: Sequence[str]) -> bool:
     """Log the alert and mail it where configured; True when a server accepted the mail."""
     config = ctx.config
-    log.warning("alert.raised", kind=kind, subject=subject)
+    log.warning("alert.raised", kind=kind, subject=inert(subject))
     if not config.alerts.address:
         return False
     relay = config.delivery.relay
@@ -45,8 +47,10 @@ async def send_alert(ctx: Context, kind: str, subject: str, lines: Sequence[str]
     sender = config.gateway.address
     now = ctx.clock()
     message_id = make_message_id(sender.rpartition("@")[2])
-    body = "\n".join([*lines, "", "-- hwc-gateway"]) + "\n"
-    full_subject = f"hwc-gateway: {subject}"
+    # Lines carry what others wrote (a school server's reply, a key's owner): made inert, so
+    # the mail cannot steer the reader's terminal or fake a line or a header (issue 11).
+    body = "\n".join([*(inert(line) for line in lines), "", "-- hwc-gateway"]) + "\n"
+    full_subject = f"hwc-gateway: {inert(subject)}"
     snapshot = ctx.snapshot
     if config.alerts.key:
         if config.alerts.key not in snapshot.alert_keys or snapshot.signing_key is None:
@@ -71,7 +75,7 @@ async def send_alert(ctx: Context, kind: str, subject: str, lines: Sequence[str]
                                  timeout=config.delivery.timeout_seconds,
                                  local_hostname=config.smtp.hostname)
     if outcome.result is deliver.Result.DELIVERED:
-        log.info("alert.sent", kind=kind, reply=outcome.reply)
+        log.info("alert.sent", kind=kind, reply=inert(outcome.reply))
         return True
-    log.error("alert.not_sent", kind=kind, reason=outcome.reply)
+    log.error("alert.not_sent", kind=kind, reason=inert(outcome.reply))
     return False

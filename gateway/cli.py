@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from gateway import admin, retention
 from gateway.admin import Refused, dumps
@@ -24,6 +24,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.context import Context, open_context, utc_now
 from gateway.custody import CustodyError, custody_problems
 from gateway.fields import parse_date
+from gateway.inert import inert
 from gateway.logs import configure
 from gateway.vault import VaultError
 
@@ -161,10 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _say(text: str, file: TextIO | None = None) -> None:
+    """Print for a person: every line made inert (gateway.inert), since school servers'
+    replies, DUO names, file names and sender names reach these lines (issue 11). Our own
+    line breaks stay; one inside a value is shown as `\\x0a` where `_table` made it a cell."""
+    print("\n".join(inert(line) for line in text.split("\n")), file=file)
+
+
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     if not rows:
         return "(none)"
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    cells = [[("" if r.get(c) is None else inert(str(r.get(c)))) for c in columns]
+             for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
@@ -220,7 +229,7 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
     if verb == "keys" and action == "init":
         done = await admin.keys_init(config, utc_now())
         if not (args.if_missing and all("already present" in d for d in done)):
-            print("\n".join(done))
+            _say("\n".join(done))
         return EXIT_OK
 
     async def run(ctx: Context) -> int:
@@ -232,30 +241,30 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
         if verb == "status":
             st = await admin.status(ctx, _listener_up(config))
             if args.json:
-                print(dumps(st.data))
+                _say(dumps(st.data))
             else:
                 d = st.data
-                print(f"listener  {d['listener']['address']}: "
+                _say(f"listener  {d['listener']['address']}: "
                       f"{'up' if d['listener']['up'] else 'DOWN'}")
-                print(f"queue     {d['queued']} waiting (oldest since {d['oldest_queued'] or '-'})")
-                print(f"held      {d['held']} children")
+                _say(f"queue     {d['queued']} waiting (oldest since {d['oldest_queued'] or '-'})")
+                _say(f"held      {d['held']} children")
                 nd = d["next_deadline"]
-                print("deadline  " + (f"{nd['ref']} due {nd['deadline']} ({nd['time_left']} left)"
+                _say("deadline  " + (f"{nd['ref']} due {nd['deadline']} ({nd['time_left']} left)"
                                       if nd else "nothing waiting"))
-                print(f"escalated {len(d['escalated'])}; unacknowledged notices "
+                _say(f"escalated {len(d['escalated'])}; unacknowledged notices "
                       f"{d['unacknowledged']}")
                 last = d["last_delivery"]
-                print("delivered " + (f"last at {last['at']} ({last['ref']} to {last['school']})"
+                _say("delivered " + (f"last at {last['at']} ({last['ref']} to {last['school']})"
                                       if last else "nothing yet"))
-                print(f"counts    {', '.join(f'{k}={v}' for k, v in sorted(d['counts'].items()))}")
+                _say(f"counts    {', '.join(f'{k}={v}' for k, v in sorted(d['counts'].items()))}")
                 for key in d["gateway_keys"]:
                     until = (f", opens signals until {key['overlap_until']}"
                              if key["overlap_until"] else "")
-                    print(f"key       {key['fingerprint']} ({key['state']}{until})")
+                    _say(f"key       {key['fingerprint']} ({key['state']}{until})")
                 if not d["gateway_keys"]:
-                    print("key       none")
-                print(f"receipts  {d['receipts']}")
-                print("attention " + ("; ".join(st.attention) if st.attention else "none"))
+                    _say("key       none")
+                _say(f"receipts  {d['receipts']}")
+                _say("attention " + ("; ".join(st.attention) if st.attention else "none"))
             return EXIT_REFUSED if st.attention else EXIT_OK
         if verb == "keys":
             if action == "export":
@@ -336,8 +345,8 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
             if action == "verify":
                 count, problems = await admin.receipts_verify(ctx.store)
                 if problems:
-                    print("\n".join(problems))
-                    print(f"receipt chain BROKEN: {len(problems)} problems in {count} receipts")
+                    _say("\n".join(problems))
+                    _say(f"receipt chain BROKEN: {len(problems)} problems in {count} receipts")
                     return EXIT_REFUSED
                 out = f"receipt chain intact: {count} receipts"
             elif action == "find":
@@ -351,7 +360,7 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                                ["seq", "at", "event", "ref", "school"], args.json)
         else:  # pragma: no cover - argparse allows nothing else
             raise Refused(f"unknown verb {verb}")
-        print(out)
+        _say(out)
         return EXIT_OK
 
     return await _with_context(config, run)
@@ -382,26 +391,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
-        print(f"{args.config}: configuration has {len(exc.problems)} problem(s):",
+        _say(f"{args.config}: configuration has {len(exc.problems)} problem(s):",
               file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            _say(f"  {problem}", file=sys.stderr)
         return EXIT_REFUSED
     if args.verb in ("check-config", "serve"):
         problems = custody_problems(config)
         if problems:
-            print(f"{config.path}: the secret material is not kept safely "
+            _say(f"{config.path}: the secret material is not kept safely "
                   f"({len(problems)} problem(s)):", file=sys.stderr)
             for problem in problems:
-                print(f"  {problem}", file=sys.stderr)
+                _say(f"  {problem}", file=sys.stderr)
             return EXIT_REFUSED
     if args.verb == "check-config":
-        print(f"{config.path}: configuration is valid")
+        _say(f"{config.path}: configuration is valid")
         return EXIT_OK
     try:
         return asyncio.run(_run_verb(args, config))
     except Refused as exc:
-        print(f"hwc-gateway: {exc}", file=sys.stderr)
+        _say(f"hwc-gateway: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return EXIT_REFUSED

@@ -2,14 +2,17 @@
 
 Takes the config; produces the gateway key's passphrase (or None where the config explicitly
 allows an unprotected key) and the list of custody problems: a directory under `keys/` that
-others may enter, a file they may read, a passphrase policy that is not met. `check-config`
-reports them and `serve` refuses to start while there are any.
+others may enter, a file they may read, a passphrase policy that is not met. A link is judged
+by what it points to, for everything under `keys/`, the TLS key, the gpg home and the
+passphrase file alike. `check-config` reports them and `serve` refuses to start while there are
+any.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.config import Config
@@ -52,30 +55,76 @@ def _open_to_others(mode: int) -> bool:
     return bool(stat.S_IMODE(mode) & 0o077)
 
 
-def custody_problems(config: Config) -> list[str]:
-    """Everything under keys/ (and the passphrase file) that others could read or enter."""
-    problems = []
+def _walk(path: Path, seen: set[Path]) -> Iterator[Path]:
+    """`path` and everything under it, following links: a secret behind a link is judged by
+    the file it points to (issue 11: a world-readable target passed where the same file
+    without the link was refused). Each real directory is entered once, so a loop of links
+    ends."""
+    yield path
+    try:
+        real = path.resolve()
+        entered = path.is_dir() and real not in seen
+    except (OSError, RuntimeError):
+        return
+    if entered:
+        seen.add(real)
+        try:
+            children = sorted(path.iterdir())
+        except OSError:
+            return
+        for child in children:
+            yield from _walk(child, seen)
+
+
+def _secret_paths(config: Config) -> list[Path]:
+    """Every path that holds secret material: keys/ and all in it (a fresh checkout's keys/
+    with only its README holds nothing yet), the gpg home, the secrets, the TLS key and the
+    passphrase file, wherever the config puts them."""
     root = config.keys.dir
     inside = [p for p in root.rglob("*") if p.name != "README.md"] if root.exists() else []
-    # A fresh checkout's keys/ holds only its README: nothing to protect until `keys init`,
-    # which makes the directory 0700 before it puts anything in it.
-    paths = [root, *inside] if inside else []
-    source = _passphrase_source(config)
-    if source is not None and source.exists():
-        paths.append(source)
-    for path in paths:
+    starts = [root] if inside else []
+    for path in (config.gnupg_home, config.secrets_dir, config.smtp.tls_key,
+                 _passphrase_source(config)):
+        if path is not None and (path.is_symlink() or path.exists()):
+            starts.append(path)
+    seen: set[Path] = set()
+    paths: dict[Path, None] = {}
+    for start in starts:
+        for path in _walk(start, seen):
+            paths.setdefault(path)
+    return list(paths)
+
+
+def _problem(path: Path) -> str | None:
+    """What is wrong with one path (a link judged by its target), or None."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None  # a gpg-agent socket that went away while we looked
+    where = f"{path}"
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path)
         try:
-            info = path.lstat()
+            info = path.stat()
         except OSError:
-            continue  # a gpg-agent socket that went away while we looked
-        if stat.S_ISSOCK(info.st_mode) or stat.S_ISLNK(info.st_mode) or path.name == "README.md":
-            continue
-        if stat.S_ISDIR(info.st_mode) and _open_to_others(info.st_mode):
-            problems.append(f"{path}: directory is open to others "
-                            f"(mode {stat.S_IMODE(info.st_mode):04o}, must be 0700)")
-        elif stat.S_ISREG(info.st_mode) and _open_to_others(info.st_mode):
-            problems.append(f"{path}: readable by others "
-                            f"(mode {stat.S_IMODE(info.st_mode):04o}, must be 0600)")
+            return (f"{path}: a link to {target}, which does not exist: put the file itself "
+                    "in its place")
+        where = f"{path} (a link to {target})"
+    if stat.S_ISSOCK(info.st_mode) or path.name == "README.md":
+        return None
+    if stat.S_ISDIR(info.st_mode) and _open_to_others(info.st_mode):
+        return (f"{where}: directory is open to others "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}, must be 0700)")
+    if stat.S_ISREG(info.st_mode) and _open_to_others(info.st_mode):
+        return (f"{where}: readable by others "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}, must be 0600)")
+    return None
+
+
+def custody_problems(config: Config) -> list[str]:
+    """Everything under keys/ (and the TLS key and passphrase file) that others could read or
+    enter, links followed to what they point to."""
+    problems = [problem for path in _secret_paths(config) if (problem := _problem(path))]
     try:
         read_passphrase(config)
     except CustodyError as exc:

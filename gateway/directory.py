@@ -4,13 +4,16 @@ Takes the store and the gpg adapter; produces an immutable `Snapshot`, rebuilt w
 command line changes something (the store's directory version moves) and at least every few
 minutes (a key can expire while nothing else changes). Each contact key and sender key is
 checked with gpg's own listing: a key that is expired, revoked or cannot do its job is left
-out, so nothing downstream can pick it (DESIGN invariant 6).
+out, so nothing downstream can pick it (DESIGN invariant 6). `unpinned` applies the same rule
+to a notice sealed earlier, just before it goes out: one made for a contact or key that is no
+longer pinned and usable is not sent (gateway.runner supersedes it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.config import HostPort
@@ -31,6 +34,8 @@ class Snapshot:
     signing_key: str | None = None  # the gateway's current key
     decrypt_keys: frozenset[str] = frozenset()  # keys whose signals are still opened
     alert_keys: frozenset[str] = frozenset()  # [alerts] key, when it is usable
+    # When the pinned keys expire (those that do): a key can expire between two loads.
+    key_expires: dict[str, dt.datetime] = field(default_factory=dict)
 
 
 def parse_route(text: str | None) -> HostPort | None:
@@ -91,6 +96,36 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
         if r["state"] == "current" or (r["state"] == "previous" and r["decrypt_until"]
                                        and from_iso(r["decrypt_until"]) > now))
     alert_keys = frozenset({alerts_key} if alerts_key and usable(alerts_key, "encrypt") else ())
+    expires = {fpr: info.expires for fpr, info in infos.items() if info.expires is not None}
     return Snapshot(version, now, senders, schools,
                     {k: tuple(v) for k, v in contacts.items()}, routes, signing, decrypt,
-                    alert_keys)
+                    alert_keys, expires)
+
+
+# Why a sealed notice may no longer go out (receipts, `queue`): fixed texts, no addresses.
+STALE_REMOVED = "a contact it was sealed to was removed"
+STALE_REPLACED = "the key of a contact it was sealed to was replaced"
+STALE_UNUSABLE = "a key it was sealed to is revoked, expired or no longer usable"
+
+
+def unpinned(recipients: Sequence[str], fingerprints: Sequence[str], snapshot: Snapshot,
+             school: str, now: dt.datetime) -> list[tuple[str, str]]:
+    """The (address, fingerprint) pairs a sealed notice was made for that are not, now, a
+    contact of its school with that usable key: [] when it may still go out. Issue 11: a
+    notice deferred by the school was delivered after its key's revocation was taken in."""
+    usable = {(c.email, c.fingerprint) for c in snapshot.contacts.get(school, ())
+              if (until := snapshot.key_expires.get(c.fingerprint)) is None or until > now}
+    pairs = list(zip(recipients, fingerprints, strict=False))
+    if len(recipients) != len(fingerprints) or not pairs:
+        return pairs or [("", "")]  # a notice that does not say whom it was for is not sent
+    return [pair for pair in pairs if pair not in usable]
+
+
+def stale_reason(stale: Sequence[tuple[str, str]], pinned: Mapping[str, str]) -> str:
+    """Why the `stale` pairs of `unpinned` fail, against the school's contacts as pinned now
+    (address -> fingerprint, usable or not)."""
+    if any(email not in pinned for email, _ in stale):
+        return STALE_REMOVED
+    if any(pinned[email] != fpr for email, fpr in stale):
+        return STALE_REPLACED
+    return STALE_UNUSABLE

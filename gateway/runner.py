@@ -5,6 +5,10 @@ and makes one delivery attempt for every notice that is due, then returns how mu
 `run` repeats `step` until stopped, sleeping until the next retry is due or something wakes it
 (a new signal, a `held route` from the command line, a directory change).
 
+Before each attempt the notice's recipients and fingerprints are checked against the directory
+as it is then: a notice sealed to a contact or key no longer pinned and usable (removed,
+replaced, revoked, expired) never goes out; it is superseded and its children are sealed again.
+
 State lives only in the store: a notice is claimed with a lease, so after a crash a stale lease
 simply expires and the notice is tried again, with the same bytes and the same Message-ID
 (DESIGN invariant 2). Nothing is deleted on error; one failing notice never stops the others.
@@ -26,7 +30,7 @@ from gateway.alerts import send_alert
 from gateway.config import Config, HostPort
 from gateway.context import Context
 from gateway.deliver import Result
-from gateway.directory import Snapshot
+from gateway.directory import Snapshot, stale_reason, unpinned
 from gateway.faults import crash_point
 from gateway.gpg import GpgError
 from gateway.logs import get_logger, safe_exception
@@ -284,10 +288,19 @@ async def recover_leases(ctx: Context) -> int:
 
 async def deliver_one(ctx: Context, row: sqlite3.Row,
                       connection: deliver.Connection | None) -> None:
-    """One attempt for one claimed notice (its row as claimed), and its receipt."""
+    """One attempt for one claimed notice (its row as claimed), and its receipt; a notice
+    sealed to a contact or key that is no longer pinned and usable is superseded instead."""
     notice_id = int(row["id"])
     recipients = json.loads(row["recipients"])
     attempt = int(row["attempts"])
+    # The directory as it is now, not as it was at sealing: a revocation taken in while the
+    # notice waited on the school's 451 must stop it (issue 11).
+    snapshot = await ctx.refresh()
+    stale = unpinned(recipients, json.loads(row["fingerprints"]), snapshot, row["school"],
+                     ctx.clock())
+    if stale:
+        await supersede(ctx, row, stale)
+        return
     if connection is None:
         outcome = deliver.Outcome(Result.TEMPORARY, "no route: the school has no route and no"
                                   " relay is configured")
@@ -332,6 +345,30 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
             "Its children are kept: find them with `hwc-gateway receipts list` and route them"
             " by hand once the school's mail works (or call the school).",
         ])
+
+
+async def supersede(ctx: Context, row: sqlite3.Row, stale: list[tuple[str, str]]) -> None:
+    """Never send a notice whose keys no longer hold: supersede it, with a receipt naming why
+    and the fingerprints it was sealed to, and put its children back to be sealed again to
+    the keys pinned now (or held, when the school has none usable: `_seal_group`)."""
+    notice_id, ref, school = int(row["id"]), row["ref"], row["school"]
+    pinned = {c["email"]: c["fingerprint"] for c in await ctx.store.contacts(school)}
+    reason = stale_reason(stale, pinned)
+    now = ctx.clock()
+
+    async def record(tx: Tx) -> list[int] | None:
+        numbers = await tx.supersede_notice(notice_id, reason, now)
+        if numbers is not None:
+            await tx.receipt("superseded", at=now, ref=ref, school=school, notice=notice_id,
+                             reason=reason, fingerprints=json.loads(row["fingerprints"]),
+                             children=[f"{ref}-{n}" for n in numbers])
+        return numbers
+
+    numbers = await ctx.store.write(record)
+    if numbers is not None:  # else another attempt finished it meanwhile: nothing changed
+        log.warning("notice.superseded", ref=ref, school=school, notice=notice_id,
+                    reason=reason, children=len(numbers))
+        ctx.wake.set()  # the sealing loop seals them again now, not at its next poll
 
 
 async def prepare(ctx: Context) -> StepReport:

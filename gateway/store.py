@@ -549,6 +549,27 @@ class Tx:
         return [int(r["id"]) for r in await self.all(
             "SELECT id FROM notices WHERE state = 'queued' AND lease_until IS NOT NULL")]
 
+    async def supersede_notice(self, notice_id: int, reason: str,
+                               at: dt.datetime) -> list[int] | None:
+        """A queued notice sealed to a contact or key no longer pinned never goes out: it is
+        superseded, its ciphertext erased (the keys it was made for are the ones that are not
+        to be trusted), and its children go back to `routed` to be sealed again to the current
+        keys (their own sealed data stays until delivery). The numbers of those children;
+        None when the notice was no longer queued."""
+        cur = await self.execute(
+            "UPDATE notices SET state = 'superseded', last_reply = ?, lease_until = NULL,"
+            " message = X'', ack_digest = NULL WHERE id = ? AND state = 'queued'",
+            (reason, notice_id))
+        if cur.rowcount != 1:
+            return None
+        numbers = [int(r["n"]) for r in await self.all(
+            "SELECT n FROM children WHERE notice_id = ? AND state = 'sealed' ORDER BY n",
+            (notice_id,))]
+        await self.execute("UPDATE children SET state = 'routed', notice_id = NULL,"
+                           " updated_at = ? WHERE notice_id = ? AND state = 'sealed'",
+                           (iso(at), notice_id))
+        return numbers
+
     async def defer_notice(self, notice_id: int, reply: str, next_at: dt.datetime) -> None:
         await self.execute("UPDATE notices SET last_reply = ?, next_attempt_at = ?,"
                            " lease_until = NULL WHERE id = ?", (reply, iso(next_at), notice_id))

@@ -328,3 +328,65 @@ async def test_wrong_passphrase_defers_signals(
         assert h.inboxes[SCHOOL_A].received == [] and h.inboxes[SCHOOL_B].received == []
     finally:
         await stop_harness(h)
+
+
+# -- links: a secret is judged where it points (issue 11) ---------------------------------------
+
+def test_secret_behind_a_link_to_a_world_readable_file_is_refused(
+        capsys: pytest.CaptureFixture[str], template: Template, tmp_path: Path) -> None:
+    """keys/secrets/vault.key as a link to a world-readable copy is refused like the copy."""
+    cfg = str(copy_gateway_state(template, tmp_path).path)
+    secret = tmp_path / "keys" / "secrets" / "vault.key"
+    elsewhere = tmp_path / "shared" / "vault.key"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(secret.read_bytes())
+    elsewhere.chmod(0o644)
+    secret.unlink()
+    secret.symlink_to(elsewhere)
+    code, out, err = run(capsys, "--config", cfg, "check-config")
+    assert code == 1 and out == ""
+    [line] = [x for x in err.splitlines() if str(secret) in x]
+    assert line.strip() == (f"{secret} (a link to {elsewhere}): readable by others "
+                            "(mode 0644, must be 0600)")
+    elsewhere.chmod(0o600)
+    code, out, err = run(capsys, "--config", cfg, "check-config")
+    assert code == 0 and "valid" in out, err
+
+
+def test_passphrase_file_behind_a_link_to_a_world_readable_file_is_refused(
+        capsys: pytest.CaptureFixture[str], template: Template, tmp_path: Path) -> None:
+    """A passphrase_file that links to a world-readable file is refused, naming the link."""
+    copy_gateway_state(template, tmp_path)
+    target = tmp_path / "world" / "passphrase"
+    target.parent.mkdir()
+    target.write_text(PASSPHRASE + "\n")
+    target.chmod(0o644)
+    link = tmp_path / "passphrase"
+    link.symlink_to(target)
+    cfg = write_config(tmp_path, template.school_ca, f'passphrase_file = "{link}"')
+    code, _, err = run(capsys, "--config", cfg, "check-config")
+    assert code == 1
+    assert f"{link} (a link to {target}): readable by others (mode 0644, must be 0600)" in err
+
+
+def test_tls_key_and_gpg_home_behind_links_are_judged_where_they_point(
+        capsys: pytest.CaptureFixture[str], template: Template, tmp_path: Path) -> None:
+    """A linked TLS key outside keys/ and a linked gpg home are checked at their targets."""
+    copy_gateway_state(template, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    key = tmp_path / "keys" / "tls" / "server.key"
+    (outside / "server.key").write_bytes(key.read_bytes())
+    (outside / "server.key").chmod(0o644)
+    (tmp_path / "tls.key").symlink_to(outside / "server.key")
+    home = tmp_path / "keys" / "gnupg"
+    home.rename(outside / "gnupg")
+    (outside / "gnupg").chmod(0o755)
+    home.symlink_to(outside / "gnupg")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(cfg.read_text().replace(f'tls_key = "{key}"',
+                                           f'tls_key = "{tmp_path / "tls.key"}"'))
+    code, _, err = run(capsys, "--config", str(cfg), "check-config")
+    assert code == 1
+    assert f"{tmp_path / 'tls.key'} (a link to {outside / 'server.key'}): readable by others" in err
+    assert f"{home} (a link to {outside / 'gnupg'}): directory is open to others" in err

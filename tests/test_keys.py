@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -18,7 +25,17 @@ from conftest import (
 )
 
 from gateway import admin, watch
-from gateway.demokit import Identity, json_payload, read_notice
+from gateway.demokit import Identity, Received, json_payload, read_notice
+from gateway.directory import (
+    STALE_REMOVED,
+    STALE_REPLACED,
+    STALE_UNUSABLE,
+    Snapshot,
+    stale_reason,
+    unpinned,
+)
+from gateway.keyadmin import stop_agent
+from gateway.model import Contact
 
 
 def sanne() -> bytes:
@@ -183,3 +200,144 @@ def test_warning_thresholds() -> None:
     assert watch.warning_threshold(now + dt.timedelta(days=30), now) == 30
     assert watch.warning_threshold(now + dt.timedelta(days=10), now) == 14
     assert watch.warning_threshold(now + dt.timedelta(hours=20), now) == 1
+
+
+# -- a notice waiting in the queue when its key stops holding (issue 11) -----------------------
+
+def pkesk_key_ids(item: Received) -> set[str]:
+    """The key IDs a received notice is encrypted to, as `gpg --list-packets` shows them."""
+    msg = BytesParser(policy=policy.default).parsebytes(item.data)
+    parts = msg.get_payload()
+    assert isinstance(parts, list) and not isinstance(parts[1], str)
+    armored = bytes(parts[1].get_payload(decode=True))
+    with tempfile.TemporaryDirectory() as home:
+        listing = subprocess.run(["gpg", "--homedir", home, "--batch", "--list-packets"],
+                                 input=armored, capture_output=True, timeout=60, check=False)
+        stop_agent(Path(home))
+    return set(re.findall(r":pubkey enc packet: .*keyid ([0-9A-F]{16})", listing.stdout.decode()))
+
+
+def encryption_key_ids(identity: Identity) -> set[str]:
+    """The key IDs of an identity's encryption subkeys."""
+    listing = subprocess.run(["gpg", "--homedir", str(identity.home), "--with-colons",
+                              "--list-keys", identity.fingerprint], capture_output=True,
+                             text=True, check=True).stdout
+    return {line.split(":")[4] for line in listing.splitlines()
+            if line.startswith("sub:") and "e" in line.split(":")[11]}
+
+
+@pytest.fixture
+def lost(tmp_path: Path) -> Iterator[Identity]:
+    """A school contact key of this test alone, which its school revokes or replaces."""
+    identity = Identity.create(tmp_path / "lost-key", "Laptop", CONTACT_A)
+    yield identity
+    identity.close()
+
+
+async def deferred_notice(harness: Harness) -> str:
+    """A signal for school A whose notice the school's server defers (451): its reference."""
+    harness.inboxes[SCHOOL_A].fail_next("451 4.3.0 try again later")
+    reply = await harness.send(harness.signal(sanne()))
+    assert reply.code == 250, reply
+    await harness.drain()
+    [queued] = await admin.queue_list(harness.ctx)
+    assert queued["last_reply"].startswith("451") and harness.inboxes[SCHOOL_A].received == []
+    return str(reply.text.rsplit(" ", 1)[1])
+
+
+async def test_queued_notice_is_never_sent_to_a_key_revoked_while_it_waited(
+        harness: Harness, lost: Identity) -> None:
+    """A notice deferred by the school, then its key's revocation taken in by `keys update`:
+    the next attempt sends nothing, the notice is superseded and its child held; `set-key`
+    then delivers it sealed to the new key only."""
+    await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A, lost.public_key(),
+                                lost.fingerprint)
+    ref = await deferred_notice(harness)
+    print(await admin.keys_update(harness.ctx, revoked_export(lost)))
+    harness.clock.advance(seconds=61)
+    await harness.drain()
+    assert harness.inboxes[SCHOOL_A].received == [], "sent after its key was revoked"
+    assert await admin.queue_list(harness.ctx) == []
+    [held] = await admin.held_list(harness.ctx)
+    assert held["id"] == f"{ref}-1"
+    assert held["reason"] == "school has no contact with a usable key"
+    receipts = await harness.receipts()
+    [superseded] = [r for r in receipts if r.event == "superseded"]
+    assert superseded.detail["fingerprints"] == [lost.fingerprint]
+    assert superseded.detail["reason"] == STALE_UNUSABLE
+    assert superseded.detail["children"] == [f"{ref}-1"]
+    events = [r.event for r in receipts if r.ref in (ref, f"{ref}-1")]
+    assert events.index("superseded") < len(events) - 1 - events[::-1].index("held")
+    [notice] = [n for n in await harness.ctx.store.notices() if n["ref"] == ref]
+    assert notice["state"] == "superseded"
+    stored = await harness.ctx.store.notice(int(notice["id"]))
+    assert stored is not None and stored["message"] == b"", "the stale ciphertext is kept"
+    await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
+                                harness.ids.school_a.public_key(),
+                                harness.ids.school_a.fingerprint)
+    await harness.drain()
+    [(text, result, item)] = harness.notices(SCHOOL_A)
+    assert f"Referentie: {ref}-1" in text and result.ok
+    assert pkesk_key_ids(item) == encryption_key_ids(harness.ids.school_a)
+    assert not pkesk_key_ids(item) & encryption_key_ids(lost)
+
+
+async def test_queued_notice_is_sealed_again_after_set_key(harness: Harness,
+                                                           lost: Identity) -> None:
+    """A notice deferred by the school, then `schools set-key` to a new key: the next attempt
+    delivers a notice sealed again to the new key, never the one made for the old key."""
+    ref = await deferred_notice(harness)
+    old_ids = encryption_key_ids(harness.ids.school_a)
+    await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A, lost.public_key(),
+                                lost.fingerprint)
+    harness.clock.advance(seconds=61)
+    await harness.drain()
+    [item] = harness.inboxes[SCHOOL_A].received
+    assert pkesk_key_ids(item) == encryption_key_ids(lost)
+    assert not pkesk_key_ids(item) & old_ids, "sent to the replaced key"
+    text, result = read_notice(item, lost)
+    assert f"Referentie: {ref}-1" in text and result.ok and "Sanne de Vries" in text
+    receipts = [r for r in await harness.receipts() if r.ref in (ref, f"{ref}-1")]
+    [superseded] = [r for r in receipts if r.event == "superseded"]
+    assert superseded.detail["reason"] == STALE_REPLACED
+    assert superseded.detail["fingerprints"] == [harness.ids.school_a.fingerprint]
+    sealed = [r.detail["fingerprints"] for r in receipts if r.event == "sealed"]
+    assert sealed == [[harness.ids.school_a.fingerprint], [lost.fingerprint]]
+    [delivered] = [r for r in receipts if r.event == "delivered"]
+    assert delivered.detail["notice"] != superseded.detail["notice"]
+    child = await harness.ctx.store.child(ref, 1)
+    assert child is not None and child["state"] == "delivered" and child["blob"] is None
+
+
+
+async def test_queued_notice_is_never_sent_after_its_school_was_removed(
+        harness: Harness) -> None:
+    """A notice deferred by the school, then `schools remove`: nothing is sent, the notice is
+    superseded ("removed") and its child held."""
+    ref = await deferred_notice(harness)
+    await admin.schools_remove(harness.ctx, SCHOOL_A)
+    harness.clock.advance(seconds=61)
+    await harness.drain()
+    assert harness.inboxes[SCHOOL_A].received == []
+    [superseded] = [r for r in await harness.receipts() if r.event == "superseded"]
+    assert superseded.detail["reason"] == STALE_REMOVED and superseded.ref == ref
+    [held] = await admin.held_list(harness.ctx)
+    assert held["id"] == f"{ref}-1"
+
+def test_unpinned_names_what_no_longer_holds() -> None:
+    """A notice's (address, key) pairs hold only while the school has that contact with that
+    key, usable now: removed, replaced and expired since the last load are each caught."""
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    a, b = "a" * 40, "b" * 40
+    snapshot = Snapshot("1", now, contacts={"12AB00": (Contact("x@s.nl", a),
+                                                       Contact("y@s.nl", b))},
+                        key_expires={b: now + dt.timedelta(minutes=1)})
+    assert unpinned(["x@s.nl", "y@s.nl"], [a, b], snapshot, "12AB00", now) == []
+    assert unpinned(["y@s.nl"], [b], snapshot, "12AB00", now + dt.timedelta(minutes=1)) == \
+        [("y@s.nl", b)], "a key that expired after the directory was loaded"
+    assert unpinned(["x@s.nl"], [b], snapshot, "12AB00", now) == [("x@s.nl", b)]
+    assert unpinned(["x@s.nl"], [a], snapshot, "34CD01", now) == [("x@s.nl", a)]
+    assert unpinned(["x@s.nl"], [], snapshot, "12AB00", now) != [], "whom it was for is unclear"
+    assert stale_reason([("z@s.nl", a)], {"x@s.nl": a}) == STALE_REMOVED
+    assert stale_reason([("x@s.nl", b)], {"x@s.nl": a}) == STALE_REPLACED
+    assert stale_reason([("x@s.nl", a)], {"x@s.nl": a}) == STALE_UNUSABLE
