@@ -22,6 +22,7 @@ from functools import partial
 from gateway import deliver
 from gateway.context import Context
 from gateway.gpg import GpgError
+from gateway.inert import inert
 from gateway.intake import sender_ref_aad
 from gateway.keyinfo import key_info
 from gateway.logs import get_logger
@@ -56,7 +57,8 @@ class ChildOutcome:
 
 def status_body(ref: str, sender_ref: str | None, children: Sequence[ChildOutcome]) -> str:
     """Pure: the text of the status mail. References, outcomes and times only."""
-    lines = [f"Status van uw signaal {sender_ref or '(zonder eigen referentie)'}",
+    # The reference was checked at intake; inert all the same, as everything from outside.
+    lines = [f"Status van uw signaal {inert(sender_ref or '(zonder eigen referentie)')}",
              f"Referentie bij leerplicht: {ref}", ""]
     for child in children:
         outcome = OUTCOME_NL.get(child.state, WITH_LEERPLICHT)

@@ -30,6 +30,7 @@ from gateway.admin import operator_text
 from gateway.cli import main
 from gateway.demokit import json_payload
 from gateway.inert import inert, inert_json
+from gateway.logs import configure, get_logger
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2K"
 # Bytes a terminal acts on: C0 controls but the newline that ends a line, DEL, and C1 (UTF-8).
@@ -186,3 +187,17 @@ async def test_held_show_records_the_real_user_whatever_logname_says(
     uid = os.getuid()
     assert shown.detail["operator"] == f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     assert "somebody-else" not in json.dumps([r.detail for r in await h.receipts()])
+
+
+def test_console_log_lines_show_outside_text_as_escapes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """On a terminal the log is rendered for people (structlog's console renderer writes values
+    with repr): a server's reply in it shows its escapes as text, never raw."""
+    configure(json=False)
+    try:
+        get_logger("test").warning("notice.deferred", reply="451 4.0.0 \x1b]0;pwned\x07\x1b[2K")
+        out = capsys.readouterr().out
+    finally:
+        configure(json=True)
+    assert "pwned" in out
+    assert "\x1b" not in out and "\x07" not in out
