@@ -72,6 +72,18 @@ async def test_text_signal_in_dutch_is_delivered(harness: Harness) -> None:
     assert "Dorpsstraat" not in text
 
 
+async def test_surname_first_name_is_accepted_and_routed_like_the_natural_order(
+        harness: Harness) -> None:
+    """"Jansen, Eva" (surname first, as registers write it) is a valid name at intake and
+    matches the register's "Eva Maria Jansen" by name and birth date, as "Eva Jansen" does."""
+    payload = json_payload([{"name": "Jansen, Eva", "birthdate": EVA_BIRTH.isoformat()}])
+    reply = await harness.send(harness.signal(payload))
+    assert reply.code == 250, reply.text
+    await harness.drain()
+    [(text, _, _)] = harness.notices(SCHOOL_A)
+    assert "Naam: Jansen, Eva" in text
+
+
 async def test_siblings_at_two_schools_each_get_only_their_child(harness: Harness) -> None:
     """Siblings are split: each school gets one notice holding only its own child."""
     payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()},

@@ -45,6 +45,18 @@ def test_pupils_valid_rows_are_read() -> None:
     )
 
 
+def test_pupils_name_written_surname_first_is_read() -> None:
+    """A register that writes surname first ("Berg, Johannes van der") loses no pupil."""
+    result = parse_pupils_csv(
+        csv_bytes(
+            "bsn;naam;geboortedatum;vestigingscode",
+            f"{BSN_A};\"Berg, Johannes van der\";12-04-2016;34CD00",
+        )
+    )
+    assert result.refused == ()
+    assert [p.name for p in result.pupils] == ["Berg, Johannes van der"]
+
+
 def test_pupils_header_any_order_and_case() -> None:
     """Header names are case-insensitive and the columns may come in any order."""
     result = parse_pupils_csv(
