@@ -371,7 +371,21 @@ class GatewaySMTP(SMTP):
         if isinstance(status, str):
             status = _REWRITE.get(status, status)
             self._last_reply = status
+            if self._refused_before_dispatch(status):
+                # aiosmtpd answers these itself (530 before STARTTLS, 500 for an unknown
+                # command) without calling a command method: they stall like NOOP does, or a
+                # client could repeat them for the whole session (attack review re-run).
+                if self._stalls.exhausted():
+                    self._cut("stalling",
+                              "421 4.7.0 Too many commands without progress, closing connection")
+                    return
+                self._stalls.record("", status)
         await super().push(status)
+
+    def _refused_before_dispatch(self, status: str) -> bool:
+        session = self.session
+        return (not self._busy and status[:1] in ("4", "5") and not status.startswith("421")
+                and session is not None and not session.authenticated)
 
 
 class IntakeHandler:

@@ -11,6 +11,7 @@ import sqlite3
 import ssl
 from pathlib import Path
 
+import pytest
 from conftest import (
     GATEWAY,
     PASSWORD,
@@ -245,6 +246,21 @@ async def test_stalling_unauthenticated_session_is_cut_with_421(
     await again.close()
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert '"session.cut"' in out and '"stalling"' in out
+
+
+@pytest.mark.parametrize("command", ["MAIL FROM:<a@example.org>", "XYZZY", "AUTH PLAIN"])
+async def test_refusals_aiosmtpd_gives_itself_count_as_stalling(
+        harness_factory: HarnessFactory, command: str) -> None:
+    """Commands aiosmtpd refuses without calling a command method (530 before STARTTLS, 500
+    for an unknown command) stall too: the attack review's re-run sent 18 of them uncounted."""
+    h = await harness_factory(smtp_extra="max_stalling_commands = 3")
+    client, _ = await RawClient.connect(h.port)
+    replies = [await client.cmd(command) for _ in range(3)]
+    assert all(reply[:1] == "5" for reply in replies), replies
+    reply = await client.cmd(command)
+    assert reply.startswith("421 4.7.0"), reply
+    assert await client.reader.read() == b""
+    await client.close()
 
 
 async def test_progress_and_authentication_are_not_stalling(
