@@ -127,8 +127,8 @@ def self_signatures_in_use(listing: str, fingerprint: str) -> frozenset[SelfSign
                 newest[part] = sig
             elif sig.created == current.created:
                 ties.add(sig)  # same second: which one gpg takes is not ours to guess
-        elif kind not in ("sig", "rev", "spk", "tru"):
-            part = None
+        # Other records (`rev`, `grp`, `spk`, ...) change nothing: a `sig` after them still
+        # belongs to the last user ID or subkey, so that none is skipped.
     if not found:
         return None
     chosen = set(newest.values())
