@@ -566,8 +566,8 @@ def _listing(*records: str, pub_validity: str = "u") -> str:
 
 def test_self_signatures_in_use_are_the_newest_of_each_part() -> None:
     """The rule takes the newest good self-signature of each valid user ID and subkey (and the
-    direct-key signature): older ones, third-party certifications, bad signatures and revoked or
-    expired parts do not count."""
+    direct-key signature), whatever other records come between: older ones, third-party
+    certifications, bad signatures and revoked or expired parts do not count."""
     listing = _listing(
         _sig(100, "1fx", "2"), _sig(200, "1fx", "8"),
         "uid:u::::1527811200::AAAA::Kept <kept@example.nl>::::::::::0:",
@@ -580,6 +580,7 @@ def test_self_signatures_in_use_are_the_newest_of_each_part() -> None:
         _sig(100, "18x", "2"),
         "sub:u:255:18:CEBFEE4560C18C97:1527811200:1843171200:::::e:::::cv25519::",
         "fpr:::::::::53C82951EC2F4083C948BCCFCEBFEE4560C18C97:",
+        "grp:::::::::0123456789ABCDEF0123456789ABCDEF01234567:",  # `--with-keygrip`
         _sig(100, "18x", "8"), _sig(600, "18x", "11"), _sig(700, "28x", "2"))
     assert self_signatures_in_use(listing, PRIMARY.lower()) == frozenset({
         SelfSignature("key", 200, "1f", "8"), SelfSignature("uid AAAA", 300, "13", "10"),
