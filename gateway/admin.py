@@ -226,7 +226,10 @@ async def keys_update(ctx: Context, data: bytes) -> str:
         raise Refused(f"not pinned, refused: {', '.join(strangers)} (pin a key with "
                       "`senders add-key` or `schools add`; nothing was imported)")
     before = {i.fingerprint: i for i in list_key_infos(ctx.gpg) if i.fingerprint in infos}
-    import_updates(ctx.gpg, data, sorted(infos))
+    try:
+        import_updates(ctx.gpg, data, sorted(infos))
+    except KeyRefused as exc:
+        raise Refused(str(exc)) from None
     after = {i.fingerprint: i for i in list_key_infos(ctx.gpg) if i.fingerprint in infos}
     now = ctx.clock()
     lines = []

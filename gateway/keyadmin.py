@@ -3,8 +3,9 @@
 Takes key files and the fingerprint the administrator vouches for; produces imported keys or a
 `KeyRefused` with a one-line reason. A file is first read in a throwaway GnuPG home: only the one
 key whose primary fingerprint equals the pinned one is carried over (any other key in the file is
-ignored), and only when it is neither expired nor revoked and can do its job (a school key
-encrypts, a sender key signs). Nothing here ever asks a keyserver or WKD.
+ignored), and only when it is neither expired nor revoked, can do its job (a school key
+encrypts, a sender key signs), and is not bound by self-signatures over a weak hash (SHA-1 and
+the like: `keyinfo.WEAK_KEY_HASHES`). Nothing here ever asks a keyserver or WKD.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.gpg import NO_PROMPT, SAFE_OPTIONS, Gpg, normalise_fingerprint
-from gateway.keyinfo import KeyInfo, Purpose, key_info
+from gateway.keyinfo import (
+    KeyInfo,
+    Purpose,
+    SelfSignature,
+    key_info,
+    self_signatures_in_use,
+    weak_hashes,
+)
 
 
 class KeyRefused(Exception):
@@ -36,13 +44,39 @@ def _scratch(data: bytes, binary: str) -> Iterator[tuple[Path, dict[str, KeyInfo
     scratch = Path(tempfile.mkdtemp(prefix="hwc-keycheck-"))
     try:
         scratch.chmod(0o700)
-        subprocess.run(_gpg_cmd(binary, scratch, "--import"), input=data, capture_output=True,
-                       timeout=60, check=False)
+        _import_into(binary, scratch, data)
         infos = {i.fingerprint: i for i in map(key_info, Gpg(scratch, binary=binary).list_keys())}
         yield scratch, infos
     finally:
         stop_agent(scratch)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _import_into(binary: str, home: Path, data: bytes) -> None:
+    subprocess.run(_gpg_cmd(binary, home, "--import"), input=data, capture_output=True,
+                   timeout=60, check=False)
+
+
+def _self_signatures(binary: str, home: Path, fpr: str) -> frozenset[SelfSignature]:
+    """The self-signatures gpg uses for key `fpr` in `home`. `--check-sigs` rather than
+    `--list-sigs`, so that a signature gpg found bad is not taken for the one in use."""
+    listing = subprocess.run(_gpg_cmd(binary, home, "--with-colons", "--check-sigs", fpr),
+                             capture_output=True, timeout=60, check=False)
+    found = self_signatures_in_use(listing.stdout.decode("utf-8", "replace"), fpr)
+    if found is None:
+        raise KeyRefused(f"gpg could not list the self-signatures of key {fpr}")
+    return found
+
+
+def _weak_refusal(fpr: str, hashes: str, update: bool = False) -> KeyRefused:
+    # gpg keeps the old signature's hash when it renews a self-signature of a DSA, ECDSA or
+    # EdDSA key (g10/sign.c, update_keysig_packet): renewing alone would repeat SHA-1.
+    what = "the update of key {} brings" if update else "key {} is bound by"
+    return KeyRefused(
+        f"{what.format(fpr)} self-signatures over {hashes}, which can be forged: ask its "
+        f"owner to renew them (gpg --cert-digest-algo SHA256 --quick-set-expire {fpr} 2y, and "
+        f"the same with '*' at the end for its subkeys) and send it again"
+        + ("; nothing was imported" if update else ""))
 
 
 def _export(binary: str, home: Path, fingerprint: str) -> bytes:
@@ -67,6 +101,11 @@ def inspect_key_file(data: bytes, fingerprint: str, purpose: Purpose, now: dt.da
         if reason is not None:
             raise KeyRefused(f"key {fpr} is {reason}" if reason in ("expired", "revoked")
                              else f"key {fpr} {reason}: a {_role(purpose)} key must {purpose}")
+        # gpg checks self-signatures on import but takes SHA-1 ones as good (2.2.40 even new
+        # ones): the very signatures a chosen-prefix collision forges.
+        hashes = weak_hashes(_self_signatures(binary, home, fpr))
+        if hashes is not None:
+            raise _weak_refusal(fpr, hashes)
         return info, _export(binary, home, fpr)
 
 
@@ -79,8 +118,18 @@ def scan_key_file(data: bytes, binary: str = "gpg") -> dict[str, KeyInfo]:
 def import_updates(gpg: Gpg, data: bytes, fingerprints: list[str],
                    binary: str = "gpg") -> None:
     """Take in what the file says about these already pinned keys: revocations, new expiry
-    dates, new subkeys. Nothing else in the file is read."""
-    with _scratch(data, binary) as (home, _):
+    dates, new subkeys. Nothing else in the file is read. The file is merged with the keys as
+    pinned in a throwaway home first: when the merged key relies on a self-signature over a
+    weak hash that the pinned key did not rely on, nothing is imported (`KeyRefused`). A key
+    pinned before that rule keeps working, and its revocation is always taken in."""
+    with _scratch(export_public(gpg, fingerprints).encode(), binary) as (home, held):
+        before = {fpr: _self_signatures(binary, home, fpr) if fpr in held else frozenset()
+                  for fpr in fingerprints}
+        _import_into(binary, home, data)
+        for fpr in fingerprints:
+            hashes = weak_hashes(_self_signatures(binary, home, fpr) - before[fpr])
+            if hashes is not None:
+                raise _weak_refusal(fpr, hashes, update=True)
         for fpr in fingerprints:
             blob = _export(binary, home, fpr)
             gpg.call_sync(lambda g, blob=blob: g.import_keys(blob))  # type: ignore[misc]
