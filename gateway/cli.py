@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION")
     duo = schools.add_parser("import-duo", help="load school names and codes from DUO's CSV")
     duo.add_argument("file")
+    duo.add_argument("--accept-refused", action="store_true",
+                     help="import the valid rows even when some are refused (else a refused "
+                          "row refuses the whole file)")
     scadd = schools.add_parser("add", help="onboard a school contact with its pinned key")
     scadd.add_argument("code")
     scadd.add_argument("--name", help="school name (needed when the code is not imported)")
@@ -126,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     pimp.add_argument("file")
     pimp.add_argument("--force", action="store_true",
                       help="allow an import that removes more than half of the register")
+    pimp.add_argument("--accept-refused", action="store_true",
+                      help="replace the register without the refused rows (else a refused row "
+                           "refuses the whole file and the register stays as it is)")
 
     held = verbs.add_parser("held", help="children the gateway could not route").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -304,7 +310,8 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                     ["name", "keys", "allow_from", "created"])
         elif verb == "schools":
             if action == "import-duo":
-                out = await admin.schools_import_duo(ctx, admin.read_file(args.file))
+                out = await admin.schools_import_duo(ctx, admin.read_file(args.file),
+                                                     args.accept_refused)
             elif action == "add":
                 out = await admin.schools_add(ctx, args.code, args.name, args.email,
                                               admin.read_file(args.key), args.fingerprint,
@@ -322,7 +329,8 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                         for c in r["contacts"])} for r in rows],
                     ["code", "name", "place", "route", "contacts"])
         elif verb == "pupils":
-            out = await admin.pupils_import(ctx, admin.read_file(args.file), args.force)
+            out = await admin.pupils_import(ctx, admin.read_file(args.file), args.force,
+                                            args.accept_refused)
         elif verb == "held":
             if action == "list":
                 out = _listing(await admin.held_list(ctx),
