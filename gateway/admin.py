@@ -224,7 +224,10 @@ async def retire_gateway_key(ctx: Context, fpr: str, why: str) -> None:
 
 async def keys_update(ctx: Context, data: bytes) -> str:
     """Take in revocations, new expiry dates and subkeys of keys that are already pinned."""
-    infos = scan_key_file(data)
+    try:
+        infos = scan_key_file(data)
+    except KeyRefused as exc:  # a private key in the file (issue 12)
+        raise Refused(str(exc)) from None
     if not infos:
         raise Refused("the file holds no OpenPGP key")
     owners = await key_owners(ctx)
