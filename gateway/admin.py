@@ -49,6 +49,7 @@ from gateway.names import names_match, pseudonym_text
 from gateway.passwords import hash_password
 from gateway.schedule import deadline, time_left
 from gateway.store import Store, chain_problems, from_iso, iso
+from gateway.timetext import local_time_text
 from gateway.tlsdev import make_dev_tls
 from gateway.vault import create_secrets
 
@@ -193,7 +194,8 @@ async def keys_rotate(ctx: Context, overlap_days: int) -> str:
         await tx.receipt("key.rotated", at=now, fingerprint=new, previous=old,
                          overlap_until=iso(until), operator=_operator())
     await ctx.refresh(force=True)
-    return (f"gateway key {new} signs from now on; {old} still opens signals until {iso(until)}"
+    shown = local_time_text(until, ctx.config.schedule.timezone)
+    return (f"gateway key {new} signs from now on; {old} still opens signals until {shown}"
             f" (then it is retired). Send every sender the output of `keys export`.")
 
 
@@ -247,8 +249,10 @@ async def keys_update(ctx: Context, data: bytes) -> str:
             state = (new.unusable_reason(purpose, now) if new else "missing") or "valid"
             expires = new.expires.isoformat() if new and new.expires else "never"
             changed = old != new
+            shown = (local_time_text(new.expires, ctx.config.schedule.timezone)
+                     if new and new.expires else "never")
             lines.append(f"{fpr} ({owner}): {'updated' if changed else 'unchanged'}, "
-                         f"now {state}, expires {expires}")
+                         f"now {state}, expires {shown}")
             await tx.receipt("key.updated", at=now, fingerprint=fpr, owner=owner, state=state,
                              expires=expires, changed=changed, operator=_operator())
         await tx.bump_directory_version()

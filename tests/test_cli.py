@@ -300,3 +300,21 @@ async def test_receipts_list_shows_the_detail_json_holds(
     assert f"signer={h.gateway_fpr}" in by_event["sealed"]
     assert re.search(r" rule=\w+", by_event["resolved"])
     assert 'reason="not in the register and no school named"' in by_event["held"]
+
+
+def test_key_verbs_say_their_times_in_the_configured_zone(
+        capsys: pytest.CaptureFixture[str], template: Template, tmp_path: Path,
+        identities: Identities) -> None:
+    """`keys rotate` (end of the overlap) and `keys update` (expiry) print times in `[schedule]
+    timezone` with the offset, like the listings."""
+    cfg = str(copy_gateway_state(template, tmp_path,
+                                 extra_config=f'[schedule]\ntimezone = "{ZONE}"\n').path)
+    code, out, err = run(capsys, "--config", cfg, "keys", "rotate", "--overlap-days", "30")
+    assert code == 0 and LOCAL.search(out) and not ISO_UTC.search(out), out + err
+    key = tmp_path / "school.asc"
+    key.write_bytes(identities.school_a.public_key())
+    assert run(capsys, "--config", cfg, "schools", "add", SCHOOL_A, "--name", "De Regenboog",
+               "--email", CONTACT_A, "--key", str(key),
+               "--fingerprint", identities.school_a.fingerprint)[0] == 0
+    code, out, err = run(capsys, "--config", cfg, "keys", "update", str(key))
+    assert code == 0 and re.search(r"expires " + LOCAL.pattern, out), out + err
