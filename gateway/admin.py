@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import pwd
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,13 @@ from gateway.context import Context
 from gateway.custody import CustodyError, read_passphrase
 from gateway.fields import normalise_school
 from gateway.gpg import Gpg, normalise_fingerprint
-from gateway.imports import parse_duo_csv, parse_pupils_csv
+from gateway.imports import (
+    change_lines,
+    parse_duo_csv,
+    parse_pupils_csv,
+    refused_lines,
+    school_changes,
+)
 from gateway.inert import inert, inert_json
 from gateway.intake import register_candidates
 from gateway.keyadmin import (
@@ -42,6 +49,7 @@ from gateway.names import names_match, pseudonym_text
 from gateway.passwords import hash_password
 from gateway.schedule import deadline, time_left
 from gateway.store import Store, chain_problems, from_iso, iso
+from gateway.timetext import local_time_text
 from gateway.tlsdev import make_dev_tls
 from gateway.vault import create_secrets
 
@@ -186,7 +194,8 @@ async def keys_rotate(ctx: Context, overlap_days: int) -> str:
         await tx.receipt("key.rotated", at=now, fingerprint=new, previous=old,
                          overlap_until=iso(until), operator=_operator())
     await ctx.refresh(force=True)
-    return (f"gateway key {new} signs from now on; {old} still opens signals until {iso(until)}"
+    shown = local_time_text(until, ctx.config.schedule.timezone)
+    return (f"gateway key {new} signs from now on; {old} still opens signals until {shown}"
             f" (then it is retired). Send every sender the output of `keys export`.")
 
 
@@ -217,7 +226,10 @@ async def retire_gateway_key(ctx: Context, fpr: str, why: str) -> None:
 
 async def keys_update(ctx: Context, data: bytes) -> str:
     """Take in revocations, new expiry dates and subkeys of keys that are already pinned."""
-    infos = scan_key_file(data)
+    try:
+        infos = scan_key_file(data)
+    except KeyRefused as exc:  # a private key in the file (issue 12)
+        raise Refused(str(exc)) from None
     if not infos:
         raise Refused("the file holds no OpenPGP key")
     owners = await key_owners(ctx)
@@ -240,8 +252,10 @@ async def keys_update(ctx: Context, data: bytes) -> str:
             state = (new.unusable_reason(purpose, now) if new else "missing") or "valid"
             expires = new.expires.isoformat() if new and new.expires else "never"
             changed = old != new
+            shown = (local_time_text(new.expires, ctx.config.schedule.timezone)
+                     if new and new.expires else "never")
             lines.append(f"{fpr} ({owner}): {'updated' if changed else 'unchanged'}, "
-                         f"now {state}, expires {expires}")
+                         f"now {state}, expires {shown}")
             await tx.receipt("key.updated", at=now, fingerprint=fpr, owner=owner, state=state,
                              expires=expires, changed=changed, operator=_operator())
         await tx.bump_directory_version()
@@ -370,22 +384,30 @@ def _school_code(code: str) -> str:
     return norm
 
 
-async def schools_import_duo(ctx: Context, data: bytes) -> str:
+async def schools_import_duo(ctx: Context, data: bytes, accept_refused: bool = False) -> str:
+    """Add or rename the schools of DUO's file; contacts, keys and routes stay. A refused row
+    refuses the whole import unless `accept_refused` (issue 12: a nightly job must notice a
+    school left out)."""
     try:
         parsed = parse_duo_csv(data)
     except ValueError as exc:
         raise Refused(str(exc)) from None
+    refused = len(parsed.refused)
+    if refused and not accept_refused:
+        raise Refused("\n".join([
+            f"schools import refused, the directory is unchanged: {refused} of "
+            f"{refused + len(parsed.schools)} rows refused (correct the file, or leave these "
+            "rows out with --accept-refused)", *refused_lines(parsed.refused)]))
     now = ctx.clock()
     changed = 0
     async with ctx.store.transaction() as tx:
         for school in parsed.schools:
             changed += await tx.upsert_school(school.code, school.name, school.place or "")
         await tx.receipt("schools.imported", at=now, schools=len(parsed.schools),
-                         changed=changed, refused=len(parsed.refused), operator=_operator())
+                         changed=changed, refused=refused, operator=_operator())
     lines = [f"{len(parsed.schools)} schools read, {changed} added or renamed, "
-             f"{len(parsed.refused)} rows refused; contacts and keys unchanged"]
-    lines += [f"  row {p.row}: {p.problem}" for p in parsed.refused[:50]]
-    return "\n".join(lines)
+             f"{refused} rows refused and left out; contacts and keys unchanged"]
+    return "\n".join(lines + refused_lines(parsed.refused))
 
 
 async def schools_add(ctx: Context, code: str, name: str | None, email: str, key_data: bytes,
@@ -449,34 +471,59 @@ def _route_ok(route: str) -> bool:
 
 # -- pupils -----------------------------------------------------------------------------------
 
-async def pupils_import(ctx: Context, data: bytes, force: bool) -> str:
+async def pupils_import(ctx: Context, data: bytes, force: bool,
+                        accept_refused: bool = False) -> str:
+    """Replace the register. Refused rows refuse the whole import unless `accept_refused`, and
+    so does one that removes more than half of the register unless `force`: a nightly job must
+    never drop a child quietly (issue 12). Either way the answer names each refused row by its
+    line and the pupils each school gained or lost."""
     try:
         parsed = parse_pupils_csv(data)
     except ValueError as exc:
         raise Refused(str(exc)) from None
-    before, _ = await ctx.store.register_summary()
-    if before and len(parsed.pupils) < before / 2 and not force:
-        raise Refused(f"the file has {len(parsed.pupils)} usable rows, the register {before}: "
-                      "this would remove more than half of it (use --force if intended)")
     rows = []
     for pupil in parsed.pupils:
         record = {"name": pupil.name, "birthdate": pupil.birthdate.isoformat(), "bsn": pupil.bsn}
         rows.append((ctx.vault.digest("register-bsn", pupil.bsn) if pupil.bsn else None,
                      ctx.vault.digest("register-birthdate", pupil.birthdate.isoformat()),
                      pupil.school, ctx.vault.seal(record, f"pupil:{pupil.school}")))
+    after = dict(Counter(p.school for p in parsed.pupils))
+    refused = len(parsed.refused)
     now = ctx.clock()
-    schools = len({p.school for p in parsed.pupils})
     async with ctx.store.transaction() as tx:
+        before_counts = await tx.register_counts()
+        before = sum(before_counts.values())
+        why = []
+        if refused and not accept_refused:
+            why.append(f"{refused} of {refused + len(parsed.pupils)} rows refused (correct "
+                       "the file, or leave these rows out with --accept-refused)")
+        if before and len(parsed.pupils) < before / 2 and not force:
+            why.append(f"the file has {len(parsed.pupils)} usable rows, the register {before}: "
+                       "this would remove more than half of it (use --force if intended)")
+        if why:
+            raise Refused("\n".join([
+                "pupils import refused, the register is unchanged: " + "; ".join(why),
+                *refused_lines(parsed.refused),
+                "per school (vestigingscode), had the import gone ahead"
+                + (" without the refused rows:" if refused else ":"),
+                *change_lines(before_counts, after)]))
+        changes = school_changes(before_counts, after)
         total = await tx.replace_register(rows)
-        await tx.receipt("register.imported", at=now, rows=total, schools=schools,
-                         refused=len(parsed.refused), previous=before, operator=_operator())
-    unknown = sorted({p.school for p in parsed.pupils} - set((await ctx.refresh()).schools))
-    lines = [f"register replaced: {total} pupils at {schools} schools, "
-             f"{len(parsed.refused)} rows refused (was {before} pupils)"]
-    lines += [f"  row {p.row}: {p.problem}" for p in parsed.refused[:50]]
+        await tx.receipt("register.imported", at=now, rows=total, schools=len(after),
+                         refused=refused, previous=before,
+                         gained=sum(max(c.after - c.before, 0) for c in changes),
+                         lost=sum(max(c.before - c.after, 0) for c in changes),
+                         operator=_operator())
+    unknown = sorted(set(after) - set((await ctx.refresh()).schools))
+    lines = [f"register replaced: {total} pupils at {len(after)} schools (was {before} pupils "
+             f"at {len(before_counts)} schools), {refused} rows refused"
+             + (" and left out (--accept-refused)" if refused else "")]
+    lines += refused_lines(parsed.refused)
     if unknown:
         lines.append(f"  note: {len(unknown)} school codes are not in the directory yet "
                      f"(e.g. {', '.join(unknown[:5])})")
+    lines += ["per school (vestigingscode), compared with the register it replaced:",
+              *change_lines(before_counts, after)]
     return "\n".join(lines)
 
 

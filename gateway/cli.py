@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import datetime as dt
 import getpass
+import json
 import os
 import socket
 import sys
@@ -26,6 +27,7 @@ from gateway.custody import CustodyError, custody_problems
 from gateway.fields import parse_date
 from gateway.inert import inert
 from gateway.logs import configure
+from gateway.timetext import local_times
 from gateway.vault import VaultError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -102,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION")
     duo = schools.add_parser("import-duo", help="load school names and codes from DUO's CSV")
     duo.add_argument("file")
+    duo.add_argument("--accept-refused", action="store_true",
+                     help="import the valid rows even when some are refused (else a refused "
+                          "row refuses the whole file)")
     scadd = schools.add_parser("add", help="onboard a school contact with its pinned key")
     scadd.add_argument("code")
     scadd.add_argument("--name", help="school name (needed when the code is not imported)")
@@ -126,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     pimp.add_argument("file")
     pimp.add_argument("--force", action="store_true",
                       help="allow an import that removes more than half of the register")
+    pimp.add_argument("--accept-refused", action="store_true",
+                      help="replace the register without the refused rows (else a refused row "
+                           "refuses the whole file and the register stays as it is)")
 
     held = verbs.add_parser("held", help="children the gateway could not route").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -159,7 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     rfind.add_argument("--name", required=True)
     rfind.add_argument("--birthdate", required=True, metavar="D")
     rfind.add_argument("--json", action="store_true")
+    _config_after_the_verb(p)
     return p
+
+
+def _config_after_the_verb(parser: argparse.ArgumentParser) -> None:
+    """Every verb and action also takes `--config` (`hwc-gateway status --config x.toml`), as
+    git and systemctl take their options on either side of the verb. SUPPRESS: a sub-parser
+    that was not given it leaves the value from before the verb (or the default) alone."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
+                                 help="configuration file (also accepted before the verb)")
+                _config_after_the_verb(sub)
 
 
 def _say(text: str, file: TextIO | None = None) -> None:
@@ -180,8 +201,51 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _listing(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool) -> str:
-    return dumps(rows) if as_json else _table(rows, columns)
+def _listing(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool,
+             zone: str | None = None) -> str:
+    """`--json` as stored (times ISO UTC), else a table with times in `zone` (gateway.timetext)."""
+    if as_json:
+        return dumps(rows)
+    return _table(local_times(rows, zone) if zone else rows, columns)
+
+
+RECEIPT_COLUMNS = ("seq", "at", "event", "ref", "school")
+
+
+def _receipts(rows: list[dict[str, Any]], as_json: bool, zone: str) -> str:
+    """One line per receipt: its columns, then all else it holds as `key=value` pairs (the
+    school server's reply, the rule, the held reason, fingerprints): what `--json` shows."""
+    if as_json:
+        return dumps(rows)
+    shown = [{**{c: r.get(c) for c in RECEIPT_COLUMNS},
+              "detail": pairs_text({k: v for k, v in r.items() if k not in RECEIPT_COLUMNS})}
+             for r in local_times(rows, zone)]
+    return _table(shown, [*RECEIPT_COLUMNS, "detail"])
+
+
+def pairs_text(detail: dict[str, Any]) -> str:
+    """`key=value` pairs, in the receipt's order. A value with a space, a quote or an `=` (an
+    SMTP reply, a local time) is put in double quotes, its `"` and `\\` escaped, so the pairs
+    read back unambiguously; lists are joined by commas, None is `-`. Control characters, a line
+    break among them, are left to the caller's `inert` (`_table`), which keeps it one line."""
+    def text(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, list | tuple):
+            return ",".join(text(v) for v in value) or "-"
+        if isinstance(value, dict):
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return str(value)
+
+    def quoted(value: Any) -> str:
+        shown = text(value)
+        if not shown or any(c.isspace() or c in '"=' for c in shown):
+            return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return shown
+
+    return " ".join(f"{key}={quoted(value)}" for key, value in detail.items())
 
 
 def _password(from_stdin: bool) -> str:
@@ -243,7 +307,7 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
             if args.json:
                 _say(dumps(st.data))
             else:
-                d = st.data
+                d = local_times(st.data, config.schedule.timezone)
                 _say(f"listener  {d['listener']['address']}: "
                       f"{'up' if d['listener']['up'] else 'DOWN'}")
                 _say(f"queue     {d['queued']} waiting (oldest since {d['oldest_queued'] or '-'})")
@@ -280,7 +344,7 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
             else:
                 out = _listing(await admin.keys_list(ctx, ctx.clock(), args.expiring_within),
                                ["fingerprint", "owner", "capabilities", "expires", "state"],
-                               args.json)
+                               args.json, config.schedule.timezone)
         elif verb == "senders":
             if action == "add":
                 password = (None if args.client_cert and not args.password_stdin
@@ -300,11 +364,13 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                 out = dumps(rows) if args.json else _table(
                     [{**r, "keys": " ".join(k["fingerprint"] + ("" if k["usable"] else "(unusable)")
                                             for k in r["keys"]),
-                      "allow_from": " ".join(r["allow_from"])} for r in rows],
+                      "allow_from": " ".join(r["allow_from"])}
+                     for r in local_times(rows, config.schedule.timezone)],
                     ["name", "keys", "allow_from", "created"])
         elif verb == "schools":
             if action == "import-duo":
-                out = await admin.schools_import_duo(ctx, admin.read_file(args.file))
+                out = await admin.schools_import_duo(ctx, admin.read_file(args.file),
+                                                     args.accept_refused)
             elif action == "add":
                 out = await admin.schools_add(ctx, args.code, args.name, args.email,
                                               admin.read_file(args.key), args.fingerprint,
@@ -322,12 +388,13 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                         for c in r["contacts"])} for r in rows],
                     ["code", "name", "place", "route", "contacts"])
         elif verb == "pupils":
-            out = await admin.pupils_import(ctx, admin.read_file(args.file), args.force)
+            out = await admin.pupils_import(ctx, admin.read_file(args.file), args.force,
+                                            args.accept_refused)
         elif verb == "held":
             if action == "list":
                 out = _listing(await admin.held_list(ctx),
                                ["id", "reason", "school", "age_minutes", "deadline", "time_left"],
-                               args.json)
+                               args.json, config.schedule.timezone)
             elif action == "show":
                 shown = await admin.held_show(ctx, args.id)
                 out = dumps(shown) if args.json else _show_held(shown)
@@ -338,7 +405,7 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
         elif verb == "queue":
             out = _listing(await admin.queue_list(ctx),
                            ["notice", "ref", "school", "attempts", "next_attempt", "time_left",
-                            "last_reply"], args.json)
+                            "last_reply"], args.json, config.schedule.timezone)
         elif verb == "purge":
             out = "\n".join((await retention.purge(ctx, ctx.clock(), args.dry_run)).lines())
         elif verb == "receipts":
@@ -353,11 +420,11 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                 birthdate = parse_date(args.birthdate)
                 if birthdate is None:
                     raise Refused("--birthdate must be a date like 12-04-2016 or 2016-04-12")
-                out = _listing(await admin.receipts_find(ctx, args.name, birthdate),
-                               ["seq", "at", "event", "ref", "school"], args.json)
+                out = _receipts(await admin.receipts_find(ctx, args.name, birthdate),
+                                args.json, config.schedule.timezone)
             else:
-                out = _listing(await admin.receipts_list(ctx, _since(args.since)),
-                               ["seq", "at", "event", "ref", "school"], args.json)
+                out = _receipts(await admin.receipts_list(ctx, _since(args.since)),
+                                args.json, config.schedule.timezone)
         else:  # pragma: no cover - argparse allows nothing else
             raise Refused(f"unknown verb {verb}")
         _say(out)

@@ -9,6 +9,9 @@ data; a report is printed on a terminal and may be pasted into a ticket).
 Fails: `ImportFormatError` (a ValueError) when the file as a whole cannot be read: no header,
 a required column missing, a column twice, or broken quoting. Then nothing is imported, so an
 import that replaces the register never replaces it with half a file.
+Also: `refused_lines` and `change_lines`, what an import says about refused rows and about the
+pupils each school gained or lost (issue 12: a child must never fall out of the register
+unnoticed).
 Trusts: nothing about the content; every field goes through `gateway.fields`.
 """
 
@@ -275,3 +278,45 @@ def _require(header: Sequence[str], wanted: Sequence[tuple[str, ...]]) -> dict[s
             raise ImportFormatError("missing column: " + " or ".join(alternatives))
         found[alternatives[0]] = present
     return found
+
+
+@dataclass(frozen=True)
+class SchoolChange:
+    """How many pupils one school has in a new register, against the register it replaces."""
+
+    school: str
+    before: int
+    after: int
+
+
+def school_changes(
+    before: Mapping[str, int], after: Mapping[str, int]
+) -> tuple[SchoolChange, ...]:
+    """Every school whose number of pupils differs, by vestigingscode."""
+    return tuple(
+        SchoolChange(code, before.get(code, 0), after.get(code, 0))
+        for code in sorted(set(before) | set(after))
+        if before.get(code, 0) != after.get(code, 0)
+    )
+
+
+def refused_lines(refused: Sequence[RowProblem]) -> list[str]:
+    """One line per refused row: its line number and the columns at fault, never a value."""
+    return [f"  line {p.row}: {p.problem}" for p in refused]
+
+
+def change_lines(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
+    """Per school, the pupils gained or lost. Counted per school, so a pupil who left and
+    another who joined the same school show as no change; a school left without pupils says so
+    (a whole school missing from an export is the mistake this is for)."""
+    changes = school_changes(before, after)
+    lines = []
+    for c in changes:
+        now = f"{c.after} pupil{'' if c.after == 1 else 's'}" if c.after else "no pupils left"
+        moved = f"gained {c.after - c.before}" if c.after > c.before else (
+            f"lost {c.before - c.after}")
+        lines.append(f"  {c.school}: {moved} ({now}, was {c.before})")
+    unchanged = len(set(before) | set(after)) - len(changes)
+    if unchanged:
+        lines.append(f"  {unchanged} other school{'' if unchanged == 1 else 's'} unchanged")
+    return lines or ["  no school in either register"]

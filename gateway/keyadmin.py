@@ -86,9 +86,43 @@ def _export(binary: str, home: Path, fingerprint: str) -> bytes:
                           capture_output=True, timeout=60, check=True).stdout
 
 
+PRIVATE_ARMOR = b"-----BEGIN PGP PRIVATE KEY BLOCK-----"
+PRIVATE_KEY_EXPOSED = (
+    "the key file holds a PRIVATE key: it has been exposed and must be considered compromised; "
+    "ask its owner to make a new key pair and to send the public key only (gpg --armor "
+    "--export FINGERPRINT); nothing was imported")
+# RFC 4880 §5.5.1.3 and §5.5.1.4, as `gpg --list-packets` names them.
+_SECRET_PACKETS = (":secret key packet:", ":secret sub key packet:")
+
+
+def lists_secret_packets(listing: str) -> bool:
+    """Whether `gpg --list-packets` output shows a secret key or secret subkey packet."""
+    return any(line.startswith(_SECRET_PACKETS) for line in listing.splitlines())
+
+
+def refuse_private_key(data: bytes, binary: str = "gpg") -> None:
+    """Refuse a key file holding a secret key, armored or binary (issue 12): whoever sent it by
+    mail or on a stick exposed it, and pinning its public half would hide that. Read with
+    `--list-packets`, which parses without importing, in a throwaway home that is removed: the
+    secret reaches no keyring and no agent, not even a scratch one."""
+    if PRIVATE_ARMOR in data:
+        raise KeyRefused(PRIVATE_KEY_EXPOSED)
+    scratch = Path(tempfile.mkdtemp(prefix="hwc-keycheck-"))
+    try:
+        scratch.chmod(0o700)
+        listing = subprocess.run(_gpg_cmd(binary, scratch, "--list-packets"), input=data,
+                                 capture_output=True, timeout=60, check=False).stdout
+    finally:
+        stop_agent(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+    if lists_secret_packets(listing.decode("utf-8", "replace")):
+        raise KeyRefused(PRIVATE_KEY_EXPOSED)
+
+
 def inspect_key_file(data: bytes, fingerprint: str, purpose: Purpose, now: dt.datetime,
                      binary: str = "gpg") -> tuple[KeyInfo, bytes]:
     """Check the pinned key in `data`; return its info and a minimal export of it alone."""
+    refuse_private_key(data, binary)
     fpr = normalise_fingerprint(fingerprint)
     if fpr is None:
         raise KeyRefused("--fingerprint must be the full fingerprint (40 hex digits)")
@@ -111,6 +145,7 @@ def inspect_key_file(data: bytes, fingerprint: str, purpose: Purpose, now: dt.da
 
 def scan_key_file(data: bytes, binary: str = "gpg") -> dict[str, KeyInfo]:
     """The keys in a file, by primary fingerprint, as gpg sees them."""
+    refuse_private_key(data, binary)
     with _scratch(data, binary) as (_, infos):
         return infos
 

@@ -384,6 +384,11 @@ class Tx:
         row = await self.one("SELECT count(*) AS n FROM pupils")
         return int(row["n"]) if row else 0
 
+    async def register_counts(self) -> dict[str, int]:
+        """Pupils per vestigingscode: what a register import is compared with (issue 12)."""
+        return {str(r["school"]): int(r["n"]) for r in await self.all(
+            "SELECT school, count(*) AS n FROM pupils GROUP BY school")}
+
     # -- gateway keys -----------------------------------------------------------------------
 
     async def add_gateway_key(self, fingerprint: str, at: dt.datetime,

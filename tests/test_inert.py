@@ -126,7 +126,8 @@ def test_school_names_with_controls_are_inert_in_schools_list(
     (text and --json): no byte that steers a terminal."""
     cfg = str(copy_gateway_state(template, tmp_path).path)
     duo = tmp_path / "duo.csv"
-    duo.write_text(DUO_CSV.replace("Het Kompas", f"Het {HOSTILE}Kompas\u202e")
+    # Quoted: the escape's ";" would otherwise split the row, which is then refused (issue 12).
+    duo.write_text(DUO_CSV.replace("Het Kompas", f'"Het {HOSTILE}Kompas\u202e"')
                    .replace(";Zeist", ";Zeist\x9b2J"), encoding="utf-8")
     code, out, err = run(capsys, "--config", cfg, "schools", "import-duo", str(duo))
     assert code == 0 and steering(out + err) == []
