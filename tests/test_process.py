@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -260,7 +262,8 @@ def test_serve_with_its_port_in_use_says_so_in_one_line(template: Template,
 def test_second_daemon_on_the_same_state_is_refused_beside_the_first(
         process_setup: tuple[Path, int, int, int, Process], tmp_path: Path) -> None:
     """A second `serve` on the same state with another port: one line naming the lock file and
-    the first daemon's pid, exit 1; the first keeps serving, and the other verbs still work."""
+    the first daemon's pid, exit 1; the first keeps serving, the other verbs still work,
+    `status` sees this state's daemon up and check-config says the port is the gateway's own."""
     config_path, listen, _, _, proc = process_setup
     proc.start(listen)
     assert proc.proc is not None
@@ -273,6 +276,11 @@ def test_second_daemon_on_the_same_state_is_refused_beside_the_first(
     verify = subprocess.run([sys.executable, "-m", "gateway", "--config", str(other), "receipts",
                              "verify"], capture_output=True, text=True, timeout=60, check=False)
     assert verify.returncode == 0 and "intact" in verify.stdout, verify.stderr
+    status = run_verb(config_path, "status", "--json")
+    assert json.loads(status.stdout)["listener"]["up"] is True, status.stdout
+    checked = run_verb(config_path, "check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert f"by the running gateway of this state (pid {proc.proc.pid})" in checked.stdout
     assert proc.kill(signal.SIGTERM) == 0
     # The lock went with the daemon: the same state starts again.
     proc.start(listen)
@@ -331,3 +339,72 @@ def test_serve_on_state_it_cannot_use_says_so_in_one_line(template: Template, tm
             "not_a_database": "is not a SQLite database",
             "read_only_directory": "is not writable"}[fault] in line
     stop_agent(config.gnupg_home)
+
+
+def run_verb(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+class ForeignSmtp:
+    """Another program on the gateway's port: a plain socket that greets and hangs up."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.sock.settimeout(0.2)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"220 other ESMTP\r\n")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def test_status_tells_another_program_on_the_port_from_this_gateway(template: Template,
+                                                                      tmp_path: Path) -> None:
+    """Another SMTP server on the configured port is not this gateway: `status` says the
+    listener is not up, and that another program answers there (it used to count any
+    program on the port as the gateway)."""
+    config = gateway_state(template, tmp_path)
+    foreign = ForeignSmtp(config.smtp.listen.port)
+    try:
+        result = run_verb(config.path, "status", "--json")
+        text = run_verb(config.path, "status")
+    finally:
+        foreign.stop()
+    assert result.returncode == 1, result.stderr
+    data = json.loads(result.stdout)
+    assert data["listener"]["up"] is False
+    assert "another program, not this gateway" in data["listener"]["problem"]
+    assert any("220 other ESMTP" in a and "not this gateway" in a for a in data["attention"])
+    assert "not answering" not in " ".join(data["attention"])
+    assert "DOWN" in text.stdout and "not this gateway" in text.stdout
+    stop_agent(config.gnupg_home)
+
+
+def test_check_config_names_what_would_keep_serve_from_starting(template: Template,
+                                                               tmp_path: Path) -> None:
+    """check-config reports, before any start, a state directory that cannot be made and a
+    listen port another program holds, each naming its path or address; exit 1."""
+    config = gateway_state(template, tmp_path / "gw", tmp_path / "state" / "var" / "hwc.sqlite3")
+    (tmp_path / "state").write_text("a file\n")
+    with socket.create_server(("127.0.0.1", config.smtp.listen.port)):
+        result = run_verb(config.path, "check-config")
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert f"{tmp_path / 'state'} is a file, not a directory" in result.stderr
+    assert f"cannot listen on {config.smtp.listen}: the port is in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    (tmp_path / "state").unlink()
+    result = run_verb(config.path, "check-config")
+    assert result.returncode == 0 and "valid" in result.stdout, result.stderr
