@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     verbs.add_parser("serve", help="run the daemon in the foreground")
-    verbs.add_parser("check-config", help="validate the config, report every problem")
+    verbs.add_parser("check-config", help="validate the config and what serve needs (state "
+                                          "directory, database, keys, ports); report every "
+                                          "problem")
     verbs.add_parser("demo", help="a self-contained run on temporary state")
     status = verbs.add_parser("status", help="is everything all right? (exit 1 if not)")
     status.add_argument("--json", action="store_true")

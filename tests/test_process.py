@@ -35,9 +35,9 @@ from conftest import (
     Identities,
     Template,
     copy_gateway_state,
-    free_port,
     onboard,
 )
+from conftest import free_port as free_port  # re-exported: other tests import it from here
 
 from gateway.config import Config, load_config
 from gateway.context import open_context
