@@ -428,9 +428,12 @@ async def _serve_async(config: Config) -> None:
         ctx = await open_context(config)
     except (VaultError, CustodyError) as exc:
         raise Refused(str(exc)) from None
-    except (sqlite3.DatabaseError, OSError) as exc:
+    except sqlite3.DatabaseError as exc:
         # What storage_problem cannot see beforehand (a database damaged past its header).
         raise Refused(f"cannot open the database {config.storage.path}: {exc}") from None
+    except OSError as exc:
+        raise Refused(f"cannot start: {exc.strerror or exc}"
+                      + (f": {exc.filename}" if exc.filename else "")) from None
     try:
         await serve(ctx)
     except StartError as exc:

@@ -202,9 +202,9 @@ def _greeting(address: HostPort, timeout: float) -> str | None:
 
 
 def listener(config: Config, timeout: float = 2.0) -> Listener:
-    """Whether this gateway answers on its listener: the greeting must name the configured
-    hostname and the gateway's ident, and a daemon must hold this state's lock. Any program
-    on the port used to count as the gateway (issue 12)."""
+    """Whether this gateway answers on its listener: a daemon must hold this state's lock and
+    the greeting name the configured hostname and the gateway's ident (or be one of its 421s).
+    Any program on the port used to count as the gateway (issue 12)."""
     address = config.smtp.listen
     pid = statelock.holder(config.storage.path)
     greeting = _greeting(address, timeout)
@@ -214,13 +214,19 @@ def listener(config: Config, timeout: float = 2.0) -> Listener:
                                    "does not answer")
         return Listener(False, None)
     words = greeting.split()
-    gateway = words[:1] == ["220"] and words[1:2] == [config.smtp.hostname] and IDENT in words
+    ident = words[:1] == ["220"] and words[-1:] == [IDENT]
+    named = ident and words[1:2] == [config.smtp.hostname]
     busy = words[:1] == ["421"]  # our own daemon turning sessions away (limits, stopping)
-    if pid is not None and (gateway or busy):
+    if pid is not None and (named or busy):
         return Listener(True, None)
-    if gateway:
+    if ident and pid is None:
         return Listener(False, f"{address} is answered by a gateway, but no daemon holds this "
                                f"state's lock {statelock.lock_path(config.storage.path)}: it "
                                "serves other state")
+    if ident:
+        return Listener(False, f"{address} is answered by a gateway calling itself "
+                               f"{words[1] if len(words) > 2 else '?'!r}, not [smtp] hostname "
+                               f"{config.smtp.hostname!r}: restart the daemon if the config "
+                               "changed")
     return Listener(False, f"{address} is answered by another program, not this gateway "
                            f"(it says {greeting!r})")
