@@ -208,6 +208,7 @@ def _listener_attention(status: admin.Status, listener: preflight.Listener) -> N
     else:
         status.attention[at] = listener.problem
 
+
 async def _with_context(config: Config, fn: Callable[[Context], Awaitable[int]]) -> int:
     try:
         ctx = await open_context(config)
