@@ -13,13 +13,13 @@ import datetime as dt
 import getpass
 import json
 import os
-import socket
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway import admin, retention
+from gateway import admin, preflight, retention
 from gateway.admin import Refused, dumps
 from gateway.config import Config, ConfigError, load_config
 from gateway.context import Context, open_context, utc_now
@@ -27,6 +27,7 @@ from gateway.custody import CustodyError, custody_problems
 from gateway.fields import parse_date
 from gateway.inert import inert
 from gateway.logs import configure
+from gateway.statelock import StateLock, StateLocked
 from gateway.timetext import local_times
 from gateway.vault import VaultError
 
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     verbs.add_parser("serve", help="run the daemon in the foreground")
-    verbs.add_parser("check-config", help="validate the config, report every problem")
+    verbs.add_parser("check-config", help="validate the config and what serve needs (state "
+                                          "directory, database, keys, ports); report every "
+                                          "problem")
     verbs.add_parser("demo", help="a self-contained run on temporary state")
     status = verbs.add_parser("status", help="is everything all right? (exit 1 if not)")
     status.add_argument("--json", action="store_true")
@@ -257,13 +260,17 @@ def _password(from_stdin: bool) -> str:
     return first
 
 
-def _listener_up(config: Config) -> bool:
-    try:
-        with socket.create_connection((config.smtp.listen.host, config.smtp.listen.port),
-                                      timeout=2):
-            return True
-    except OSError:
-        return False
+def _listener_attention(status: admin.Status, listener: preflight.Listener) -> None:
+    """Something answers, but not this gateway: `status` says so instead of "not answering"."""
+    if listener.problem is None:
+        return
+    status.data["listener"]["problem"] = listener.problem
+    # admin.status said "the listener is not answering": true of ours, but something answers.
+    at = next((i for i, a in enumerate(status.attention) if "listener" in a), None)
+    if at is None:
+        status.attention.insert(0, listener.problem)
+    else:
+        status.attention[at] = listener.problem
 
 
 async def _with_context(config: Config, fn: Callable[[Context], Awaitable[int]]) -> int:
@@ -298,18 +305,17 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
 
     async def run(ctx: Context) -> int:
         out: str
-        if verb == "serve":
-            from gateway.daemon import serve
-            await serve(ctx)
-            return EXIT_OK
         if verb == "status":
-            st = await admin.status(ctx, _listener_up(config))
+            listener = await asyncio.to_thread(preflight.listener, config)
+            st = await admin.status(ctx, listener.ours)
+            _listener_attention(st, listener)
             if args.json:
                 _say(dumps(st.data))
             else:
                 d = local_times(st.data, config.schedule.timezone)
                 _say(f"listener  {d['listener']['address']}: "
-                      f"{'up' if d['listener']['up'] else 'DOWN'}")
+                      f"{'up' if d['listener']['up'] else 'DOWN'}"
+                      + (f" ({listener.problem})" if listener.problem else ""))
                 _say(f"queue     {d['queued']} waiting (oldest since {d['oldest_queued'] or '-'})")
                 _say(f"held      {d['held']} children")
                 nd = d["next_deadline"]
@@ -445,6 +451,65 @@ def _show_held(shown: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_config(config: Config) -> int:
+    """Beyond the file and the custody of keys/: what `serve` would trip over at start."""
+    found = preflight.check(config)
+    if found.problems:
+        _say(f"{config.path}: the gateway could not start here "
+             f"({len(found.problems)} problem(s)):", file=sys.stderr)
+        for problem in found.problems:
+            _say(f"  {problem}", file=sys.stderr)
+        return EXIT_REFUSED
+    _say(f"{config.path}: configuration is valid")
+    for note in found.notes:
+        _say(f"  note: {note}")
+    return EXIT_OK
+
+
+def _serve(config: Config) -> int:
+    """Run the daemon; what keeps it from starting is one line on stderr and exit 1 (issue 12:
+    each of these was a traceback of 30 to 60 lines)."""
+    problem = preflight.storage_problem(config.storage.path)
+    try:
+        if problem is not None:
+            raise Refused(problem)
+        lock = StateLock.acquire(config.storage.path)
+    except (Refused, StateLocked) as exc:
+        _say(f"hwc-gateway: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        asyncio.run(_serve_async(config))
+    except Refused as exc:
+        _say(f"hwc-gateway: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        return EXIT_REFUSED
+    finally:
+        lock.release()
+    return EXIT_OK
+
+
+async def _serve_async(config: Config) -> None:
+    from gateway.daemon import StartError, serve
+
+    try:
+        ctx = await open_context(config)
+    except (VaultError, CustodyError) as exc:
+        raise Refused(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        # What storage_problem cannot see beforehand (a database damaged past its header).
+        raise Refused(f"cannot open the database {config.storage.path}: {exc}") from None
+    except OSError as exc:
+        raise Refused(f"cannot start: {exc.strerror or exc}"
+                      + (f": {exc.filename}" if exc.filename else "")) from None
+    try:
+        await serve(ctx)
+    except StartError as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        await ctx.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Everything this process (and the gpg it runs) writes is for the service user alone; gpg
     # rewrites its keyrings with the process umask (systemd sets UMask=0077 as well).
@@ -472,8 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _say(f"  {problem}", file=sys.stderr)
             return EXIT_REFUSED
     if args.verb == "check-config":
-        _say(f"{config.path}: configuration is valid")
-        return EXIT_OK
+        return _check_config(config)
+    if args.verb == "serve":
+        return _serve(config)
     try:
         return asyncio.run(_run_verb(args, config))
     except Refused as exc:

@@ -1,12 +1,15 @@
 """The daemon: start, run, shut down (what `hwc-gateway serve` and systemd run).
 
 Takes a `Context`; runs the SMTP listener and the runner on one event loop until `stop` is set.
-SIGTERM or SIGINT: new sessions are answered 421 4.3.2, the sessions already open get
-`[smtp] shutdown_grace_seconds` to finish, the runner ends its step, the store is closed, and
-the process exits 0. SIGHUP re-reads the config file and applies what can change while running
-(saying what needs a restart), and re-reads the directory and keys. systemd is told READY,
-STOPPING and, while the runner's loops make progress, WATCHDOG (sd_notify). Notices left
-waiting by a crash are picked up on start (DESIGN invariant 1).
+SIGTERM or SIGINT: `gateway.stopping` is logged at once, new sessions are answered 421 4.3.2,
+the sessions already open get `[smtp] shutdown_grace_seconds` to finish (those still open then
+are told 421 4.3.2 and closed), the runner ends its step, the store is closed, the gpg-agent of
+the gateway's GnuPG home is stopped, and the process exits 0. SIGHUP re-reads the config file
+and applies what can change while running (saying what needs a restart), and re-reads the
+directory and keys. systemd is told READY, STOPPING and, while the runner's loops make progress,
+WATCHDOG (sd_notify). Notices left waiting by a crash are picked up on start (DESIGN invariant
+1). A listener that cannot bind (the port in use, a port below 1024 without the capability) is
+a `StartError`: one line.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import ssl
 from typing import Any
 
 from gateway import metrics, runner
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, HostPort, load_config
 from gateway.context import Context
+from gateway.keyadmin import stop_agent
 from gateway.logs import get_logger
+from gateway.preflight import listen_error
 from gateway.receive import IntakeHandler, start_listener
 from gateway.sdnotify import notify
 
@@ -46,6 +52,10 @@ def reloaded_config(old: Config, new: Config) -> tuple[Config, list[str], list[s
     return config, applied, restart
 
 
+class StartError(Exception):
+    """The daemon cannot start (a listener cannot bind, the TLS pair does not load); one line."""
+
+
 class Daemon:
     def __init__(self, ctx: Context, *, host: str | None = None, port: int | None = None,
                  background: bool = True) -> None:
@@ -64,13 +74,18 @@ class Daemon:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        # The bound port is the one-instance lock: a second `serve` on the same state fails
-        # here, before it could take over leases of attempts the first one still has open.
-        self.server, self.handler = await start_listener(self.ctx, self.host, self.port)
-        await runner.recover_leases(self.ctx)
+        # One daemon per state is the state lock's work (`gateway.statelock`, taken by `serve`
+        # before the store is opened), not the port's: another port would not stop a second.
+        self.server, self.handler = await self._listen()
         if self.ctx.config.metrics.listen is not None:
-            self._metrics = metrics.serve(self.ctx.config.metrics.listen)
+            try:
+                self._metrics = metrics.serve(self.ctx.config.metrics.listen)
+            except OSError as exc:
+                self.server.close()
+                raise StartError(listen_error(self.ctx.config.metrics.listen,
+                                              "[metrics] listen", exc)) from None
             log.info("metrics.started", listen=str(self.ctx.config.metrics.listen))
+        await runner.recover_leases(self.ctx)
         if self.background:
             self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
         snapshot = self.ctx.snapshot
@@ -80,6 +95,18 @@ class Daemon:
         if snapshot.signing_key is None:
             log.warning("gateway.no_signing_key", hint="run `hwc-gateway keys init`")
         notify(f"READY=1\nSTATUS=listening on {listen}")
+
+    async def _listen(self) -> tuple[asyncio.Server, IntakeHandler]:
+        smtp = self.ctx.config.smtp
+        try:
+            return await start_listener(self.ctx, self.host, self.port)
+        except ssl.SSLError as exc:
+            raise StartError(f"cannot load the TLS pair {smtp.tls_cert}, {smtp.tls_key}: "
+                             f"{exc.reason or exc}") from None
+        except OSError as exc:
+            address = HostPort(self.host or smtp.listen.host,
+                               smtp.listen.port if self.port is None else self.port)
+            raise StartError(listen_error(address, "[smtp] listen", exc)) from None
 
     async def shutdown(self) -> None:
         notify("STOPPING=1\nSTATUS=finishing the sessions in progress")
@@ -92,6 +119,9 @@ class Daemon:
             if handler.sessions.total:
                 log.warning("gateway.sessions_cut", open=handler.sessions.total,
                             grace_seconds=grace)
+                handler.shut_open_sessions()
+                with contextlib.suppress(TimeoutError):  # their 421 written, their tasks ended
+                    await asyncio.wait_for(handler.sessions.idle.wait(), 5)
         self.stop.set()
         if self.server is not None:
             self.server.close()
@@ -118,15 +148,29 @@ class Daemon:
 
 
 async def serve(ctx: Context) -> None:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Raises `StartError` when it cannot start."""
     daemon = Daemon(ctx)
     loop = asyncio.get_running_loop()
     finished = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, finished.set)
-    loop.add_signal_handler(signal.SIGINT, finished.set)
+
+    def stopping(sig: signal.Signals) -> None:
+        # Said when the signal arrives, not after the grace: an operator watching the journal
+        # sees at once that the stop was heard (issue 12).
+        if not finished.is_set():
+            log.info("gateway.stopping", signal=sig.name,
+                     grace_seconds=ctx.config.smtp.shutdown_grace_seconds)
+        finished.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stopping, signal.SIGTERM)
+    loop.add_signal_handler(signal.SIGINT, stopping, signal.SIGINT)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
-    await daemon.start()
     try:
-        await finished.wait()
+        await daemon.start()
+        try:
+            await finished.wait()
+        finally:
+            await daemon.shutdown()
     finally:
-        await daemon.shutdown()
+        # gpg starts an agent for the gateway's home on first use; it would outlive the
+        # daemon, holding the unlocked key, unless stopped with it.
+        await asyncio.to_thread(stop_agent, ctx.config.gnupg_home)

@@ -215,6 +215,13 @@ class GatewaySMTP(SMTP):
         if count:
             self._intake.refused(peer)
 
+    def shut(self, reply: str) -> None:
+        """The daemon stops: say `reply` (421, RFC 5321 §3.8) and close, whatever the session
+        was doing. Not charged to the client address."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(reply.encode() + b"\r\n")
+            self.transport.close()  # flushes the reply first
+
     def close_after_reply(self) -> None:
         """Close the connection once the reply being given is written; later commands
         already pipelined are not answered."""
@@ -255,6 +262,7 @@ class GatewaySMTP(SMTP):
             self.loop.call_soon(self._close_transport)
             return
         self._counted = True
+        self._intake.open.add(self)
         self._lifetime = self.loop.call_later(self._intake.ctx.config.smtp.max_session_seconds,
                                               self._lifetime_cb)
         await super()._handle_client()
@@ -277,6 +285,7 @@ class GatewaySMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._lifetime is not None:
             self._lifetime.cancel()
+        self._intake.open.discard(self)
         if self._counted:
             self._counted = False
             self._intake.sessions.close(_peer_host(self.session))
@@ -399,10 +408,20 @@ class IntakeHandler:
         # The scrypt check, run on `_SCRYPT`; replaceable so a test can count the real calls.
         self.check_password: Callable[[str, str], bool] = check_password
         self.draining = False  # set on SIGTERM: new sessions are turned away with 421 4.3.2
+        self.open: set[GatewaySMTP] = set()  # the sessions open now, told 421 at shutdown
         self.sessions = SessionLimits(ctx.config.smtp.max_sessions,
                                       ctx.config.smtp.max_sessions_per_client)
         self.refusals = ClientRefusals(ctx.config.smtp.max_refusals_per_client,
                                        ctx.config.smtp.refusal_block_seconds)
+
+    def shut_open_sessions(self) -> int:
+        """The shutdown grace is over: every session still open is told 421 4.3.2 and closed
+        (before, the process ended under them and they saw the connection drop unexplained).
+        Returns how many."""
+        sessions = list(self.open)
+        for session in sessions:
+            session.shut("421 4.3.2 Service shutting down, closing connection")
+        return len(sessions)
 
     def refused(self, peer: str) -> None:
         """Charge a client address with a cut-off session or an unknown ack address."""

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -102,9 +103,18 @@ class Template:
     school_cert: CertPair
 
 
-def _config_text(base: Path, ca_file: Path, extra: str = "", listen: int = 2525,
+def free_port() -> int:
+    """A port nothing listens on now: tests never assume one (issue 12: a gateway already on
+    127.0.0.1:2525 made a fresh clone's tests fail)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config_text(base: Path, ca_file: Path, extra: str = "", listen: int | None = None,
                  retry_min: int = 60, smtp_extra: str = "",
                  keys_extra: str = "allow_no_passphrase = true") -> str:
+    listen = free_port() if listen is None else listen
     return f"""
 [gateway]
 address = "{GATEWAY}"
@@ -140,7 +150,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
 
 
 def copy_gateway_state(template: Template, dest: Path, extra_config: str = "",
-                       listen: int = 2525, retry_min: int = 60, smtp_extra: str = "") -> Config:
+                       listen: int | None = None, retry_min: int = 60,
+                       smtp_extra: str = "") -> Config:
     """A fresh gateway home for one test: the session's keys and database, copied."""
     shutil.copytree(template.keys / "keys", dest / "keys",
                     ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*"))

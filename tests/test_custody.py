@@ -59,7 +59,7 @@ async def run_async(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int
     return code, out, err
 
 
-def write_config(base: Path, ca_file: Path, keys_extra: str, listen: int = 2525) -> str:
+def write_config(base: Path, ca_file: Path, keys_extra: str, listen: int | None = None) -> str:
     """A config of this file's own: only `[keys]` differs between the tests."""
     path = base / "config.toml"
     path.write_text(_config_text(base, ca_file, listen=listen, keys_extra=keys_extra))

@@ -1,4 +1,5 @@
-"""The daemon as systemd runs it: notify, watchdog, SIGTERM draining, SIGHUP reloading."""
+"""The daemon as systemd runs it: notify, watchdog, SIGTERM draining (and the 421 at its end,
+the gpg-agent stopped with it), SIGHUP reloading."""
 
 from __future__ import annotations
 
@@ -226,3 +227,55 @@ async def test_watchdog_is_not_fed_while_a_delivery_hangs(
             stop.set()
             await task
             sock.close()
+
+
+async def test_sigterm_is_logged_at_once_and_sessions_left_after_the_grace_get_421(
+        gateway_home: GatewayFactory) -> None:  # noqa: F811
+    """SIGTERM is logged (`gateway.stopping`, naming the signal) when it arrives, before the
+    grace runs out; a session still open at its end reads 421 4.3.2 and then the end of the
+    connection, not a bare drop."""
+    gw = await gateway_home(smtp_extra="shutdown_grace_seconds = 2")
+    await gw.proc.launch(gw.listen)
+    client, greeting = await RawClient.connect(gw.listen)
+    assert greeting.startswith("220")
+    assert (await client.cmd("EHLO sender.example")).startswith("250")
+    assert gw.proc.proc is not None
+    gw.proc.proc.send_signal(signal.SIGTERM)
+    await _wait_for(lambda: any(e.get("event") == "gateway.stopping" for e in gw.proc.events()))
+    assert gw.proc.proc.poll() is None, "the stop was logged only at the end of the grace"
+    [stopping] = [e for e in gw.proc.events() if e.get("event") == "gateway.stopping"]
+    assert stopping["signal"] == "SIGTERM" and stopping["grace_seconds"] == 2
+    async with asyncio.timeout(20):
+        assert (await client.reply()).startswith("421 4.3.2")
+        assert await client.reader.read() == b""
+    await client.close()
+    assert await gw.proc.exited() == 0
+    events = [e.get("event") for e in gw.proc.events()]
+    assert events.index("gateway.stopping") < events.index("gateway.sessions_cut") \
+        < events.index("gateway.stopped")
+
+
+def agent_answers(home: Path) -> bool:
+    """Whether a gpg-agent for `home` answers on its socket."""
+    path = subprocess.run(["gpgconf", "--homedir", str(home), "--list-dirs", "agent-socket"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+        return sock.recv(64).startswith(b"OK")
+
+
+async def test_the_gpg_agent_stops_with_the_daemon(
+        gateway_home: GatewayFactory) -> None:  # noqa: F811
+    """After SIGTERM no gpg-agent of the gateway's GnuPG home is left running."""
+    gw = await gateway_home()
+    await gw.proc.launch(gw.listen)
+    home = gw.config.gnupg_home
+    # What a first decryption does: gpg starts the home's agent, which then stays.
+    await asyncio.to_thread(subprocess.run, ["gpg-connect-agent", "--homedir", str(home),
+                                             "/bye"], capture_output=True, check=True)
+    assert await asyncio.to_thread(agent_answers, home)
+    assert await gw.proc.stop(signal.SIGTERM) == 0
+    assert not await asyncio.to_thread(agent_answers, home)
