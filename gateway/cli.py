@@ -273,11 +273,26 @@ def _listener_attention(status: admin.Status, listener: preflight.Listener) -> N
         status.attention[at] = listener.problem
 
 
-async def _with_context(config: Config, fn: Callable[[Context], Awaitable[int]]) -> int:
+async def _open_context(config: Config) -> Context:
+    """The context, or one line saying why the state cannot be opened (every verb, serve too:
+    a storage path that is a directory or not a database was a traceback)."""
+    problem = preflight.storage_problem(config.storage.path)
+    if problem is not None:
+        raise Refused(problem)
     try:
-        ctx = await open_context(config)
+        return await open_context(config)
     except (VaultError, CustodyError) as exc:
         raise Refused(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        # What storage_problem cannot see beforehand (a database damaged past its header).
+        raise Refused(f"cannot open the database {config.storage.path}: {exc}") from None
+    except OSError as exc:
+        raise Refused(f"cannot open the state: {exc.strerror or exc}"
+                      + (f": {exc.filename}" if exc.filename else "")) from None
+
+
+async def _with_context(config: Config, fn: Callable[[Context], Awaitable[int]]) -> int:
+    ctx = await _open_context(config)
     try:
         return await fn(ctx)
     finally:
@@ -492,16 +507,7 @@ def _serve(config: Config) -> int:
 async def _serve_async(config: Config) -> None:
     from gateway.daemon import StartError, serve
 
-    try:
-        ctx = await open_context(config)
-    except (VaultError, CustodyError) as exc:
-        raise Refused(str(exc)) from None
-    except sqlite3.DatabaseError as exc:
-        # What storage_problem cannot see beforehand (a database damaged past its header).
-        raise Refused(f"cannot open the database {config.storage.path}: {exc}") from None
-    except OSError as exc:
-        raise Refused(f"cannot start: {exc.strerror or exc}"
-                      + (f": {exc.filename}" if exc.filename else "")) from None
+    ctx = await _open_context(config)
     try:
         await serve(ctx)
     except StartError as exc:

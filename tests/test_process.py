@@ -341,6 +341,21 @@ def test_serve_on_state_it_cannot_use_says_so_in_one_line(template: Template, tm
     stop_agent(config.gnupg_home)
 
 
+@pytest.mark.parametrize("fault", ["path_is_a_directory", "not_a_database"])
+@pytest.mark.parametrize("verb", [["status"], ["held", "list"], ["receipts", "verify"]])
+def test_other_verbs_on_state_they_cannot_use_say_so_in_one_line(
+        template: Template, tmp_path: Path, fault: str, verb: list[str]) -> None:
+    """The verbs beside `serve` answer a storage path that is a directory or not a database
+    in one line too, exit 1, never a traceback."""
+    config = gateway_state(template, tmp_path / "gw", tmp_path / "state")
+    if fault == "path_is_a_directory":
+        (tmp_path / "state").mkdir()
+    else:
+        (tmp_path / "state").write_text("not a database\n" * 100)
+    line = one_line_refusal(run_verb(config.path, *verb), str(tmp_path / "state"))
+    assert ("is a directory" if fault == "path_is_a_directory" else "not a SQLite") in line
+
+
 def run_verb(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", "--config", str(config), *args],
                           capture_output=True, text=True, timeout=60, check=False)
