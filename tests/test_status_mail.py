@@ -23,7 +23,7 @@ from conftest import (
 from structlog.testing import capture_logs
 from test_signals_privacy import database_bytes
 
-from gateway import admin
+from gateway import admin, retention
 from gateway.chainkey import open_store
 from gateway.demokit import Received, SchoolInbox, json_payload, read_notice
 from gateway.report import local_time
@@ -184,6 +184,8 @@ async def test_status_mail_never_says_leerplicht_was_told(harness_factory: Harne
     for claim in ("gewaarschuwd", "op de hoogte", "medewerker", "uitgezocht", "niets te doen"):
         assert claim not in text
     assert "vervolgbericht" in text
+    # Dutch throughout: none of the gateway's English reasons or words.
+    assert not re.search(r"\b(the|and|not|with|sender|relay|UTC)\b", text), text
 
 
 async def test_follow_up_after_held_route_and_delivery(harness_factory: HarnessFactory) -> None:
@@ -289,3 +291,22 @@ async def test_status_mail_of_a_removed_sender_is_not_sent(
     assert relay.received == []
     [failed] = await receipts_of(h, "status_failed")
     assert failed.ref == ref and "no longer pinned" in failed.detail["reply"]
+
+
+async def test_expired_child_is_followed_up_and_old_status_mails_are_purged(
+        harness_factory: HarnessFactory) -> None:
+    """A held child dropped by retention (held too long) gets its follow-up; once the signal
+    itself is purged, so are its status mails."""
+    h = await harness_factory()
+    relay = await start_relay(h)
+    ref = await accept(h, NOOR, reference="VT-VERLOPEN-1")
+    await h.drain()
+    h.clock.advance(days=h.ctx.config.retention.held_days + 1)
+    assert (await retention.purge(h.ctx, h.clock())).expired == [f"{ref}-1"]
+    await h.drain()
+    [_, follow_up] = relay.received
+    assert "Kind 1: afgehandeld door leerplicht" in read_notice(follow_up, h.ids.sender)[0]
+    assert len(await h.ctx.store.status_mails(ref)) == 2
+    h.clock.advance(days=800)
+    assert (await retention.purge(h.ctx, h.clock())).signals == 1
+    assert await h.ctx.store.status_mails(ref) == []
