@@ -34,7 +34,12 @@ from gateway.directory import Snapshot, stale_reason, unpinned
 from gateway.faults import crash_point
 from gateway.gpg import GpgError
 from gateway.logs import get_logger, safe_exception
-from gateway.report import report_finished
+from gateway.report import (
+    attempt_status_mail,
+    claim_due_status_mails,
+    report_finished,
+    status_mail_crashed,
+)
 from gateway.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
 from gateway.sdnotify import notify, watchdog_interval
 from gateway.seal import NoticeChild, ack_address, make_message_id, new_ack_token, seal_notice
@@ -382,7 +387,32 @@ async def deliver_and_report(ctx: Context, sessions: Sessions) -> StepReport:
     share (a delivery is what finishes most signals; the sealing waits for neither)."""
     delivered = await deliver_due(ctx, sessions)
     await report_finished(ctx)
+    delivered.attempted += await deliver_status_mails(ctx, sessions)
     return delivered
+
+
+async def deliver_status_mails(ctx: Context, sessions: Sessions) -> int:
+    """One attempt for each due status mail (gateway.report), over one session to the relay
+    taken from the notices' sessions; returns how many were attempted."""
+    claimed = await claim_due_status_mails(ctx)
+    if not claimed:
+        return 0
+    relay = ctx.config.delivery.relay
+    connection = None if relay is None else sessions.take(relay)
+    try:
+        for row in claimed:
+            try:
+                await attempt_status_mail(ctx, row, connection)
+            except Exception as exc:
+                # Tried again after the backoff: a status mail is never dropped on our error.
+                log.error("status_mail.attempt_crashed", status_mail=row["id"],
+                          **safe_exception(exc))
+                await status_mail_crashed(ctx, row)
+            ctx.pulse.beat()
+    finally:
+        if connection is not None:
+            sessions.give_back(connection)
+    return len(claimed)
 
 
 async def step(ctx: Context) -> StepReport:

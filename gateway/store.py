@@ -75,6 +75,14 @@ CREATE TABLE IF NOT EXISTS notices (
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,
     lease_until TEXT, created_at TEXT NOT NULL, last_reply TEXT);
 CREATE INDEX IF NOT EXISTS notices_due ON notices(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS status_mails (
+    id INTEGER PRIMARY KEY, ref TEXT NOT NULL, child INTEGER NOT NULL, sender TEXT NOT NULL,
+    recipient TEXT NOT NULL, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL,
+    message BLOB NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, last_reply TEXT,
+    pending TEXT, UNIQUE (ref, child));
+CREATE INDEX IF NOT EXISTS status_mails_due ON status_mails(state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS status_mails_pending ON status_mails(id) WHERE pending IS NOT NULL;
 CREATE TABLE IF NOT EXISTS receipts (
     seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, ref TEXT, school TEXT,
     detail TEXT NOT NULL, pseudonym TEXT, prev TEXT NOT NULL, hash TEXT NOT NULL);
@@ -304,6 +312,7 @@ class Tx:
             (iso(cutoff),))]
         for ref in old:
             await self.execute("DELETE FROM notices WHERE ref = ?", (ref,))
+            await self.execute("DELETE FROM status_mails WHERE ref = ?", (ref,))
             await self.execute("DELETE FROM children WHERE ref = ?", (ref,))
             await self.execute("DELETE FROM signals WHERE ref = ?", (ref,))
         return len(old)
@@ -578,6 +587,55 @@ class Tx:
     async def defer_notice(self, notice_id: int, reply: str, next_at: dt.datetime) -> None:
         await self.execute("UPDATE notices SET last_reply = ?, next_attempt_at = ?,"
                            " lease_until = NULL WHERE id = ?", (reply, iso(next_at), notice_id))
+
+    # -- status mails to senders ------------------------------------------------------------
+    # One row per mail: `child` 0 for a signal's status mail, n for the follow-up about child
+    # n; UNIQUE(ref, child) makes each one exist once, whoever queues it. `message` is the mail
+    # as sealed (encrypted to the sender's key, signed), erased once a server took it;
+    # `pending` (JSON, on a status mail) lists the children it reported as with leerplicht
+    # whose follow-up has yet to be queued.
+
+    async def insert_status_mail(self, ref: str, child: int, sender: str, recipient: str,
+                                 fingerprint: str, message_id: str, message: bytes,
+                                 at: dt.datetime, pending: Sequence[int] = ()) -> int | None:
+        """Queue one status mail, due now; None when it was queued before (nothing changed)."""
+        cur = await self.execute(
+            "INSERT INTO status_mails (ref, child, sender, recipient, fingerprint, message_id,"
+            " message, state, next_attempt_at, created_at, pending)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT(ref, child) DO NOTHING",
+            (ref, child, sender, recipient, fingerprint, message_id, message, iso(at), iso(at),
+             json.dumps(list(pending)) if pending else None))
+        return int(cur.lastrowid or 0) if cur.rowcount == 1 else None
+
+    async def claim_status_mail(self, mail_id: int, lease_until: dt.datetime,
+                                now: dt.datetime) -> sqlite3.Row | None:
+        """As `claim_notice`, for a status mail."""
+        cur = await self.execute(
+            "UPDATE status_mails SET lease_until = ?, attempts = attempts + 1 WHERE id = ?"
+            " AND state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
+            (iso(lease_until), mail_id, iso(now)))
+        if cur.rowcount != 1:
+            return None
+        return await self.one("SELECT * FROM status_mails WHERE id = ?", (mail_id,))
+
+    async def finish_status_mail(self, mail_id: int, state: str, reply: str) -> None:
+        """Sent or failed; a sent mail's ciphertext goes (the sender has it)."""
+        await self.execute("UPDATE status_mails SET state = ?, last_reply = ?, lease_until = NULL,"
+                           " message = CASE WHEN ? THEN X'' ELSE message END WHERE id = ?",
+                           (state, reply, state == "sent", mail_id))
+
+    async def defer_status_mail(self, mail_id: int, reply: str, next_at: dt.datetime) -> None:
+        await self.execute("UPDATE status_mails SET last_reply = ?, next_attempt_at = ?,"
+                           " lease_until = NULL WHERE id = ?", (reply, iso(next_at), mail_id))
+
+    async def settle_pending(self, mail_id: int, numbers: Sequence[int]) -> None:
+        """These children of a status mail need no follow-up any more (queued, or not to be)."""
+        row = await self.one("SELECT pending FROM status_mails WHERE id = ?", (mail_id,))
+        if row is None or row["pending"] is None:
+            return
+        left = [n for n in json.loads(row["pending"]) if n not in numbers]
+        await self.execute("UPDATE status_mails SET pending = ? WHERE id = ?",
+                           (json.dumps(left) if left else None, mail_id))
 
 
 def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -925,6 +983,30 @@ class Store:
             # Only placeholders are interpolated; the values travel as parameters.
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
         return await self.all(sql + " ORDER BY id", list(states))
+
+    async def due_status_mails(self, now: dt.datetime, limit: int = 50) -> list[sqlite3.Row]:
+        return await self.all(
+            "SELECT id FROM status_mails WHERE state = 'queued' AND next_attempt_at <= ?"
+            " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at, id LIMIT ?",
+            (iso(now), iso(now), limit))
+
+    async def status_mails_pending(self) -> list[sqlite3.Row]:
+        """Status mails no longer queued that reported children as with leerplicht whose
+        follow-up is still to come, with whether their sender still wants status mail."""
+        return await self.all(
+            "SELECT m.id, m.ref, m.sender, m.state, m.pending,"
+            " coalesce(d.status_mail, 0) AS status_mail FROM status_mails m"
+            " LEFT JOIN senders d ON d.name = m.sender"
+            " WHERE m.pending IS NOT NULL AND m.state != 'queued' ORDER BY m.id")
+
+    async def status_mails(self, ref: str | None = None) -> list[sqlite3.Row]:
+        """Status mails without their message, oldest first (of one signal, with `ref`)."""
+        sql = ("SELECT id, ref, child, sender, recipient, fingerprint, message_id, state,"
+               " attempts, next_attempt_at, lease_until, created_at, last_reply, pending"
+               " FROM status_mails")
+        if ref is not None:
+            return await self.all(sql + " WHERE ref = ? ORDER BY id", (ref,))
+        return await self.all(sql + " ORDER BY id")
 
     async def oldest_queued(self) -> str | None:
         row = await self.one("SELECT min(created_at) AS t FROM notices WHERE state = 'queued'")

@@ -3,6 +3,7 @@ the database in clear, and the status mail tells a sender nothing about the pupi
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import sqlite3
 from pathlib import Path
@@ -142,3 +143,38 @@ async def test_status_mail_does_not_tell_whether_a_bsn_is_in_the_register(
     assert "Kind 1: in behandeling bij leerplicht" in texts[refs[0]]
     for inside in ("BSN", "register", "disagree", SCHOOL_A):
         assert inside not in texts[refs[0]]
+
+
+async def test_follow_up_does_not_tell_whether_a_bsn_is_in_the_register(
+        harness_factory: HarnessFactory) -> None:
+    """Two children held for different reasons (BSN and name disagree; not in the register)
+    and then dropped get follow-ups that read the same apart from the references: no school
+    code, no hold reason, no drop reason."""
+    h = await harness_factory()
+    relay = await start_relay(h)
+    minute = h.clock().replace(second=0)
+    refs = []
+    for case, bsn in (("VT-VERVOLG-1", "123456782"), ("VT-VERVOLG-2", "111222333")):
+        h.clock.set(minute)
+        reply = await h.send(h.signal(json_payload(
+            [{"name": "Noor Bakker", "birthdate": SANNE_BIRTH.isoformat(), "bsn": bsn}],
+            reference=case)))
+        assert reply.code == 250, reply
+        refs.append(reply.text.rsplit(" ", 1)[1])
+    await h.drain()
+    for ref, why in zip(refs, ("BSN klopt niet bij de naam", "onbekend kind"), strict=True):
+        h.clock.set(minute + dt.timedelta(minutes=5))
+        await admin.held_drop(h.ctx, f"{ref}-1", why)
+    await h.drain()
+    follow_ups = {}
+    for mail in relay.received:
+        text, result = read_notice(mail, h.ids.sender)
+        assert result.valid
+        if text.startswith("Vervolg"):
+            [ref] = set(_OUR_REF.findall(text))
+            follow_ups[ref] = _OUR_REF.sub("<ref>", text)
+    assert set(follow_ups) == set(refs)
+    assert follow_ups[refs[0]] == follow_ups[refs[1]]
+    assert "afgehandeld door leerplicht, niet doorgestuurd naar een school" in follow_ups[refs[0]]
+    for inside in ("BSN", "register", "disagree", "klopt", "onbekend", SCHOOL_A):
+        assert inside not in follow_ups[refs[0]]
