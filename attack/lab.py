@@ -1,15 +1,21 @@
 """The attack harness's laboratory: a gateway set up as an administrator would, and its neighbours.
 
-Nothing here imports the gateway: the daemon and every administrator verb run as separate
-processes (`PYTHONPATH=REPO python -m gateway ...`), keys are made with the gpg command line in
-throwaway homes, the school servers and the relay are small aiosmtpd servers with STARTTLS and a
-CA of their own, and the SMTP client writes raw bytes on a socket. Loopback (127.0.0.1) only.
+Takes a checkout (its `gateway/` and `config.toml`); produces a running daemon on temporary
+state with senders, schools and pupils registered, the schools' mail servers and the relay,
+and the means to attack it. Nothing here imports the gateway: the daemon and every
+administrator verb run as separate processes (`PYTHONPATH=REPO python -m gateway ...`, with the
+Python running the harness), keys are made with the gpg command line in throwaway homes, the
+school servers and the relay are small aiosmtpd servers with STARTTLS and a CA of their own,
+and the SMTP client writes raw bytes on a socket. Loopback (127.0.0.1) only. A missing tool
+(gpg, gpgconf, openssl) or a set-up step the checkout refuses raises `RuntimeError` with one
+line saying which.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,6 +26,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,12 +38,14 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP as AioSMTP
 
-PY = "/work/main/.venv/bin/python"
+# The daemon and the verbs run with the interpreter running the harness (the project's .venv
+# under `make attack`), so that they find the same aiosmtpd, python-gnupg, ... as the tests.
+PY = sys.executable
 HOST = "127.0.0.1"
 GATEWAY = "leerplicht@hwc.example.nl"
 SENDER = "vt-utrecht"
 SENDER_ADDRESS = "signalen@veiligthuis.example.nl"
-PASSWORD = "correct horse battery staple"
+PASSWORD = "correct horse battery staple"  # noqa: S105 - a throwaway sender on temporary state
 OTHER_SENDERS = {"politie": "hwc@politie.example.nl", "opvang": "hwc@opvang.example.nl"}
 SCHOOL_A, SCHOOL_D, SCHOOL_E, SCHOOL_P = "12AB00", "34CD01", "56EF00", "78GH00"
 CONTACTS = {SCHOOL_A: "hwc@regenboog.example.nl", SCHOOL_D: "zorg@kompas.example.nl",
@@ -44,6 +53,14 @@ CONTACTS = {SCHOOL_A: "hwc@regenboog.example.nl", SCHOOL_D: "zorg@kompas.example
 SCHOOL_NAMES = {SCHOOL_A: "Basisschool De Regenboog", SCHOOL_D: "Het Kompas",
                 SCHOOL_E: "Sint-Jozefschool", SCHOOL_P: "De Klaproos"}
 PLAINTEXT_SCHOOLS = {SCHOOL_P}  # their server offers no STARTTLS
+
+
+def tool(name: str) -> str:
+    """The full path of a command-line tool the laboratory needs (found once on PATH)."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} not found on PATH: the attack review needs it")
+    return path
 
 
 def free_port() -> int:
@@ -79,7 +96,7 @@ class GpgFailed(RuntimeError):
 
 
 def gpg(home: Path, *args: str, data: bytes = b"", check: bool = True) -> bytes:
-    cmd = ["gpg", "--homedir", str(home), "--batch", "--yes", "--trust-model", "always",
+    cmd = [tool("gpg"), "--homedir", str(home), "--batch", "--yes", "--trust-model", "always",
            "--pinentry-mode", "loopback", "--passphrase", "", "--no-auto-key-retrieve",
            "--auto-key-locate", "clear,local", "--disable-dirmngr", "--no-emit-version",
            "--no-comments", *args]
@@ -91,7 +108,7 @@ def gpg(home: Path, *args: str, data: bytes = b"", check: bool = True) -> bytes:
 
 def gpg_decrypt(home: Path, data: bytes) -> tuple[bytes, str]:
     """(plaintext, status lines) of `gpg --decrypt`; plaintext b"" when it failed."""
-    cmd = ["gpg", "--homedir", str(home), "--batch", "--trust-model", "always",
+    cmd = [tool("gpg"), "--homedir", str(home), "--batch", "--trust-model", "always",
            "--pinentry-mode", "loopback", "--passphrase", "", "--status-fd", "2",
            "--disable-dirmngr", "--decrypt"]
     proc = subprocess.run(cmd, input=data, capture_output=True, check=False, timeout=60)
@@ -102,13 +119,13 @@ def gpg_decrypt(home: Path, data: bytes) -> tuple[bytes, str]:
 
 
 def list_packets(home: Path, data: bytes) -> str:
-    proc = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--list-packets"],
+    proc = subprocess.run([tool("gpg"), "--homedir", str(home), "--batch", "--list-packets"],
                           input=data, capture_output=True, check=False, timeout=60)
     return (proc.stdout + proc.stderr).decode("utf-8", "replace")
 
 
 def stop_agent(home: Path) -> None:
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+    subprocess.run([tool("gpgconf"), "--homedir", str(home), "--kill", "gpg-agent"],
                    capture_output=True, check=False, timeout=30)
 
 
@@ -263,21 +280,22 @@ def make_school_ca(directory: Path) -> tuple[Path, Path, Path]:
     ca_key, ca_pem = directory / "ca.key", directory / "ca.pem"
     key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
     ext = directory / "server.ext"
-    run = {"capture_output": True, "check": True, "timeout": 60}
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(ca_key), "-out",
-                    str(ca_pem), "-days", "3", "-subj", "/CN=Attack review school CA",
-                    "-addext", "basicConstraints=critical,CA:TRUE",
-                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"], **run)
-    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(csr), "-subj", "/CN=127.0.0.1"], **run)
+    openssl = tool("openssl")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], capture_output=True, check=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(ca_key), "-out", str(ca_pem), "-days", "3",
+        "-subj", "/CN=Attack review school CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
     ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
                    "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
-    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_pem), "-CAkey",
-                    str(ca_key), "-CAcreateserial", "-out", str(cert), "-days", "3",
-                    "-extfile", str(ext)], **run)
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca_pem), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "3", "-extfile", str(ext))
     return ca_pem, cert, key
 
 
@@ -392,9 +410,7 @@ class Raw:
         while b"\n" not in self.buf:
             try:
                 chunk = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
-                return None
-            except (ConnectionError, OSError, ssl.SSLError):
+            except (TimeoutError, OSError):  # also ConnectionError and ssl.SSLError
                 return None
             if not chunk:
                 return None
@@ -426,10 +442,9 @@ class Raw:
 
     def send(self, data: bytes) -> None:
         self.last = data[:60].decode("utf-8", "replace")
-        try:
+        # A peer that has closed the connection is seen at the next reply (code -1).
+        with contextlib.suppress(OSError):
             self.sock.sendall(data)
-        except (ConnectionError, OSError, ssl.SSLError):
-            pass
 
     def cmd(self, line: str | bytes, timeout: float | None = None) -> Reply:
         self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
@@ -445,10 +460,8 @@ class Raw:
         return Reply(220, "TLS established")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 def auth_plain_line(user: str | bytes, password: str | bytes) -> bytes:
@@ -681,7 +694,7 @@ class Lab:
             self.add_canary(n, d, b)
 
     def pupil(self, name: str) -> dict[str, str]:
-        b, n, d, s = next(p for p in self.pupils if p[1] == name)
+        b, n, d, _ = next(p for p in self.pupils if p[1] == name)
         child = {"name": n, "birthdate": d.isoformat()}
         if b:
             child["bsn"] = b
