@@ -1,11 +1,11 @@
-# hwc-gateway: run / test / demo / fuzz / bench. Everything runs from a virtual environment in .venv.
+# hwc-gateway: run / test / demo / fuzz / bench / attack. Everything runs from a virtual environment in .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo fuzz bench check-gpg clean
+.PHONY: run test lint demo fuzz bench attack check-gpg clean
 
 check-gpg:
 	@command -v gpg >/dev/null 2>&1 || { echo "gpg not found: install GnuPG 2.2 or newer (Debian/Ubuntu: apt-get install gnupg)"; exit 1; }
@@ -25,9 +25,10 @@ test: check-gpg $(STAMP) lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests fuzz bench
+	$(BIN)/ruff check gateway tests fuzz bench attack
 	$(BIN)/mypy
 	$(BIN)/mypy bench/run.py  # on its own: fuzz/run.py is a module named run too
+	$(BIN)/mypy attack/run.py  # likewise (it takes attack/lab.py along)
 
 demo: check-gpg $(STAMP)
 	$(BIN)/hwc-gateway demo
@@ -40,6 +41,11 @@ fuzz: $(STAMP)
 # Throughput, latency and memory against the raw gpg work, in one run (bench/README.md).
 bench: check-gpg $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The attack review: the real daemon of this checkout attacked over loopback (attack/README.md);
+# the report goes to a temp directory unless ATTACK_ARGS="--out FILE". Not part of `make test`.
+attack: check-gpg $(STAMP)
+	$(BIN)/python attack/run.py $(ATTACK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
