@@ -124,6 +124,11 @@ def ref_of(reply: Reply) -> str | None:
     return m.group(1) if m else None
 
 
+def smtp_setting(lab: Lab, key: str, default: int) -> int:
+    """A limit of `[smtp]` in the laboratory's config.toml (the checkout's own value)."""
+    return int(tomllib.loads(lab.config.read_text()).get("smtp", {}).get(key, default))
+
+
 def receipts_for(lab: Lab, event: str, ref: str | None = None) -> list[dict[str, Any]]:
     return [r for r in lab.receipts() if r.get("event") == event
             and (ref is None or r.get("ref") == ref)]
@@ -230,12 +235,12 @@ def a1_bomb(lab: Lab, rep: Report) -> None:
     growth_mb = (max(hwm1, max(samples or [0])) - rss0) / 1024
     worst = max((lat for _, lat, _ in latencies), default=float("inf"))
     overlapped = sum(1 for _, _, o in latencies if o)
-    ok_reply = reply.text and (str(reply).startswith("552 5.3.4") or
-                               str(reply).startswith("554 5.6.0"))
+    # README "What senders submit": decrypting to more than four times the size limit is 552.
+    ok_reply = str(reply).startswith("552 5.3.4")
     verdict = PASS if ok_reply and growth_mb < 100 and worst < 0.5 and alive else FAIL
     rep.add("1", "decompression bomb: 256 MiB of zeros, gpg -z 9 bzip2, signed+encrypted "
             f"({len(message)} bytes on the wire)",
-            "552 5.3.4 or 554 5.6.0; peak RSS growth < ~100 MB; greeting of 5 other clients "
+            "552 5.3.4; peak RSS growth < ~100 MB; greeting of 5 other clients "
             "< 0.5 s during the opening",
             f"reply `{short(str(reply))}` after {result.get('at', float('nan')):.1f} s; RSS "
             f"{rss0 / 1024:.0f} MB before, VmHWM {hwm0 / 1024:.0f} -> {hwm1 / 1024:.0f} MB "
@@ -388,9 +393,11 @@ def a4b_commands_before_tls(lab: Lab, rep: Report) -> None:
     c.close()
     answered = len([x for x in codes if x not in (421, -1)])
     hist = dict(collections.Counter(codes))
+    limit = smtp_setting(lab, "max_stalling_commands", 10)
     rep.add("4", "commands allowed before STARTTLS (NOOP/RSET/HELP/VRFY/EHLO/MAIL/RCPT, fast)",
-            "a handful, then 421 (count them)", f"{answered} answered; {end}; codes {hist}",
-            PASS if answered <= 20 and ("cut" in end) else FAIL)
+            f"at most `max_stalling_commands` ({limit}) answered, then 421 4.7.0",
+            f"{answered} answered; {end}; codes {hist}",
+            PASS if answered <= limit and 421 in codes else FAIL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,8 +538,7 @@ def a5_acks(lab: Lab, rep: Report) -> None:
     # (d) 50 unknown tokens from one address, on a fresh daemon (the timing above has used up
     # the address's refusals): a new transaction after each 452, a new session after each cut.
     lab.restart_daemon()
-    limit = int(tomllib.loads(lab.config.read_text()).get("smtp", {}).get(
-        "max_refusals_per_client", 10))
+    limit = smtp_setting(lab, "max_refusals_per_client", 10)
     codes: list[int] = []
     sessions = 0
     t0 = time.monotonic()
@@ -917,9 +923,9 @@ def a13_controls(lab: Lab, rep: Report) -> None:
     r = c.cmd(f"MAIL FROM:<{SENDER_ADDRESS}>")
     r2 = c.cmd(auth_plain_line(SENDER, PASSWORD))
     c.close()
-    expect(rep, "control: MAIL and AUTH without STARTTLS", "530 5.7.0 (AUTH not offered)",
-           r, r.code == 530 or r2.code in (530, 503, 504), f"AUTH: {short(str(r2), 60)}",
-           info=False)
+    expect(rep, "control: MAIL and AUTH without STARTTLS", "530 5.7.0 to both (AUTH not offered)",
+           r, str(r).startswith("530 5.7.0") and str(r2).startswith("530 5.7.0"),
+           f"AUTH: {short(str(r2), 60)}")
     r = lab.submit(lab.signal(signal_json([lab.pupil("Sem Bos")])), rcpt="someone@example.org")
     expect(rep, "control: RCPT of another address (open relay)", "550 5.1.1", r,
            str(r).startswith("550 5.1.1"))
