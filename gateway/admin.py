@@ -21,6 +21,7 @@ from gateway.chainkey import RECEIPTS_KEY, open_store
 from gateway.config import Config
 from gateway.context import Context
 from gateway.custody import CustodyError, read_passphrase
+from gateway.deliver import FIXES
 from gateway.fields import normalise_school
 from gateway.gpg import Gpg, normalise_fingerprint
 from gateway.imports import parse_duo_csv, parse_pupils_csv
@@ -806,6 +807,11 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
         lines.append("[delivery] relay is empty: alerts to [alerts] address cannot be sent")
     elif config.alerts.key and config.alerts.key not in snapshot.alert_keys:
         lines.append("[alerts] key is not usable: alerts are not sent (`keys pin-alerts`)")
+    waiting_on_us = await ctx.store.queued_for_reasons(sorted(FIXES))
+    if waiting_on_us:
+        lines.append(f"{len(waiting_on_us)} notices wait because a school server says the"
+                     " gateway is set up wrong (see `queue list` and the alert): fix it, then"
+                     " `queue retry ID`")
     lockouts = [{"scope": r["scope"], "subject": r["subject"], "login": r["login"],
                  "since": r["since"], "until": r["until"]} for r in await ctx.store.lockouts(now)]
     locked: dict[str, list[dict[str, Any]]] = {}
@@ -819,7 +825,7 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
                      f" `senders unlock {name}` once its password is right")
     data = {"unreachable_schools": unreachable, "senders_without_key": keyless,
             "relay": str(relay) if relay else None, "alerts_address": config.alerts.address,
-            "auth_lockouts": lockouts}
+            "auth_lockouts": lockouts, "waiting_on_setup": waiting_on_us}
     return lines, data
 
 

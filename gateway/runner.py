@@ -318,6 +318,7 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
         hours=ctx.config.delivery.give_up_after_hours)
 
     async def record(tx: Tx) -> str:
+        await tx.note_reason(notice_id, outcome.reason)
         if outcome.result is Result.DELIVERED:
             await tx.finish_notice(notice_id, "delivered", outcome.reply, now, "delivered")
             await tx.receipt("delivered", at=now, ref=ref, school=school, notice=notice_id,

@@ -108,6 +108,8 @@ COLUMNS = [
     ("signals", "sender_ref_blob", "BLOB", ""),
     # When `queue retry` queued a failed notice again: its give-up time counts from there.
     ("notices", "requeued_at", "TEXT", ""),
+    # The fixed reason key of the last attempt's outcome (gateway.deliver.REASONS).
+    ("notices", "last_reason", "TEXT", ""),
 ]
 # Indexes on columns of COLUMNS: made after those exist.
 LATE_INDEXES = """
@@ -579,6 +581,11 @@ class Tx:
         await self.execute("UPDATE notices SET last_reply = ?, next_attempt_at = ?,"
                            " lease_until = NULL WHERE id = ?", (reply, iso(next_at), notice_id))
 
+    async def note_reason(self, notice_id: int, reason: str) -> None:
+        """The reason key of the attempt just recorded (`status` tells a notice waiting on
+        the gateway's own set-up from one waiting on the school)."""
+        await self.execute("UPDATE notices SET last_reason = ? WHERE id = ?", (reason, notice_id))
+
     async def requeue_notice(self, notice_id: int, at: dt.datetime) -> sqlite3.Row | None:
         """`queue retry`: a failed or parked notice is queued again, due at `at`, its attempts
         and crashes counted from zero and its give-up time from `at`; its failed children are
@@ -651,7 +658,9 @@ class Tx:
         """The daemon: the (scope, subject) pairs lifted from the command line, now forgotten."""
         rows = await self.all("SELECT DISTINCT scope, subject FROM auth_lockouts"
                               " WHERE lifted_at IS NOT NULL")
-        await self.execute("DELETE FROM auth_lockouts WHERE lifted_at IS NOT NULL")
+        # Rows of the same address or login written after the lift go too: it is lifted whole.
+        await self.executemany("DELETE FROM auth_lockouts WHERE scope = ? AND subject = ?",
+                               [(r["scope"], r["subject"]) for r in rows])
         return [(str(r["scope"]), str(r["subject"])) for r in rows]
 
     async def clear_lockouts(self) -> None:
@@ -1028,6 +1037,13 @@ class Store:
         """Whether the command line lifted a lockout the daemon has not let go of yet."""
         return await self.one("SELECT 1 FROM auth_lockouts WHERE lifted_at IS NOT NULL"
                               " LIMIT 1") is not None
+
+    async def queued_for_reasons(self, reasons: Sequence[str]) -> list[int]:
+        """Queued notices whose last attempt ended for one of these reasons."""
+        # Only placeholders are interpolated; the values travel as parameters.
+        sql = ("SELECT id FROM notices WHERE state = 'queued' AND last_reason IN"  # noqa: S608
+               f" ({','.join('?' * len(reasons))}) ORDER BY id")
+        return [int(r["id"]) for r in await self.all(sql, list(reasons))]
 
     async def status_mail_senders(self) -> list[str]:
         """The senders that want status mail, by name."""

@@ -304,6 +304,9 @@ async def test_ehlo_refused_defers_alerts_and_is_delivered_once_fixed(
     assert all(str(d["reply"]).startswith("5") for d in deferred)
     alerts = [m for m in relay.received if m.rcpt_tos == ["beheer@leerplicht.example.nl"]]
     assert len(alerts) == 1 and b"[smtp] hostname" in alerts[0].data
+    status = await admin.status(h.ctx, True)
+    assert status.data["waiting_on_setup"] == [queued["notice"]]
+    assert any("gateway is set up wrong" in line for line in status.attention)
     await admin.queue_retry(h.ctx, str(queued["notice"]))
     await h.drain()
     assert len(h.inboxes[SCHOOL_A].received) == 1
