@@ -22,6 +22,7 @@ from gateway.chainkey import RECEIPTS_KEY, open_store
 from gateway.config import Config
 from gateway.context import Context
 from gateway.custody import CustodyError, read_passphrase
+from gateway.deliver import FIXES
 from gateway.fields import normalise_school
 from gateway.gpg import Gpg, normalise_fingerprint
 from gateway.imports import (
@@ -44,6 +45,7 @@ from gateway.keyadmin import (
     scan_key_file,
 )
 from gateway.keyinfo import Purpose
+from gateway.logs import get_logger
 from gateway.model import Child
 from gateway.names import names_match, pseudonym_text
 from gateway.passwords import hash_password
@@ -52,6 +54,8 @@ from gateway.store import Store, chain_problems, from_iso, iso
 from gateway.timetext import local_time_text
 from gateway.tlsdev import make_dev_tls
 from gateway.vault import create_secrets
+
+log = get_logger("admin")
 
 
 class Refused(Exception):
@@ -336,7 +340,34 @@ async def senders_remove_key(ctx: Context, name: str, fingerprint: str) -> str:
             raise Refused(f"sender {name} has no key {fpr}")
         await tx.receipt("sender.key_removed", at=now, sender=name, fingerprint=fpr,
                          operator=_operator())
-    return f"sender {name}: key {fpr} no longer accepted"
+    return f"sender {name}: key {fpr} no longer accepted" + await _sender_key_warning(ctx, name)
+
+
+async def _sender_key_warning(ctx: Context, name: str) -> str:
+    """A warning line when the sender is left without a usable key (issue 12)."""
+    sender = (await ctx.refresh(force=True)).senders.get(name)
+    if sender is None or sender.fingerprints:
+        return ""
+    return (f"\nwarning: sender {name} has no usable key left: every signal it sends is refused"
+            " (554 5.7.7) until `senders add-key` pins one")
+
+
+async def senders_unlock(ctx: Context, name: str) -> str:
+    """Lift the AUTH lockout of a sender's login, and of the client addresses it was refused
+    at: the running daemon lets them go at its next AUTH attempt (`receive`)."""
+    if name not in {r["name"] for r in await ctx.store.senders()}:
+        raise Refused(f"there is no sender {name}")
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        lifted = await tx.lift_lockouts(name, now, _operator())
+        if not lifted:
+            raise Refused(f"sender {name} is not locked out")
+        await tx.receipt("sender.unlocked", at=now, sender=name,
+                         lockouts=[f"{r['scope']} {r['subject']}" for r in lifted],
+                         operator=_operator())
+    parts = [f"{r['scope']} {r['subject']} (locked until {r['until']})" for r in lifted]
+    return (f"sender {name} unlocked: {', '.join(parts)}; the running daemon takes its next"
+            " login again")
 
 
 async def senders_remove(ctx: Context, name: str) -> str:
@@ -432,7 +463,59 @@ async def schools_add(ctx: Context, code: str, name: str | None, email: str, key
                          fingerprint=info.fingerprint, previous=previous, operator=_operator())
     return f"school {code}: contact {email.lower()} with key {info.fingerprint}" + (
         f" (replacing {previous})" if previous and previous != info.fingerprint else "") + (
-        f", route {route}" if route else "")
+        f", route {route}" if route else "") + await _route_warning(ctx, code)
+
+
+async def _route_warning(ctx: Context, code: str) -> str:
+    """A warning line when nothing can reach the school: no route, no relay (issue 12)."""
+    school = await ctx.store.school(code)
+    if ctx.config.delivery.relay is not None or school is None or school["route"]:
+        return ""
+    return (f"\nwarning: school {code} has no route and [delivery] relay is empty: its notices"
+            " wait and are never delivered; give it --route HOST:PORT or set [delivery] relay")
+
+
+async def _contact_warning(ctx: Context, code: str) -> str:
+    """A warning line when the school has no contact with a usable key left."""
+    if (await ctx.refresh(force=True)).contacts.get(code):
+        return ""
+    return (f"\nwarning: school {code} has no contact with a usable key left: its children are"
+            " held until `schools add` gives it one")
+
+
+async def schools_set_contact(ctx: Context, code: str, email: str, new_email: str) -> str:
+    """A contact's address changes; its pinned key stays. A notice waiting for the old
+    address is superseded before its next attempt and sealed again for the new one."""
+    code = _school_code(code)
+    old, new = email.lower(), new_email.lower()
+    if not _address_ok(new):
+        raise Refused(f"--new-email {new_email!r} is not an e-mail address")
+    contacts = {c["email"] for c in await ctx.store.contacts(code)}
+    if old not in contacts:
+        raise Refused(f"school {code} has no contact {old}")
+    if new in contacts:
+        raise Refused(f"school {code} has a contact {new} already")
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        await tx.rename_contact(code, old, new)
+        await tx.receipt("school.contact_changed", at=now, school=code, contact=new,
+                         previous=old, operator=_operator())
+    return (f"school {code}: contact {old} is now {new} (same key)"
+            + await _contact_warning(ctx, code))
+
+
+async def schools_remove_contact(ctx: Context, code: str, email: str) -> str:
+    """Remove one contact and its pinned key from a school; the school stays."""
+    code = _school_code(code)
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        fingerprint = await tx.remove_contact(code, email.lower())
+        if fingerprint is None:
+            raise Refused(f"school {code} has no contact {email.lower()}")
+        await tx.receipt("school.contact_removed", at=now, school=code, contact=email.lower(),
+                         fingerprint=fingerprint, operator=_operator())
+    return (f"school {code}: contact {email.lower()} (key {fingerprint}) removed"
+            + await _contact_warning(ctx, code))
 
 
 async def schools_set_key(ctx: Context, code: str, email: str, key_data: bytes,
@@ -616,10 +699,11 @@ async def held_drop(ctx: Context, child_id: str, reason: str) -> str:
 
 # -- queue, receipts, status ------------------------------------------------------------------
 
-async def queue_list(ctx: Context) -> list[dict[str, Any]]:
+async def queue_list(ctx: Context, states: tuple[str, ...] = ("queued",)
+                     ) -> list[dict[str, Any]]:
     now = ctx.clock()
     out = []
-    for r in await ctx.store.notices(states=("queued",)):
+    for r in await ctx.store.notices(states=states):
         signal = await ctx.store.signal(r["ref"])
         due = _deadline(ctx, signal["accepted_at"] if signal else r["created_at"])
         out.append({"notice": r["id"], "ref": r["ref"], "school": r["school"],
@@ -627,6 +711,36 @@ async def queue_list(ctx: Context) -> list[dict[str, Any]]:
                     "next_attempt": r["next_attempt_at"], "last_reply": r["last_reply"],
                     "deadline": iso(due), "time_left": time_left(due, now)})
     return out
+
+
+async def queue_retry(ctx: Context, notice: str) -> str:
+    """Queue a failed or parked notice again once its cause is fixed, as `postsuper -r` does:
+    due now, attempts from zero, its children sealed again; a queued one is made due now
+    (`postqueue -i`). Before the attempt the notice is checked against the directory as it
+    is then, and superseded when its contacts or keys changed meanwhile (`runner`)."""
+    if not notice.isdigit():
+        raise Refused("ID must be a notice number as `queue list` shows it")
+    notice_id = int(notice)
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        row = await tx.requeue_notice(notice_id, now)
+        if row is None:
+            raise Refused(f"there is no notice {notice_id}")
+        state = str(row["state"])
+        if state == "delivered":
+            raise Refused(f"notice {notice_id} was delivered: there is nothing to retry")
+        if state == "superseded":
+            raise Refused(f"notice {notice_id} was superseded ({row['last_reply']}): its "
+                          "children went into a newer notice")
+        if not row["size"]:
+            raise Refused(f"notice {notice_id} has no sealed message left to send")
+        await tx.receipt("requeued", at=now, ref=row["ref"], school=row["school"],
+                         notice=notice_id, previous=state, operator=_operator())
+    log.info("notice.requeued", ref=row["ref"], school=row["school"], notice=notice_id,
+             previous=state)
+    was = f"was {state}" + (f": {row['last_reply']}" if row["last_reply"] else "")
+    return (f"notice {notice_id} ({row['ref']} for {row['school']}) queued again ({was}); "
+            "the running daemon tries it now")
 
 
 async def receipts_verify(store: Store) -> tuple[int, list[str]]:
@@ -671,7 +785,13 @@ async def status(ctx: Context, listener_up: bool) -> Status:
     if counts.get("child.held"):
         attention.append(f"{counts['child.held']} held children wait for an administrator")
     if counts.get("notice.failed"):
-        attention.append(f"{counts['notice.failed']} notices failed")
+        attention.append(f"{counts['notice.failed']} notices failed: see `queue list --failed`,"
+                         " then `queue retry ID` once the cause is fixed")
+    if counts.get("notice.parked"):
+        attention.append(f"{counts['notice.parked']} notices parked after crashing the gateway:"
+                         " see `queue list --failed` and the logs, then `queue retry ID`")
+    setup, setup_data = await setup_problems(ctx, now)
+    attention += setup
     if ctx.snapshot.signing_key is None:
         attention.append("there is no gateway key")
     expiring = await keys_list(ctx, now, 30)
@@ -702,8 +822,61 @@ async def status(ctx: Context, listener_up: bool) -> Status:
             "escalated": escalated, "unacknowledged": len(unacked),
             "last_delivery": ({"at": last["at"], "ref": last["ref"], "school": last["school"]}
                               if last else None),
-            "receipts": count, "attention": attention}
+            "receipts": count, **setup_data, "attention": attention}
     return Status(data, attention)
+
+
+async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dict[str, Any]]:
+    """What in the set-up keeps signals, notices, status mails or alerts from going anywhere
+    (issue 12: `status` said "attention none" while each of these held): each as a line for
+    `attention`, and the details for `status --json`."""
+    config, snapshot = ctx.config, await ctx.refresh()
+    lines: list[str] = []
+    relay = config.delivery.relay
+    with_contacts = sorted({str(c["school"]) for c in await ctx.store.contacts()})
+    unreachable = [code for code in with_contacts if relay is None
+                   and code not in snapshot.routes]
+    if unreachable:
+        lines.append(f"{len(unreachable)} schools have a contact but no route, and [delivery] "
+                     f"relay is empty: their notices are never delivered "
+                     f"({', '.join(unreachable[:5])}); `schools add CODE ... --route` or set"
+                     " the relay")
+    keyless = sorted(name for name, sender in snapshot.senders.items()
+                     if not sender.fingerprints)
+    if keyless:
+        lines.append(f"senders without a usable key, every signal refused (554 5.7.7): "
+                     f"{', '.join(keyless)}; `senders add-key`")
+    wanting = await ctx.store.status_mail_senders()
+    if relay is None and wanting:
+        lines.append(f"[delivery] relay is empty: status mails to {len(wanting)} senders"
+                     " cannot be sent")
+    if not config.alerts.address:
+        lines.append("[alerts] address is empty: alerts (failed notices, escalations, keys"
+                     " expiring) reach only the log")
+    elif relay is None:
+        lines.append("[delivery] relay is empty: alerts to [alerts] address cannot be sent")
+    elif config.alerts.key and config.alerts.key not in snapshot.alert_keys:
+        lines.append("[alerts] key is not usable: alerts are not sent (`keys pin-alerts`)")
+    waiting_on_us = await ctx.store.queued_for_reasons(sorted(FIXES))
+    if waiting_on_us:
+        lines.append(f"{len(waiting_on_us)} notices wait because a school server says the"
+                     " gateway is set up wrong (see `queue list` and the alert): fix it, then"
+                     " `queue retry ID`")
+    lockouts = [{"scope": r["scope"], "subject": r["subject"], "login": r["login"],
+                 "since": r["since"], "until": r["until"]} for r in await ctx.store.lockouts(now)]
+    locked: dict[str, list[dict[str, Any]]] = {}
+    for lockout in lockouts:
+        if lockout["login"] in snapshot.senders:
+            locked.setdefault(lockout["login"], []).append(lockout)
+    for name, items in sorted(locked.items()):
+        what = ", ".join(f"{i['scope']} {i['subject']}" for i in items)
+        until = max(i["until"] for i in items)
+        lines.append(f"sender {name} is locked out of AUTH until {until} ({what}):"
+                     f" `senders unlock {name}` once its password is right")
+    data = {"unreachable_schools": unreachable, "senders_without_key": keyless,
+            "relay": str(relay) if relay else None, "alerts_address": config.alerts.address,
+            "auth_lockouts": lockouts, "waiting_on_setup": waiting_on_us}
+    return lines, data
 
 
 def read_file(path: str) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from gateway import admin, preflight, retention
 from gateway.admin import Refused, dumps
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, config_warnings, load_config
 from gateway.context import Context, open_context, utc_now
 from gateway.custody import CustodyError, custody_problems
 from gateway.fields import parse_date
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     srk = senders.add_parser("remove-key", help="stop accepting one of a sender's keys")
     srk.add_argument("name")
     srk.add_argument("fingerprint", metavar="FPR")
+    sunlock = senders.add_parser("unlock", help="lift a sender's AUTH lockout (too many "
+                                                "failed logins)")
+    sunlock.add_argument("name")
     slist = senders.add_parser("list", help="registered senders")
     slist.add_argument("--json", action="store_true")
     srem = senders.add_parser("remove", help="remove a sender")
@@ -122,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     setkey.add_argument("--email", required=True, metavar="ADDR")
     setkey.add_argument("--key", required=True, metavar="FILE")
     setkey.add_argument("--fingerprint", required=True, metavar="FPR")
+    setcontact = schools.add_parser("set-contact", help="change a contact's address (the key "
+                                                        "stays)")
+    setcontact.add_argument("code")
+    setcontact.add_argument("--email", required=True, metavar="ADDR", help="the address now")
+    setcontact.add_argument("--new-email", required=True, metavar="ADDR")
+    rmcontact = schools.add_parser("remove-contact", help="remove one contact and its key")
+    rmcontact.add_argument("code")
+    rmcontact.add_argument("--email", required=True, metavar="ADDR")
     sclist = schools.add_parser("list", help="schools with their contacts")
     sclist.add_argument("--json", action="store_true")
     scrm = schools.add_parser("remove", help="remove a school and its contacts")
@@ -158,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     queue = verbs.add_parser("queue", help="notices not yet delivered").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     qlist = queue.add_parser("list", help="notices waiting, with attempts and next try")
+    qlist.add_argument("--failed", action="store_true",
+                       help="the failed and parked notices instead (to `queue retry`)")
     qlist.add_argument("--json", action="store_true")
+    qretry = queue.add_parser("retry", help="queue a failed or parked notice again, or try a "
+                                            "waiting one now")
+    qretry.add_argument("id", metavar="ID", help="the notice number `queue list` shows")
 
     receipts = verbs.add_parser("receipts", help="the receipt log").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -349,7 +365,8 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                 if not d["gateway_keys"]:
                     _say("key       none")
                 _say(f"receipts  {d['receipts']}")
-                _say("attention " + ("; ".join(st.attention) if st.attention else "none"))
+                _say("attention " + ("\n          ".join(st.attention) if st.attention
+                                      else "none"))
             return EXIT_REFUSED if st.attention else EXIT_OK
         if verb == "keys":
             if action == "export":
@@ -380,6 +397,8 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                 out = await admin.senders_remove_key(ctx, args.name, args.fingerprint)
             elif action == "remove":
                 out = await admin.senders_remove(ctx, args.name)
+            elif action == "unlock":
+                out = await admin.senders_unlock(ctx, args.name)
             else:
                 rows = await admin.senders_list(ctx)
                 out = dumps(rows) if args.json else _table(
@@ -401,6 +420,10 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                                                   admin.read_file(args.key), args.fingerprint)
             elif action == "remove":
                 out = await admin.schools_remove(ctx, args.code)
+            elif action == "set-contact":
+                out = await admin.schools_set_contact(ctx, args.code, args.email, args.new_email)
+            elif action == "remove-contact":
+                out = await admin.schools_remove_contact(ctx, args.code, args.email)
             else:
                 rows = await admin.schools_list(ctx)
                 out = dumps(rows) if args.json else _table(
@@ -423,10 +446,14 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
                 out = await admin.held_route(ctx, args.id, args.school)
             else:
                 out = await admin.held_drop(ctx, args.id, args.reason)
+        elif verb == "queue" and action == "retry":
+            out = await admin.queue_retry(ctx, args.id)
         elif verb == "queue":
-            out = _listing(await admin.queue_list(ctx),
-                           ["notice", "ref", "school", "attempts", "next_attempt", "time_left",
-                            "last_reply"], args.json, config.schedule.timezone)
+            states = ("failed", "parked") if args.failed else ("queued",)
+            out = _listing(await admin.queue_list(ctx, states),
+                           ["notice", "ref", "school", *(["state"] if args.failed else []),
+                            "attempts", "next_attempt", "time_left", "last_reply"], args.json,
+                           config.schedule.timezone)
         elif verb == "purge":
             out = "\n".join((await retention.purge(ctx, ctx.clock(), args.dry_run)).lines())
         elif verb == "receipts":
@@ -476,6 +503,8 @@ def _check_config(config: Config) -> int:
             _say(f"  {problem}", file=sys.stderr)
         return EXIT_REFUSED
     _say(f"{config.path}: configuration is valid")
+    for warning in config_warnings(config):
+        _say(f"  warning: {warning}")
     for note in found.notes:
         _say(f"  note: {note}")
     return EXIT_OK

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import socket
 import tomllib
 import zoneinfo
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,7 +53,9 @@ class SmtpSection:
     listen: HostPort
     tls_cert: Path
     tls_key: Path
-    hostname: str = "localhost"
+    # The SMTP greeting and EHLO reply of the listener, and the EHLO name given to every
+    # school server and relay. Default: this host's fully qualified name (issue 12).
+    hostname: str = field(default_factory=socket.getfqdn)
     require_tls: bool = True
     max_message_bytes: int = 1048576
     timeout_seconds: int = 60
@@ -282,7 +285,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
         listen=listen or HostPort("127.0.0.1", 2525),
         tls_cert=r.path(r.get(s, "smtp.tls_cert", str, "keys/tls/server.pem")),
         tls_key=r.path(r.get(s, "smtp.tls_key", str, "keys/tls/server.key")),
-        hostname=r.get(s, "smtp.hostname", str, "localhost"),
+        hostname=r.get(s, "smtp.hostname", str, "") or socket.getfqdn(),
         require_tls=r.get(s, "smtp.require_tls", bool, True),
         max_message_bytes=r.get(s, "smtp.max_message_bytes", int, 1048576, _positive),
         timeout_seconds=r.get(s, "smtp.timeout_seconds", int, 60, _positive),
@@ -384,6 +387,32 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
         raise ConfigError(r.problems)
     return Config(path, gateway, smtp, delivery, storage, keys, schedule, alerts, retention,
                   metrics)
+
+
+def not_fqdn(name: str) -> bool:
+    """Whether a host name is not fully qualified: no dot, `localhost` or a `.localdomain`,
+    or an address literal. School servers with Postfix's `reject_non_fqdn_helo_hostname`
+    refuse such an EHLO name (`504 5.5.2 Helo command rejected`)."""
+    name = name.strip().rstrip(".").lower()
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    return ("." not in name or name.startswith("localhost")
+            or name.endswith((".localhost", ".localdomain", ".local")))
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What `check-config` warns about without refusing: settings that work here and fail
+    with some servers out there."""
+    warnings = []
+    if not_fqdn(config.smtp.hostname):
+        warnings.append(
+            f"smtp.hostname: {config.smtp.hostname!r} is not a fully qualified domain name; it"
+            " is the EHLO name the gateway gives school servers, and those that check it refuse"
+            " every notice (504 5.5.2): set it to this host's name in DNS")
+    return warnings
 
 
 def load_config(path: Path) -> Config:

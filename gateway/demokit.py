@@ -4,7 +4,8 @@ Takes nothing from the gateway's internals. `Identity` is a sender's or a school
 home with one key; `build_signal` writes PGP/MIME the way a sender's mail client does (RFC 3156,
 with the real gpg); `submit` sends it as a sender's MTA would (smtplib, STARTTLS, AUTH);
 `SchoolInbox` is a loopback school mail server with STARTTLS and a certificate of its own CA,
-which keeps what it receives and can be told to fail the next deliveries with a given reply;
+which keeps what it receives and can be told to fail the next deliveries with a given reply
+(at DATA, or at EHLO, HELO or MAIL);
 `read_notice` and `notice_header` open a notice with a school's key, as its contact's client
 would (the acknowledgement address is only inside).
 """
@@ -210,6 +211,9 @@ class SchoolInbox:
 
     received: list[Received] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # replies for the next DATA commands
+    # Replies for the next EHLO, HELO or MAIL commands (`fail_command`).
+    command_failures: dict[str, list[str]] = field(default_factory=dict)
+    ehlo_names: list[str] = field(default_factory=list)  # what clients said in EHLO or HELO
     drops: int = 0  # the next DATA commands are kept, then the connection drops unanswered
     connections: int = 0  # sessions opened by clients so far
     server: asyncio.Server | None = None
@@ -230,6 +234,42 @@ class SchoolInbox:
 
     def fail_next(self, reply: str, times: int = 1) -> None:
         self.failures.extend([reply] * times)
+
+    def fail_command(self, command: str, reply: str, times: int = 1) -> None:
+        """Answer the next `times` EHLO, HELO or MAIL commands with `reply` (e.g. a school MX
+        refusing a non-FQDN EHLO name with `504 5.5.2 Helo command rejected`)."""
+        self.command_failures.setdefault(command.upper(), []).extend([reply] * times)
+
+    def _failure(self, command: str) -> str | None:
+        pending = self.command_failures.get(command)
+        return pending.pop(0) if pending else None
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        self.ehlo_names.append(hostname)
+        failure = self._failure("EHLO")
+        if failure is not None:
+            return [failure]
+        session.host_name = hostname
+        return responses
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str) -> str:
+        self.ehlo_names.append(hostname)
+        failure = self._failure("HELO")
+        if failure is not None:
+            return failure
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        failure = self._failure("MAIL")
+        if failure is not None:
+            return failure
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def start(self, cert: CertPair, host: str = "127.0.0.1", port: int = 0) -> None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -15,7 +15,8 @@ cut off, and so is a session past its whole lifetime (`max_session_seconds`) or 
 authenticated and sends command after command that gets it nowhere (`max_stalling_commands`);
 a client address cut off or naming unknown acknowledgement addresses too often is refused new
 sessions for a while (421 4.7.0 at connect, `throttle.ClientRefusals`); AUTH failures slow and
-then refuse their address and login (454 4.7.0); a password
+then refuse their address and login (454 4.7.0), a lockout that is shared through the store
+for `status` and lifted by `senders unlock` (`IntakeHandler.share_lockouts`); a password
 that succeeded is not put through scrypt again for 10 minutes while the sender's stored hash is
 unchanged (`passwords.VerifiedCache`). A sender registered with a client certificate is
 recognised by it in MAIL, RCPT and DATA (with TLS 1.3 the certificate can arrive after the
@@ -31,7 +32,10 @@ with `550 5.7.1` and records nothing: an out-of-office must not stop an escalati
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
 import hashlib
+import math
 import re
 import ssl
 import time
@@ -48,7 +52,14 @@ from gateway.intake import Accepted, accept
 from gateway.logs import get_logger, safe_exception
 from gateway.model import RejectClass, Rejection
 from gateway.passwords import VerifiedCache, check_password, hash_password
-from gateway.throttle import AuthThrottle, ClientRefusals, SessionLimits, StallCounter
+from gateway.store import Tx
+from gateway.throttle import (
+    AuthThrottle,
+    ClientRefusals,
+    Lockout,
+    SessionLimits,
+    StallCounter,
+)
 
 log = get_logger("receive")
 
@@ -68,6 +79,9 @@ MAX_ACK_RECIPIENTS = 5
 # Recipients other than the intake address an authenticated session may name before it is
 # closed: a sender's MTA names one; a mistyped address now and then is no flood.
 MAX_FOREIGN_RECIPIENTS = 10
+# What an attempted login that names no sender is logged and shared as.
+UNKNOWN_LOGIN = "(unknown)"
+MAX_SHARED = 10_000  # lockouts remembered as written down, before the ended ones are dropped
 
 # aiosmtpd's own wording lacks the enhanced status codes SPEC §2 promises senders' MTAs.
 _REWRITE = {
@@ -332,8 +346,12 @@ class GatewaySMTP(SMTP):
         sender = (await self._intake.ctx.refresh()).senders.get(name)
         # The attempted login is logged only when it names a sender: an unknown one may be a
         # password typed into the wrong field.
-        login = name if sender is not None else "(unknown)"
-        if throttle.refused(peer, name, time.monotonic()):
+        login = name if sender is not None else UNKNOWN_LOGIN
+        refusing = throttle.lockouts(peer, name, time.monotonic())
+        if refusing and await self._intake.take_unlocks():
+            refusing = throttle.lockouts(peer, name, time.monotonic())
+        if refusing:
+            await self._intake.share_lockouts(refusing, login)
             log.warning("sender.auth_refused", peer=peer, login=login)
             return AuthResult(success=False, handled=False,
                               message="454 4.7.0 Too many failed attempts, try again later")
@@ -354,6 +372,7 @@ class GatewaySMTP(SMTP):
             return AuthResult(success=True, auth_data=name)
         delay = throttle.record_failure(peer, name, time.monotonic())
         log.warning("sender.auth_failed", peer=peer, login=login, delay_seconds=delay)
+        await self._intake.share_lockouts(throttle.lockouts(peer, name, time.monotonic()), login)
         if delay:
             await asyncio.sleep(delay)
         return AuthResult(success=False, handled=False)
@@ -413,6 +432,42 @@ class IntakeHandler:
                                       ctx.config.smtp.max_sessions_per_client)
         self.refusals = ClientRefusals(ctx.config.smtp.max_refusals_per_client,
                                        ctx.config.smtp.refusal_block_seconds)
+        # Lockouts written to the store: (scope, subject, login) -> monotonic end.
+        self.shared: dict[tuple[str, str, str], float] = {}
+
+    async def share_lockouts(self, lockouts: list[Lockout], login: str) -> None:
+        """Write down the lockouts refusing `login` that are not written yet: the command
+        line's `status` shows them and `senders unlock` lifts them (issue 12: a sender was
+        locked out and `status` said nothing). A login lockout of a login that names no
+        sender is not written (it locks nobody out, and its text may be a mistyped password);
+        an address is written with the login it refused. One write per lockout and login."""
+        now, clock = time.monotonic(), self.ctx.clock()
+        for lockout in lockouts:
+            if lockout.scope == "login" and login == UNKNOWN_LOGIN:
+                continue
+            key = (lockout.scope, lockout.subject, login)
+            if self.shared.get(key, 0.0) > now:
+                continue
+            if len(self.shared) > MAX_SHARED:
+                self.shared = {k: t for k, t in self.shared.items() if t > now}
+            self.shared[key] = now + lockout.seconds_left
+            until = clock + dt.timedelta(seconds=math.ceil(lockout.seconds_left))
+            await self.ctx.store.write(functools.partial(
+                _record_lockout, lockout.scope, lockout.subject, login, clock, until))
+            log.warning("sender.locked_out", scope=lockout.scope, subject=lockout.subject,
+                        login=login, until=until.isoformat())
+
+    async def take_unlocks(self) -> bool:
+        """Let go of the lockouts `senders unlock` lifted; True when there were any. Asked only
+        while refusing, so a login that is not locked out costs no look-up."""
+        if not await self.ctx.store.lockouts_lifted():
+            return False
+        lifted = await self.ctx.store.write(_take_lifted)
+        for scope, subject in lifted:
+            self.throttle.lift(scope, subject)
+            self.shared = {k: t for k, t in self.shared.items() if k[:2] != (scope, subject)}
+            log.info("sender.unlocked", scope=scope, subject=subject)
+        return bool(lifted)
 
     def shut_open_sessions(self) -> int:
         """The shutdown grace is over: every session still open is told 421 4.3.2 and closed
@@ -572,6 +627,15 @@ class IntakeHandler:
         return TEMPORARY_FAILURE
 
 
+async def _record_lockout(scope: str, subject: str, login: str, since: dt.datetime,
+                          until: dt.datetime, tx: Tx) -> None:
+    await tx.record_lockout(scope, subject, login, since, until)
+
+
+async def _take_lifted(tx: Tx) -> list[tuple[str, str]]:
+    return await tx.take_lifted_lockouts()
+
+
 def ack_token(address: str) -> str | None:
     """The token of an `ack+TOKEN@domain` address (26 base32 characters, either case), or None.
 
@@ -636,6 +700,10 @@ def _peer_host(session: Session | None) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
+async def _clear_lockouts(tx: Tx) -> None:
+    await tx.clear_lockouts()
+
+
 def server_tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -654,6 +722,8 @@ async def start_listener(ctx: Context, host: str | None = None,
     tls = server_tls_context(str(smtp.tls_cert), str(smtp.tls_key),
                              str(smtp.client_ca_file) if smtp.client_ca_file else None)
     handler = IntakeHandler(ctx)
+    # The throttle starts empty: a lockout written down by an earlier run is over.
+    await ctx.store.write(_clear_lockouts)
     loop = asyncio.get_running_loop()
 
     def factory() -> GatewaySMTP:

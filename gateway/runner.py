@@ -33,6 +33,7 @@ from gateway.deliver import Result
 from gateway.directory import Snapshot, stale_reason, unpinned
 from gateway.faults import crash_point
 from gateway.gpg import GpgError
+from gateway.inert import inert
 from gateway.logs import get_logger, safe_exception
 from gateway.report import (
     attempt_status_mail,
@@ -308,7 +309,7 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
         return
     if connection is None:
         outcome = deliver.Outcome(Result.TEMPORARY, "no route: the school has no route and no"
-                                  " relay is configured")
+                                  " relay is configured", "no_route")
     else:
         outcome = await connection.send(row["message"], mail_from=ctx.config.gateway.address,
                                         recipients=recipients)
@@ -317,10 +318,12 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
     now = ctx.clock()
     ref, school = row["ref"], row["school"]
     code = outcome.reply[:3] if outcome.reply[:3].isdigit() else None
-    give_up = from_iso(row["created_at"]) + dt.timedelta(
+    # Counted from `queue retry` when the administrator queued it again after a failure.
+    give_up = from_iso(row["requeued_at"] or row["created_at"]) + dt.timedelta(
         hours=ctx.config.delivery.give_up_after_hours)
 
     async def record(tx: Tx) -> str:
+        await tx.note_reason(notice_id, outcome.reason)
         if outcome.result is Result.DELIVERED:
             await tx.finish_notice(notice_id, "delivered", outcome.reply, now, "delivered")
             await tx.receipt("delivered", at=now, ref=ref, school=school, notice=notice_id,
@@ -341,14 +344,28 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
     event = await ctx.store.write(record)
     failed = event == "notice.failed"
     log_fn = log.info if event == "notice.delivered" else log.warning
-    log_fn(event, ref=ref, school=school, notice=notice_id, attempt=attempt, smtp_code=code)
+    # The reply is from outside: inert, so that it cannot forge a console line.
+    log_fn(event, ref=ref, school=school, notice=notice_id, attempt=attempt, smtp_code=code,
+           reason=outcome.reason, reply=inert(outcome.reply))
     metrics.NOTICES.labels(event.removeprefix("notice.")).inc()
     if failed:
         await send_alert(ctx, "notice.failed", f"notice {ref} for {school} failed", [
             f"The notice of signal {ref} for school {school} could not be delivered.",
             f"The school's server answered: {outcome.reply}",
-            "Its children are kept: find them with `hwc-gateway receipts list` and route them"
-            " by hand once the school's mail works (or call the school).",
+            *([f"What to fix: {deliver.FIXES[outcome.reason]}."]
+              if outcome.reason in deliver.FIXES else []),
+            "The notice and its children are kept. Once the cause is fixed (or the school's"
+            f" mail works again), queue it again: `hwc-gateway queue retry {notice_id}`.",
+        ])
+    elif outcome.reason in deliver.FIXES and row["last_reply"] != outcome.reply:
+        # Once per notice and reply, not at every retry: the gateway is set up wrong.
+        await send_alert(ctx, "notice.misconfigured",
+                         f"notice {ref} for {school} waits on the gateway's set-up", [
+            f"The notice of signal {ref} for school {school} was not taken: the server"
+            f" answered: {outcome.reply}",
+            f"What to fix: {deliver.FIXES[outcome.reason]}.",
+            "The notice is retried with backoff until then; `hwc-gateway queue retry"
+            f" {notice_id}` tries it at once.",
         ])
 
 

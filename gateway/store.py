@@ -88,6 +88,9 @@ CREATE TABLE IF NOT EXISTS receipts (
     detail TEXT NOT NULL, pseudonym TEXT, prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS receipts_ref ON receipts(ref);
 CREATE INDEX IF NOT EXISTS receipts_pseudonym ON receipts(pseudonym);
+CREATE TABLE IF NOT EXISTS auth_lockouts (
+    scope TEXT NOT NULL, subject TEXT NOT NULL, login TEXT NOT NULL, since TEXT NOT NULL,
+    until TEXT NOT NULL, lifted_at TEXT, lifted_by TEXT, PRIMARY KEY (scope, subject, login));
 """
 APPEND_ONLY_TRIGGER = """CREATE TRIGGER IF NOT EXISTS receipts_append_only BEFORE UPDATE ON receipts
     BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END"""
@@ -111,6 +114,10 @@ COLUMNS = [
     # Older databases had it in clear in `sender_ref`: `Store.protect_sender_refs` moves it.
     ("signals", "sender_ref_digest", "TEXT", ""),
     ("signals", "sender_ref_blob", "BLOB", ""),
+    # When `queue retry` queued a failed notice again: its give-up time counts from there.
+    ("notices", "requeued_at", "TEXT", ""),
+    # The fixed reason key of the last attempt's outcome (gateway.deliver.REASONS).
+    ("notices", "last_reason", "TEXT", ""),
 ]
 # Indexes on columns of COLUMNS: made after those exist.
 LATE_INDEXES = """
@@ -637,6 +644,92 @@ class Tx:
         await self.execute("UPDATE status_mails SET pending = ? WHERE id = ?",
                            (json.dumps(left) if left else None, mail_id))
 
+    async def note_reason(self, notice_id: int, reason: str) -> None:
+        """The reason key of the attempt just recorded (`status` tells a notice waiting on
+        the gateway's own set-up from one waiting on the school)."""
+        await self.execute("UPDATE notices SET last_reason = ? WHERE id = ?", (reason, notice_id))
+
+    async def requeue_notice(self, notice_id: int, at: dt.datetime) -> sqlite3.Row | None:
+        """`queue retry`: a failed or parked notice is queued again, due at `at`, its attempts
+        and crashes counted from zero and its give-up time from `at`; its failed children are
+        sealed again (they are in it). A queued one is only made due at `at`. The notice as it
+        was before (None when there is none): the caller says why a delivered or superseded
+        one is not changed."""
+        row = await self.one("SELECT id, ref, school, state, last_reply, length(message) AS size"
+                             " FROM notices WHERE id = ?", (notice_id,))
+        if row is None or not row["size"]:
+            return row
+        if row["state"] in ("failed", "parked"):
+            await self.execute(
+                "UPDATE notices SET state = 'queued', attempts = 0, crashes = 0,"
+                " next_attempt_at = ?, lease_until = NULL, requeued_at = ? WHERE id = ?",
+                (iso(at), iso(at), notice_id))
+            await self.execute("UPDATE children SET state = 'sealed', updated_at = ?"
+                               " WHERE notice_id = ? AND state = 'failed'", (iso(at), notice_id))
+        elif row["state"] == "queued":
+            await self.execute("UPDATE notices SET next_attempt_at = ? WHERE id = ?"
+                               " AND state = 'queued'", (iso(at), notice_id))
+        return row
+
+    # -- school contacts --------------------------------------------------------------------
+
+    async def rename_contact(self, school: str, email: str, new_email: str) -> bool:
+        """A contact's address changes, its pinned key stays."""
+        cur = await self.execute("UPDATE contacts SET email = ? WHERE school = ? AND email = ?",
+                                 (new_email, school, email))
+        await self.bump_directory_version()
+        return cur.rowcount == 1
+
+    async def remove_contact(self, school: str, email: str) -> str | None:
+        """Remove one contact of a school; the fingerprint it had, or None if there was none."""
+        row = await self.one("SELECT fingerprint FROM contacts WHERE school = ? AND email = ?",
+                             (school, email))
+        if row is None:
+            return None
+        await self.execute("DELETE FROM contacts WHERE school = ? AND email = ?", (school, email))
+        await self.bump_directory_version()
+        return str(row["fingerprint"])
+
+    # -- AUTH lockouts, shared by the daemon with the command line ---------------------------
+
+    async def record_lockout(self, scope: str, subject: str, login: str, since: dt.datetime,
+                             until: dt.datetime) -> None:
+        """The daemon's AUTH throttle refuses `subject` (a client address, or a sender's
+        login) until `until`; `login` is the login it refused (or "(unknown)"). Lockouts that
+        ended are forgotten at the same time."""
+        await self.execute("DELETE FROM auth_lockouts WHERE until <= ?", (iso(since),))
+        await self.execute(
+            "INSERT INTO auth_lockouts (scope, subject, login, since, until) VALUES (?, ?, ?, ?,"
+            " ?) ON CONFLICT (scope, subject, login) DO UPDATE SET since = excluded.since,"
+            " until = excluded.until, lifted_at = NULL, lifted_by = NULL",
+            (scope, subject, login, iso(since), iso(until)))
+
+    async def lift_lockouts(self, login: str, at: dt.datetime, by: str) -> list[sqlite3.Row]:
+        """`senders unlock`: mark every running lockout that refused `login` lifted, with
+        the whole of each (an address is unlocked for every login). The (scope, subject,
+        until) lifted; the daemon lets them go at its next look (`take_lifted_lockouts`)."""
+        rows = await self.all(
+            "SELECT DISTINCT scope, subject, until FROM auth_lockouts WHERE login = ?"
+            " AND lifted_at IS NULL AND until > ? ORDER BY scope, subject", (login, iso(at)))
+        await self.executemany(
+            "UPDATE auth_lockouts SET lifted_at = ?, lifted_by = ? WHERE scope = ?"
+            " AND subject = ? AND lifted_at IS NULL",
+            [(iso(at), by, r["scope"], r["subject"]) for r in rows])
+        return rows
+
+    async def take_lifted_lockouts(self) -> list[tuple[str, str]]:
+        """The daemon: the (scope, subject) pairs lifted from the command line, now forgotten."""
+        rows = await self.all("SELECT DISTINCT scope, subject FROM auth_lockouts"
+                              " WHERE lifted_at IS NOT NULL")
+        # Rows of the same address or login written after the lift go too: it is lifted whole.
+        await self.executemany("DELETE FROM auth_lockouts WHERE scope = ? AND subject = ?",
+                               [(r["scope"], r["subject"]) for r in rows])
+        return [(str(r["scope"]), str(r["subject"])) for r in rows]
+
+    async def clear_lockouts(self) -> None:
+        """At the daemon's start: its throttle starts empty, so no lockout runs."""
+        await self.execute("DELETE FROM auth_lockouts")
+
 
 def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine that never suspends, without an event loop (see `Store.write`)."""
@@ -1020,6 +1113,29 @@ class Store:
                                   " FROM children GROUP BY state"):
             out[str(row["k"])] = int(row["n"])
         return out
+
+    async def lockouts(self, now: dt.datetime) -> list[sqlite3.Row]:
+        """AUTH lockouts running at `now` and not lifted: scope, subject, login, since, until."""
+        return await self.all("SELECT scope, subject, login, since, until FROM auth_lockouts"
+                              " WHERE lifted_at IS NULL AND until > ? ORDER BY login, scope,"
+                              " subject", (iso(now),))
+
+    async def lockouts_lifted(self) -> bool:
+        """Whether the command line lifted a lockout the daemon has not let go of yet."""
+        return await self.one("SELECT 1 FROM auth_lockouts WHERE lifted_at IS NOT NULL"
+                              " LIMIT 1") is not None
+
+    async def queued_for_reasons(self, reasons: Sequence[str]) -> list[int]:
+        """Queued notices whose last attempt ended for one of these reasons."""
+        # Only placeholders are interpolated; the values travel as parameters.
+        sql = ("SELECT id FROM notices WHERE state = 'queued' AND last_reason IN"  # noqa: S608
+               f" ({','.join('?' * len(reasons))}) ORDER BY id")
+        return [int(r["id"]) for r in await self.all(sql, list(reasons))]
+
+    async def status_mail_senders(self) -> list[str]:
+        """The senders that want status mail, by name."""
+        return [str(r["name"]) for r in await self.all(
+            "SELECT name FROM senders WHERE status_mail = 1 ORDER BY name")]
 
 
 def _receipt(row: sqlite3.Row) -> Receipt:

@@ -5,7 +5,8 @@ times; produces decisions: how long to slow an answer, whether to refuse, whethe
 may open, whether a session has stalled too long, whether a client address is blocked. No I/O:
 the receive stage sleeps, answers, closes and logs. State is in memory on purpose: a restart
 forgets failures, which costs an attacker nothing they could not get by waiting, and needs no
-disk writes on a hot path.
+disk writes on a hot path. Only a running lockout is written down, by the receive stage, so that
+`status` can show it and `senders unlock` can lift it (`Lockout`, `AuthThrottle.lift`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ MAX_DELAY_SECONDS = 8.0
 REFUSE_AFTER_PER_ADDRESS = 10  # then 454 4.7.0 for the rest of the window
 REFUSE_AFTER_PER_LOGIN = 20  # a login tried from many addresses
 MAX_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """A running refusal: "address" (a client address) or "login" (a login name), and for how
+    many more seconds (the refused are not counted, so it ends exactly then)."""
+
+    scope: str
+    subject: str
+    seconds_left: float
+
+
+_PREFIX = {"address": "addr", "login": "login"}
 
 
 @dataclass
@@ -41,6 +55,21 @@ class AuthThrottle:
         """True while this address or this login has failed too often: answer 454 4.7.0."""
         return (len(self._recent(f"addr:{address}", now)) >= REFUSE_AFTER_PER_ADDRESS
                 or len(self._recent(f"login:{login}", now)) >= REFUSE_AFTER_PER_LOGIN)
+
+    def lockouts(self, address: str, login: str, now: float) -> list[Lockout]:
+        """The lockouts refusing this address or login now (`refused` is true when there are
+        any), each ending when the failure that made it reach its limit leaves the window."""
+        found = []
+        for scope, subject, limit in (("address", address, REFUSE_AFTER_PER_ADDRESS),
+                                      ("login", login, REFUSE_AFTER_PER_LOGIN)):
+            times = self._recent(f"{_PREFIX[scope]}:{subject}", now)
+            if len(times) >= limit:
+                found.append(Lockout(scope, subject, times[-limit] + WINDOW_SECONDS - now))
+        return found
+
+    def lift(self, scope: str, subject: str) -> None:
+        """Forget the failures of one address or login: `senders unlock` lifted its lockout."""
+        self.failures.pop(f"{_PREFIX.get(scope, scope)}:{subject}", None)
 
     def record_failure(self, address: str, login: str, now: float) -> float:
         """Count a failure; return how many seconds to wait before answering it."""

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from pathlib import Path
 
 import pytest
 
-from gateway.config import DEFAULT_TEACHER_TEXT, ConfigError, HostPort, load_config
+from gateway.cli import main
+from gateway.config import (
+    DEFAULT_TEACHER_TEXT,
+    ConfigError,
+    HostPort,
+    config_warnings,
+    load_config,
+    not_fqdn,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -278,3 +287,39 @@ def test_unbracketed_ipv6_without_port_is_reported(tmp_path: Path) -> None:
     """`listen = "::1"` has no port and is reported, not read as host ":" on port 1."""
     problems = problems_of(tmp_path, MINIMAL + '[smtp]\nlisten = "::1"\n')
     assert problems == ['smtp.listen: must be "host:port"']
+
+
+@pytest.mark.parametrize("text", ["", 'hostname = ""'])
+def test_hostname_defaults_to_the_fqdn(tmp_path: Path, text: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without `[smtp] hostname` (or with ""), the EHLO name is this host's fully qualified
+    name, not "localhost" (issue 12: a school MX refused "localhost" with 504 5.5.2)."""
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "gw7.leerplicht.example.nl")
+    config = load_config(write(tmp_path, MINIMAL + "[smtp]\n" + text + "\n"))
+    assert config.smtp.hostname == "gw7.leerplicht.example.nl"
+
+
+@pytest.mark.parametrize(("name", "bad"), [
+    ("localhost", True), ("vm", True), ("localhost.localdomain", True), ("gw.local", True),
+    ("127.0.0.1", True), ("[::1]", True), ("LOCALHOST.", True),
+    ("gateway.leerplicht.example.nl", False), ("mx1.utrecht.nl.", False),
+])
+def test_not_fqdn(name: str, bad: bool) -> None:
+    """A name without a dot, localhost, a .localdomain/.local name or an address literal is
+    not a fully qualified domain name."""
+    assert not_fqdn(name) is bad
+
+
+def test_check_config_warns_about_a_hostname_that_is_not_fqdn(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check-config accepts a non-FQDN hostname (exit 0) and warns, naming the key; a real
+    name gets no warning."""
+    keys = "[keys]\nallow_no_passphrase = true\n"
+    path = write(tmp_path, MINIMAL + keys + '[smtp]\nhostname = "localhost"\n')
+    assert main(["--config", str(path), "check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "configuration is valid" in out and "warning: smtp.hostname: 'localhost' is not" in out
+    path = write(tmp_path, MINIMAL + keys + '[smtp]\nhostname = "gw.leerplicht.example.nl"\n')
+    assert config_warnings(load_config(path)) == []
+    assert main(["--config", str(path), "check-config"]) == 0
+    assert "warning" not in capsys.readouterr().out

@@ -14,7 +14,16 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from conftest import Template
 
 from gateway.config import HostPort
-from gateway.deliver import Outcome, Result, classify_reply, next_attempt_at, send, tls_context
+from gateway.deliver import (
+    FIXES,
+    Outcome,
+    Result,
+    classify_reply,
+    next_attempt_at,
+    our_problem,
+    send,
+    tls_context,
+)
 from gateway.demokit import SchoolInbox
 from gateway.tlsdev import make_ca, make_server_cert
 
@@ -28,23 +37,79 @@ NOW = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
 @pytest.mark.parametrize(
     ("code", "text", "expected"),
     [
-        (250, "2.0.0 Ok: queued as ABC", Outcome(Result.DELIVERED, "250 2.0.0 Ok: queued as ABC")),
+        (250, "2.0.0 Ok: queued as ABC",
+         Outcome(Result.DELIVERED, "250 2.0.0 Ok: queued as ABC", "delivered")),
         (251, "2.1.5 will forward", Outcome(Result.DELIVERED, "251 2.1.5 will forward")),
-        (421, "4.3.2 shutting down", Outcome(Result.TEMPORARY, "421 4.3.2 shutting down")),
-        (451, "4.3.0 later", Outcome(Result.TEMPORARY, "451 4.3.0 later")),
-        (499, "", Outcome(Result.TEMPORARY, "499")),
-        (550, "5.1.1 no such user", Outcome(Result.PERMANENT, "550 5.1.1 no such user")),
-        (554, "5.7.1 rejected", Outcome(Result.PERMANENT, "554 5.7.1 rejected")),
-        (599, "x", Outcome(Result.PERMANENT, "599 x")),
-        (199, "odd", Outcome(Result.TEMPORARY, "199 odd")),
-        (354, "go ahead", Outcome(Result.TEMPORARY, "354 go ahead")),
-        (600, "not smtp", Outcome(Result.TEMPORARY, "600 not smtp")),
-        (-1, "no code", Outcome(Result.TEMPORARY, "-1 no code")),
+        (421, "4.3.2 shutting down",
+         Outcome(Result.TEMPORARY, "421 4.3.2 shutting down", "temporary")),
+        (451, "4.3.0 later", Outcome(Result.TEMPORARY, "451 4.3.0 later", "temporary")),
+        (499, "", Outcome(Result.TEMPORARY, "499", "temporary")),
+        (550, "5.1.1 no such user",
+         Outcome(Result.PERMANENT, "550 5.1.1 no such user", "refused")),
+        (554, "5.7.1 rejected", Outcome(Result.PERMANENT, "554 5.7.1 rejected", "refused")),
+        (599, "x", Outcome(Result.PERMANENT, "599 x", "refused")),
+        (199, "odd", Outcome(Result.TEMPORARY, "199 odd", "not_smtp")),
+        (354, "go ahead", Outcome(Result.TEMPORARY, "354 go ahead", "not_smtp")),
+        (600, "not smtp", Outcome(Result.TEMPORARY, "600 not smtp", "not_smtp")),
+        (-1, "no code", Outcome(Result.TEMPORARY, "-1 no code", "not_smtp")),
     ],
 )
 def test_classify_reply_by_code_class(code: int, text: str, expected: Outcome) -> None:
     """2xx delivered, 4xx temporary, 5xx permanent, anything else temporary (retry)."""
     assert classify_reply(code, text) == expected
+
+
+# (command, code, text, reason): a 5xx that says the gateway is set up wrong is temporary.
+OURS = [
+    ("EHLO", 504, "5.5.2 Helo command rejected: need fully-qualified hostname", "ehlo_rejected"),
+    ("EHLO", 550, "Access denied", "ehlo_rejected"),
+    ("HELO", 501, "5.5.4 Syntax: HELO hostname", "ehlo_rejected"),
+    ("RCPT", 504, "5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname",
+     "ehlo_rejected"),
+    ("RCPT", 554, "5.7.1 <hwc@regenboog.example.nl>: Relay access denied", "relay_denied"),
+    ("RCPT", 550, "5.7.1 Unable to relay", "relay_denied"),
+    ("RCPT", 550, "5.7.1 Relaying denied", "relay_denied"),
+    ("", 550, "5.7.1 Message rejected: relay not permitted", "relay_denied"),
+    ("MAIL", 530, "5.7.0 Authentication required", "auth_required"),
+    ("MAIL", 530, "5.7.57 Client was not authenticated to send anonymous mail during MAIL FROM",
+     "auth_required"),
+    ("MAIL", 550, "5.7.1 Authentication required before sending", "auth_required"),
+    ("MAIL", 553, "5.7.0 Must be authenticated", "auth_required"),
+]
+# ...and a 5xx that is the server's answer about the notice is still permanent.
+THEIRS = [
+    ("RCPT", 550, "5.1.1 <hwc@regenboog.example.nl>: Recipient address rejected"),
+    ("DATA", 554, "5.7.1 Message rejected as spam"),
+    ("MAIL", 550, "5.7.1 Sender address rejected: domain not found"),
+    ("MAIL", 552, "5.3.4 Message size exceeds fixed limit"),
+    ("DATA", 550, "5.7.1 Authentication results say no"),  # 'authenticat' at DATA: theirs
+    ("RCPT", 550, "5.7.1 <hwc@regenboog.example.nl>: Recipient address rejected: Access denied"),
+]
+
+
+@pytest.mark.parametrize(("command", "code", "text", "reason"), OURS)
+def test_our_own_misconfiguration_is_temporary_with_a_fix(command: str, code: int, text: str,
+                                                          reason: str) -> None:
+    """A 5xx to EHLO/HELO, a relay refusal, or authentication wanted at MAIL is the gateway's
+    set-up, not the school refusing: TEMPORARY, with a reason that has a fix for the
+    administrator."""
+    outcome = classify_reply(code, text, command)
+    assert outcome == Outcome(Result.TEMPORARY, f"{code} {text}", reason)
+    assert reason in FIXES and our_problem(code, text, command) == reason
+
+
+@pytest.mark.parametrize(("command", "code", "text"), THEIRS)
+def test_the_schools_refusal_stays_permanent(command: str, code: int, text: str) -> None:
+    """A 5xx about the notice or its recipient stays PERMANENT (refused)."""
+    assert classify_reply(code, text, command) == Outcome(Result.PERMANENT, f"{code} {text}",
+                                                         "refused")
+    assert our_problem(code, text, command) is None
+
+
+def test_a_4xx_is_temporary_whatever_it_says() -> None:
+    """A 4xx is TEMPORARY with the plain reason, even when its text names HELO or relaying."""
+    assert classify_reply(450, "4.7.1 Helo command rejected: Host not found", "RCPT") == \
+        Outcome(Result.TEMPORARY, "450 4.7.1 Helo command rejected: Host not found", "temporary")
 
 
 def test_classify_reply_folds_multiline_text() -> None:
@@ -109,7 +174,7 @@ async def test_send_451_is_temporary(inbox: SchoolInbox, template: Template) -> 
     """A 4xx reply to DATA is TEMPORARY and carries the server's reply."""
     inbox.fail_next("451 4.3.0 later")
     outcome = await deliver_to(inbox.port, template.school_ca)
-    assert outcome == Outcome(Result.TEMPORARY, "451 4.3.0 later")
+    assert outcome == Outcome(Result.TEMPORARY, "451 4.3.0 later", "temporary")
     assert inbox.received == []
 
 
@@ -117,7 +182,42 @@ async def test_send_550_is_permanent(inbox: SchoolInbox, template: Template) -> 
     """A 5xx reply to DATA is PERMANENT and carries the server's reply."""
     inbox.fail_next("550 5.1.1 no such user")
     outcome = await deliver_to(inbox.port, template.school_ca)
-    assert outcome == Outcome(Result.PERMANENT, "550 5.1.1 no such user")
+    assert outcome == Outcome(Result.PERMANENT, "550 5.1.1 no such user", "refused")
+    assert inbox.received == []
+
+
+async def test_ehlo_refused_is_temporary_and_nothing_is_sent(inbox: SchoolInbox,
+                                                            template: Template) -> None:
+    """A school server answering EHLO with 504 5.5.2 (and HELO, which the client tries next,
+    with a refusal too): TEMPORARY (ehlo_rejected), the message never sent; the name given in
+    EHLO is the configured one."""
+    inbox.fail_command("EHLO", "504 5.5.2 <localhost>: Helo command rejected: need"
+                               " fully-qualified hostname")
+    outcome = await deliver_to(inbox.port, template.school_ca)
+    assert (outcome.result, outcome.reason) == (Result.TEMPORARY, "ehlo_rejected")
+    assert outcome.reply.startswith("5") and inbox.received == []
+    assert inbox.ehlo_names == ["hwc.example.nl"]
+
+
+async def test_relay_denied_at_rcpt_is_temporary(template: Template) -> None:
+    """`554 5.7.1 Relay access denied` to every recipient: TEMPORARY (relay_denied)."""
+    box = RefusingInbox()
+    await box.start(template.school_cert)
+    try:
+        outcome = await deliver_to(box.port, template.school_ca,
+                                   recipients=("relay@elsewhere.example",))
+    finally:
+        await box.stop()
+    assert (outcome.result, outcome.reason) == (Result.TEMPORARY, "relay_denied")
+    assert box.received == []
+
+
+async def test_authentication_wanted_at_mail_is_temporary(inbox: SchoolInbox,
+                                                          template: Template) -> None:
+    """`530 5.7.0 Authentication required` to MAIL: TEMPORARY (auth_required)."""
+    inbox.fail_command("MAIL", "530 5.7.0 Authentication required")
+    outcome = await deliver_to(inbox.port, template.school_ca)
+    assert (outcome.result, outcome.reason) == (Result.TEMPORARY, "auth_required")
     assert inbox.received == []
 
 
@@ -128,6 +228,8 @@ class RefusingInbox(SchoolInbox):
                           address: str, rcpt_options: list[str]) -> str:
         if address.startswith("gone@"):
             return "550 5.1.1 no such user"
+        if address.startswith("relay@"):
+            return f"554 5.7.1 <{address}>: Relay access denied"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -170,7 +272,7 @@ def closed_port() -> int:
 async def test_connection_refused_is_temporary(template: Template) -> None:
     """Nobody listening on the port: TEMPORARY, never PERMANENT."""
     outcome = await deliver_to(closed_port(), template.school_ca)
-    assert outcome.result is Result.TEMPORARY
+    assert (outcome.result, outcome.reason) == (Result.TEMPORARY, "connection")
 
 
 UNTRUSTED = ["system store does not know the CA", "another CA configured",
@@ -214,7 +316,7 @@ async def test_untrusted_certificate_is_temporary(case: str, template: Template,
                                                   tmp_path: Path) -> None:
     """A certificate that does not verify is a TEMPORARY failure (the school may fix it)."""
     outcome, _ = await untrusted_attempt(case, template, tmp_path)
-    assert outcome.result is Result.TEMPORARY
+    assert (outcome.result, outcome.reason) == (Result.TEMPORARY, "tls")
 
 
 async def test_server_without_starttls_gets_nothing(template: Template) -> None:
@@ -230,7 +332,7 @@ async def test_server_without_starttls_gets_nothing(template: Template) -> None:
         server.close()
         with contextlib.suppress(Exception):
             await server.wait_closed()
-    assert outcome.result is Result.TEMPORARY
+    assert (outcome.result, outcome.reason) == (Result.TEMPORARY, "no_starttls")
     assert "STARTTLS" in outcome.reply
     assert box.received == []
 
@@ -252,5 +354,5 @@ async def test_silent_server_times_out_as_temporary(template: Template) -> None:
         server.close()
         with contextlib.suppress(Exception):
             await server.wait_closed()
-    assert outcome.result is Result.TEMPORARY
+    assert (outcome.result, outcome.reason) == (Result.TEMPORARY, "timeout")
     assert connections

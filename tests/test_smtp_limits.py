@@ -28,7 +28,15 @@ from cryptography.hazmat.primitives import serialization
 from gateway import admin
 from gateway.demokit import json_payload, submit
 from gateway.store import SCHEMA, Store
-from gateway.throttle import REFUSE_AFTER_PER_ADDRESS, AuthThrottle, ClientRefusals, StallCounter
+from gateway.throttle import (
+    REFUSE_AFTER_PER_ADDRESS,
+    REFUSE_AFTER_PER_LOGIN,
+    WINDOW_SECONDS,
+    AuthThrottle,
+    ClientRefusals,
+    Lockout,
+    StallCounter,
+)
 from gateway.tlsdev import make_ca, make_server_cert
 
 
@@ -360,6 +368,25 @@ def test_a_good_login_does_not_reset_its_address() -> None:
         throttle.record_success("192.0.2.1", f"victim-{i}")
     assert throttle.refused("192.0.2.1", "mine", 20.0)
     assert not throttle.refused("192.0.2.2", "mine", 20.0)
+
+
+def test_lockouts_say_what_refuses_and_until_when_and_can_be_lifted() -> None:
+    """AuthThrottle.lockouts names the address and login lockouts with the seconds left (until
+    the failure that reached the limit leaves the window); `lift` ends one of them."""
+    throttle = AuthThrottle(max_delay=0)
+    for i in range(REFUSE_AFTER_PER_LOGIN):
+        throttle.record_failure("192.0.2.1" if i < REFUSE_AFTER_PER_ADDRESS else "192.0.2.2",
+                                "vt", float(i))
+    now = 30.0
+    assert throttle.lockouts("192.0.2.1", "vt", now) == [
+        Lockout("address", "192.0.2.1", WINDOW_SECONDS - now),
+        Lockout("login", "vt", WINDOW_SECONDS - now)]
+    assert throttle.lockouts("192.0.2.3", "other", now) == []
+    throttle.lift("login", "vt")
+    assert throttle.lockouts("192.0.2.3", "vt", now) == []
+    assert throttle.refused("192.0.2.1", "vt", now)
+    throttle.lift("address", "192.0.2.1")
+    assert not throttle.refused("192.0.2.1", "vt", now)
 
 
 async def test_auth_spray_with_one_valid_login_is_refused(harness: Harness) -> None:
