@@ -122,7 +122,8 @@ async def _demo(base: Path) -> int:
             _say("   " + await admin.schools_add(ctx, code, None, email, school.public_key(),
                                                   school.fingerprint,
                                                   f"127.0.0.1:{inboxes[code].port}"))
-        _say("   " + await admin.pupils_import(ctx, _pupils_csv(today).encode(), False))
+        imported = await admin.pupils_import(ctx, _pupils_csv(today).encode(), False)
+        _say("\n".join("   " + line for line in imported.splitlines()))
         await ctx.refresh(force=True)
 
         d = {name: dt.date(today.year - y, m, dd) for name, (y, m, dd) in {
