@@ -570,8 +570,10 @@ class Bench:
                 raise BenchError("keys init made no gateway key")
             self.gateway_fpr = fpr
             sender.import_public(gateway_public)
+            # No status mail: the raw baseline has none, and without a relay each one would be
+            # sealed and then wait in the queue (its own gpg work, not the signal path's).
             await admin.senders_add(ctx, SENDER, sender.public_key(), sender.fingerprint,
-                                    PASSWORD, [SENDER_ADDRESS])
+                                    PASSWORD, [SENDER_ADDRESS], status_mail=False)
             await admin.schools_import_duo(ctx, DUO_CSV.encode())
             for pupil in self.pupils:
                 school = self.school_ids[pupil.school]
