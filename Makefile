@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo fuzz bench check-gpg clean
+.PHONY: run test lint demo fuzz bench mutate check-gpg clean
 
 check-gpg:
 	@command -v gpg >/dev/null 2>&1 || { echo "gpg not found: install GnuPG 2.2 or newer (Debian/Ubuntu: apt-get install gnupg)"; exit 1; }
@@ -41,5 +41,11 @@ fuzz: $(STAMP)
 bench: check-gpg $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# Mutation testing of the decision modules against their fast tests (mutate/modules.toml), one
+# module after the other with one worker: see README "Mutation testing". Not part of `make test`.
+MUTATE_WORKERS ?= 1
+mutate: $(STAMP)
+	$(BIN)/python mutate/run.py --workers $(MUTATE_WORKERS) $(MUTATE_MODULES)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutate/work

@@ -1,0 +1,331 @@
+"""Decisions pinned where a mutation run (`make mutate`, mutate/run.py) found that the tests would
+not notice a wrong answer: each test here fails on at least one mutant that survived before it.
+Pure and fast: no gpg, no daemon, no SMTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import zoneinfo
+from collections.abc import Iterator
+
+import pytest
+
+from gateway import resolve
+from gateway.config import ScheduleSection
+from gateway.gpg import GpgResult
+from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School
+from gateway.names import names_match
+from gateway.opener import (
+    _structure,
+    decryption_key_verdict,
+    decryption_verdict,
+    encrypted_payload,
+    own_key_fault,
+)
+from gateway.resolve import resolve_child
+from gateway.schedule import deadline, is_school_day, time_left
+
+
+def gpg_result(*lines: str, returncode: int = 0) -> GpgResult:
+    """A GpgResult as the adapter builds it from `[GNUPG:]` lines."""
+    status = []
+    for line in lines:
+        key, _, value = line.partition(" ")
+        status.append((key, value))
+    return GpgResult(returncode, b"", tuple(status))
+
+
+# -- opener: the gateway's own key ---------------------------------------------------------------
+
+# gpg-error codes as gpg prints them: the error source in the high bits (GPG_ERR_SOURCE_GPGAGENT
+# is 4, so 4 << 24), the code in the low 16.
+AGENT = 4 << 24
+
+
+def test_bad_passphrase_is_the_gateways_own_fault() -> None:
+    """BAD_PASSPHRASE means our own key's passphrase was refused: a temporary fault, named."""
+    result = gpg_result("ENC_TO 1122334455667788 18 0", "BAD_PASSPHRASE 1122334455667788")
+    fault = own_key_fault(result)
+    assert fault == "the gateway key's passphrase was refused"
+
+
+@pytest.mark.parametrize(("code", "fault"), [
+    (AGENT | 11, "the gateway key's passphrase was refused"),
+    (AGENT | 85, "no passphrase for the gateway key"),
+    (AGENT | 99, "gpg cancelled the decryption"),
+    (11, "the gateway key's passphrase was refused"),
+], ids=["bad-passphrase", "no-passphrase", "cancelled", "without-source"])
+def test_pkdecrypt_failed_with_a_passphrase_code_is_our_fault(code: int, fault: str) -> None:
+    """`ERROR pkdecrypt_failed <code>` with a passphrase code (low 16 bits) is our key's fault."""
+    result = gpg_result("ENC_TO 1122334455667788 18 0", f"ERROR pkdecrypt_failed {code}",
+                        "BEGIN_DECRYPTION", "DECRYPTION_FAILED", "END_DECRYPTION", returncode=2)
+    assert own_key_fault(result) == fault
+
+
+@pytest.mark.parametrize("line", [
+    f"ERROR pkdecrypt_failed {AGENT | 17}",  # no secret key: the sender's fault, not ours
+    f"ERROR keyedit.passwd {AGENT | 11}",  # a passphrase code from another place
+    "ERROR pkdecrypt_failed",
+    "ERROR pkdecrypt_failed eleven",
+    "DECRYPTION_FAILED",
+], ids=["no-seckey", "elsewhere", "no-code", "not-a-number", "no-error"])
+def test_other_decryption_failures_are_not_our_key(line: str) -> None:
+    """Other gpg errors are not blamed on the gateway's key: they get the sender's refusal."""
+    assert own_key_fault(gpg_result("ENC_TO 1122334455667788 18 0", line, returncode=2)) is None
+
+
+def test_a_later_passphrase_code_is_found_after_another_error() -> None:
+    """Every ERROR line is read, not only the first."""
+    result = gpg_result(f"ERROR pkdecrypt_failed {AGENT | 17}",
+                        f"ERROR pkdecrypt_failed {AGENT | 85}", returncode=2)
+    assert own_key_fault(result) == "no passphrase for the gateway key"
+
+
+# -- opener: which gateway key decrypted ---------------------------------------------------------
+
+CURRENT = "A1" * 20
+RETIRED = "B2" * 20
+SUB = "C3" * 20
+RETIRED_DETAIL = "message is encrypted to a gateway key that is no longer in use"
+
+
+@pytest.mark.parametrize(("lines", "accepted"), [
+    ([f"DECRYPTION_KEY {SUB} {CURRENT} u"], {CURRENT}),
+    ([f"DECRYPTION_KEY {SUB} {CURRENT}"], {CURRENT}),
+    ([f"DECRYPTION_KEY {SUB} {CURRENT} u"], {CURRENT, RETIRED}),
+    ([f"DECRYPTION_KEY {SUB} {CURRENT} u", f"DECRYPTION_KEY {SUB} {RETIRED} u"],
+     {CURRENT, RETIRED}),
+], ids=["current", "two-fields", "overlap", "both-accepted"])
+def test_decryption_by_an_accepted_key_passes(lines: list[str], accepted: set[str]) -> None:
+    """A message decrypted by the current key, or one still in its overlap, may be opened."""
+    assert decryption_key_verdict(gpg_result(*lines), frozenset(accepted)) is None
+
+
+@pytest.mark.parametrize("lines", [
+    [f"DECRYPTION_KEY {SUB} {RETIRED} u"],
+    [f"DECRYPTION_KEY {SUB} {CURRENT} u", f"DECRYPTION_KEY {SUB} {RETIRED} u"],
+    [f"DECRYPTION_KEY {CURRENT}"],
+    [],
+], ids=["retired", "one-retired", "one-field", "none"])
+def test_decryption_by_a_retired_or_unknown_key_is_refused(lines: list[str]) -> None:
+    """A retired key (or no key gpg names) is refused as no longer in use."""
+    verdict = decryption_key_verdict(gpg_result(*lines), frozenset({CURRENT}))
+    assert verdict == Rejection(RejectClass.NOT_ENCRYPTED, RETIRED_DETAIL)
+
+
+# -- opener: integrity protection and symmetric keys ---------------------------------------------
+
+DECRYPTED = ["ENC_TO 1122334455667788 18 0", "BEGIN_DECRYPTION", "DECRYPTION_KEY X Y u",
+             "PLAINTEXT 62 0", "DECRYPTION_OKAY", "GOODMDC", "END_DECRYPTION"]
+
+
+@pytest.mark.parametrize("infos", [
+    ["DECRYPTION_INFO 2 9", "DECRYPTION_INFO 0 9"],
+    ["DECRYPTION_INFO 0 9", "DECRYPTION_INFO 0 9 2"],
+    ["DECRYPTION_INFO 0 9 2", "DECRYPTION_INFO 0 9 0"],
+], ids=["mdc-then-none", "none-then-aead", "aead-then-none"])
+def test_every_decryption_info_must_show_protection(infos: list[str]) -> None:
+    """One unprotected packet among several DECRYPTION_INFO lines refuses the message."""
+    verdict = decryption_verdict(gpg_result(*DECRYPTED, *infos))
+    assert verdict == Rejection(RejectClass.NOT_ENCRYPTED, "ciphertext is not integrity protected")
+
+
+def test_several_protected_decryption_infos_pass() -> None:
+    """Several DECRYPTION_INFO lines that all show MDC or AEAD protection are accepted."""
+    infos = ["DECRYPTION_INFO 2 9", "DECRYPTION_INFO 0 9 2"]
+    assert decryption_verdict(gpg_result(*DECRYPTED, *infos)) is None
+
+
+def test_a_symmetric_key_beside_a_public_key_one_is_accepted() -> None:
+    """SYMKEY_ENC with ENC_TO: the message was also encrypted to us, and we decrypted it."""
+    lines = ["SYMKEY_ENC 9 3 2", *DECRYPTED, "DECRYPTION_INFO 2 9"]
+    assert decryption_verdict(gpg_result(*lines)) is None
+
+
+def test_a_symmetric_key_alone_is_refused() -> None:
+    """SYMKEY_ENC without ENC_TO is symmetric encryption only: refused, however it decrypted."""
+    lines = ["SYMKEY_ENC 9 3 2", *DECRYPTED[1:], "DECRYPTION_INFO 2 9"]
+    assert decryption_verdict(gpg_result(*lines)) == Rejection(
+        RejectClass.NOT_ENCRYPTED,
+        "symmetric encryption is not accepted; encrypt to the gateway key")
+
+
+# -- opener: the structural limits at their edges ------------------------------------------------
+
+# The limits themselves, as numbers: a test written with the constants would move with them.
+OUTER_MAX_PARTS = 8  # the outer multipart/encrypted: 2 * 8 delimiter lines
+INNER_MAX_PARTS = 50  # the decrypted entity: 2 * 50 delimiter lines
+MAX_HEADER_LINES = 500  # top-level header lines, outside and inside
+
+ARMOR = b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA0\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n"
+
+
+def _encrypted(extra_headers: int = 0, extra_parts: int = 0) -> bytes:
+    """An RFC 3156 §4 message with filler header lines, or with parts beyond its two."""
+    head = b"".join(b"X-Filler: %d\r\n" % i for i in range(extra_headers))
+    parts = [b"--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n",
+             b"--b1\r\nContent-Type: application/octet-stream\r\n\r\n" + ARMOR]
+    parts += [b"--b1\r\nContent-Type: text/plain\r\n\r\nx\r\n"] * extra_parts
+    return (head + b'MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; '
+            b'protocol="application/pgp-encrypted"; boundary="b1"\r\n\r\n'
+            + b"".join(parts) + b"--b1--\r\n")
+
+
+def test_outer_header_lines_up_to_the_limit_pass() -> None:
+    """A message with exactly MAX_HEADER_LINES header lines is read; one more is too large."""
+    at_limit = _encrypted(extra_headers=MAX_HEADER_LINES - 2)
+    assert encrypted_payload(at_limit) == ARMOR.removesuffix(b"\r\n")
+    over = _encrypted(extra_headers=MAX_HEADER_LINES - 1)
+    assert encrypted_payload(over) == Rejection(RejectClass.TOO_LARGE, "too many header lines")
+
+
+def test_outer_parts_up_to_the_limit_are_parsed() -> None:
+    """2 * OUTER_MAX_PARTS delimiter lines are parsed (and then refused for their shape); one
+    more is refused before parsing."""
+    # n parts have n + 1 delimiter lines (the closing one included).
+    at_limit = _encrypted(extra_parts=2 * OUTER_MAX_PARTS - 3)
+    assert encrypted_payload(at_limit) == Rejection(
+        RejectClass.NOT_ENCRYPTED, "multipart/encrypted must have exactly two parts")
+    over = _encrypted(extra_parts=2 * OUTER_MAX_PARTS - 2)
+    assert encrypted_payload(over) == Rejection(
+        RejectClass.NOT_ENCRYPTED, "message is not PGP/MIME encrypted: too many MIME parts")
+
+
+def _mixed(parts: int) -> bytes:
+    body = b"".join(b"--in\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(parts))
+    return b'Content-Type: multipart/mixed; boundary="in"\r\n\r\n' + body + b"--in--\r\n"
+
+
+def test_inner_parts_up_to_the_limit_are_parsed() -> None:
+    """A decrypted entity with 2 * INNER_MAX_PARTS delimiter lines is parsed; one more is an
+    invalid signal."""
+    parsed = _structure(_mixed(2 * INNER_MAX_PARTS - 1))
+    assert not isinstance(parsed, Rejection)
+    assert parsed[1] is None  # not a multipart/signed
+    assert _structure(_mixed(2 * INNER_MAX_PARTS)) == Rejection(
+        RejectClass.INVALID_SIGNAL, "too many MIME parts")
+
+
+def test_inner_header_lines_up_to_the_limit_are_parsed() -> None:
+    """A decrypted entity with MAX_HEADER_LINES header lines is parsed; one more is invalid."""
+    head = b"".join(b"X-Filler: %d\r\n" % i for i in range(MAX_HEADER_LINES - 1))
+    assert not isinstance(_structure(head + _mixed(1)), Rejection)
+    assert _structure(b"X-Filler: x\r\n" + head + _mixed(1)) == Rejection(
+        RejectClass.INVALID_SIGNAL, "too many header lines")
+
+
+# -- names with elided articles ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Anna d'Ancona", "Anna d'Abreu"),
+    ("Pierre l'Ecluse", "Pierre l'Abbé"),
+    ("Anna d'Ancona", "Anna Ancona d'"),
+], ids=["d-article", "l-article", "article-moved"])
+def test_names_differing_only_after_an_elided_article_do_not_match(a: str, b: str) -> None:
+    """"Anna d'Ancona" is not "Anna d'Abreu": the surname after the article is compared."""
+    assert not names_match(a, b)
+    assert not names_match(b, a)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Anna d'Ancona", "Anna D'Ancona"),
+    ("Anna d'Ancona", "Anna d’Ancona"),
+    ("Pierre l'Ecluse", "Pierre l’Écluse"),
+], ids=["case", "apostrophe", "accent"])
+def test_names_with_the_same_elided_article_match(a: str, b: str) -> None:
+    """The same surname after the same elided article matches across spellings."""
+    assert names_match(a, b)
+
+
+# -- resolve: a BSN the register does not know ---------------------------------------------------
+
+BIRTH = dt.date(2016, 4, 12)
+DIRECTORY = {"12AB00": School("12AB00", "De Regenboog", usable_contacts=1),
+             "34CD00": School("34CD00", "Sint-Jozefschool", usable_contacts=1)}
+
+
+def test_unknown_bsn_without_a_namesake_is_routed_by_the_senders_school() -> None:
+    """A BSN not in the register, no pupil of that name and birth date: rule 3, the hint."""
+    child = Child("Sanne de Vries", BIRTH, bsn="123456782", school_hint="12AB00")
+    other = Pupil("Daan Jansen", BIRTH, "34CD00", "111222333")
+    decision = resolve_child(child, by_bsn=None, same_birthdate=[other], directory=DIRECTORY)
+    assert decision == Routed("12AB00", resolve.RULE_HINT)
+
+
+def test_unknown_bsn_with_a_namesake_without_bsn_is_routed_by_name() -> None:
+    """A BSN not in the register and one namesake registered without a BSN: rule 2, the name."""
+    child = Child("Sanne de Vries", BIRTH, bsn="123456782")
+    namesake = Pupil("Sanne de Vries", BIRTH, "34CD00", None)
+    decision = resolve_child(child, by_bsn=None, same_birthdate=[namesake], directory=DIRECTORY)
+    assert decision == Routed("34CD00", resolve.RULE_NAME)
+
+
+def test_unknown_bsn_with_a_namesake_under_another_bsn_is_held() -> None:
+    """A namesake registered under another BSN among others without one: held, not guessed."""
+    child = Child("Sanne de Vries", BIRTH, bsn="123456782", school_hint="12AB00")
+    pupils = [Pupil("Sanne de Vries", BIRTH, "34CD00", None),
+              Pupil("Sanne de Vries", BIRTH, "12AB00", "111222333")]
+    decision = resolve_child(child, by_bsn=None, same_birthdate=pupils, directory=DIRECTORY)
+    assert decision == Held(resolve.HELD_BSN_NAME_DISAGREE)
+
+
+# -- schedule: the edges of a holiday --------------------------------------------------------------
+
+AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
+# The autumn holiday of 2026 runs Monday 19 to Friday 23 October: both edges are weekdays.
+AUTUMN = ScheduleSection(holidays=((dt.date(2026, 10, 19), dt.date(2026, 10, 23)),))
+
+
+def test_first_and_last_day_of_a_holiday_are_not_school_days() -> None:
+    """A holiday range includes its first and its last day; the days around it are school days."""
+    assert is_school_day(dt.date(2026, 10, 16), AUTUMN)
+    assert not is_school_day(dt.date(2026, 10, 19), AUTUMN)
+    assert not is_school_day(dt.date(2026, 10, 23), AUTUMN)
+    assert is_school_day(dt.date(2026, 10, 26), AUTUMN)
+
+
+def test_a_signal_before_a_holiday_is_due_after_it() -> None:
+    """A signal on the Friday before the holiday is due on the Monday after it."""
+    accepted = dt.datetime(2026, 10, 16, 10, 0, tzinfo=AMS).astimezone(dt.UTC)
+    due = dt.datetime(2026, 10, 26, 8, 30, tzinfo=AMS).astimezone(dt.UTC)
+    assert deadline(accepted, AUTUMN) == due
+    one_day = ScheduleSection(holidays=((dt.date(2026, 10, 19), dt.date(2026, 10, 19)),))
+    due_tuesday = dt.datetime(2026, 10, 20, 8, 30, tzinfo=AMS).astimezone(dt.UTC)
+    assert deadline(accepted, one_day) == due_tuesday
+
+
+@pytest.fixture
+def tokyo_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone set far from both UTC and Amsterdam, for the test only."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("tokyo_local_time")
+def test_deadline_is_in_utc_whatever_the_local_time_zone() -> None:
+    """The deadline is returned in UTC (it is stored and compared as such), not in local time."""
+    accepted = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC)
+    due = deadline(accepted, ScheduleSection())
+    assert due.utcoffset() == dt.timedelta(0)
+    assert due == dt.datetime(2026, 11, 24, 7, 30, tzinfo=dt.UTC)
+
+
+def test_no_school_day_in_a_year_says_so() -> None:
+    """The error for a schedule without school days tells the administrator what to check."""
+    always = ScheduleSection(holidays=((dt.date(2026, 1, 1), dt.date(2030, 1, 1)),))
+    exact = r"^no school day within a year: check \[schedule\] holidays$"
+    with pytest.raises(ValueError, match=exact):
+        deadline(dt.datetime(2026, 6, 1, tzinfo=dt.UTC), always)
+
+
+def test_time_left_at_the_deadline_is_not_negative() -> None:
+    """At the deadline itself no time is left and none is overdue: `0h00m`, no minus sign."""
+    now = dt.datetime(2026, 11, 24, 7, 30, tzinfo=dt.UTC)
+    assert time_left(now, now) == "0h00m"
+    assert time_left(now + dt.timedelta(seconds=59), now) == "0h00m"
+    assert time_left(now - dt.timedelta(seconds=1), now) == "-0h00m"
