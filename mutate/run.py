@@ -14,6 +14,7 @@ Exits 1 when a survivor is neither killed nor listed, or when mutmut itself fail
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -40,6 +41,7 @@ NOT_REACHED = {5, 33, 34}
 @dataclass(frozen=True)
 class Mutant:
     name: str
+    function: str
     status: str  # killed | survived | timeout | not reached | other
     line: int
     before: str
@@ -90,7 +92,7 @@ def _collect(work: Path, source: str) -> list[Mutant]:
     """Every mutant of `source` with its status and its changed line (run inside `work`)."""
     meta = json.loads((work / "mutants" / (source + ".meta")).read_text())
     codes: dict[str, int | None] = meta["exit_code_by_key"]
-    lines = (ROOT / source).read_text().splitlines()
+    source_text = (ROOT / source).read_text()
     script = (
         "import json, sys\n"
         "from mutmut.mutation.diff_apply import get_diff_for_mutant\n"
@@ -111,21 +113,46 @@ def _collect(work: Path, source: str) -> list[Mutant]:
         before = " / ".join(r.strip() for r in removed)
         after = " / ".join(a.strip() for a in added)
         if removed:
-            line = _find_line(lines, mutant_name, removed[0])
-        mutants.append(Mutant(mutant_name, _status(code), line, before, after))
+            line = _find_line(source_text, mutant_name, diff)
+        mutants.append(Mutant(mutant_name, _function_of(mutant_name)[1], _status(code), line,
+                              before, after))
     return mutants
 
 
-def _find_line(lines: list[str], mutant_name: str, removed: str) -> int:
-    """The source line of the change: the first line equal to it after the function's `def`."""
-    function = re.sub(r"__mutmut_\d+$", "", mutant_name.rsplit(".", 1)[-1])
-    function = function.rsplit("ǁ", 1)[-1].removeprefix("x_")
-    start = next((i for i, text in enumerate(lines)
-                  if re.match(rf"\s*(async\s+)?def {re.escape(function)}\(", text)), 0)
-    for i in range(start, len(lines)):
-        if lines[i].strip() == removed.strip():
-            return i + 1
-    return start + 1
+def _function_of(mutant_name: str) -> tuple[str | None, str]:
+    """(class, function) of a mutant: `gateway.m.x_f__mutmut_3`, `gateway.m.xǁCǁf__mutmut_1`."""
+    key = re.sub(r"__mutmut_\d+$", "", mutant_name.rsplit(".", 1)[-1])
+    if "ǁ" in key:
+        _, cls, function = key.split("ǁ", 2)
+        return cls, function
+    return None, key.removeprefix("x_")
+
+
+def _find_line(source: str, mutant_name: str, diff: str) -> int:
+    """The file line of the first changed line: the function's first line (decorators included)
+    plus the offset the function-level diff gives."""
+    cls, function = _function_of(mutant_name)
+    start = 0
+    for node in ast.walk(ast.parse(source)):
+        if cls is not None and not (isinstance(node, ast.ClassDef) and node.name == cls):
+            continue
+        body = node.body if isinstance(node, ast.ClassDef) else [node]
+        for item in body:
+            if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and item.name == function:
+                first = item.decorator_list[0].lineno if item.decorator_list else item.lineno
+                start = start or first
+    offset = 0
+    for text in diff.splitlines():
+        hunk = re.match(r"@@ -(\d+)", text)
+        if hunk:
+            offset = int(hunk.group(1)) - 1
+        elif text.startswith("---") or text.startswith("+++"):
+            continue
+        elif text.startswith("-"):
+            return start + offset
+        elif not text.startswith("+"):
+            offset += 1
+    return start
 
 
 def _equivalents() -> list[dict[str, str]]:
@@ -135,10 +162,11 @@ def _equivalents() -> list[dict[str, str]]:
 
 
 def _reason(equivalents: list[dict[str, str]], source: str, m: Mutant) -> str | None:
-    """The listed reason when this survivor is a known equivalent (matched by file, before and
-    after text, so a listing survives renumbering)."""
+    """The listed reason when this survivor is a known equivalent (matched by file, function,
+    before and after text, not by mutmut's numbers or line numbers, which move with edits)."""
     for e in equivalents:
-        if (e["file"] == source and e["before"] == m.before and e["after"] == m.after):
+        if (e["file"] == source and e["function"] == m.function and e["before"] == m.before
+                and e["after"] == m.after):
             return e["reason"]
     return None
 
@@ -147,6 +175,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="module names from mutate/modules.toml")
     parser.add_argument("--workers", type=int, default=1, help="mutmut --max-children")
+    parser.add_argument("--report", action="store_true",
+                        help="only report the last run's results again (after editing the list"
+                             " of equivalents), without running mutmut")
     args = parser.parse_args()
     specs: dict[str, dict[str, object]] = tomllib.loads(MODULES.read_text())
     names = args.modules or list(specs)
@@ -163,13 +194,17 @@ def main() -> int:
     for name in names:
         spec = specs[name]
         source = str(spec["source"])
-        work = _prepare(name, spec)
         t0 = time.monotonic()
+        work = WORK / name
         log = work / "mutmut.log"
-        env = {**os.environ, "PYTHONPATH": "", "PYTHONDONTWRITEBYTECODE": "1"}
-        with log.open("w") as out:
-            rc = subprocess.run([str(mutmut), "run", "--max-children", str(args.workers)],
-                                cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        rc = 0
+        if not args.report:
+            work = _prepare(name, spec)
+            env = {**os.environ, "PYTHONPATH": "", "PYTHONDONTWRITEBYTECODE": "1"}
+            with log.open("w") as out:
+                rc = subprocess.run([str(mutmut), "run", "--max-children", str(args.workers)],
+                                    cwd=work, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env).returncode
         seconds = time.monotonic() - t0
         if rc != 0 or not (work / "mutants" / (source + ".meta")).exists():
             print(f"{name}: mutmut failed (exit {rc}); see {log.relative_to(ROOT)}")

@@ -13,9 +13,11 @@ import pytest
 
 from gateway import resolve
 from gateway.config import ScheduleSection
+from gateway.escalate import Escalation, due_escalations
+from gateway.fields import clean_name, passes_eleven_test, vestigingscode
 from gateway.gpg import GpgResult
 from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School
-from gateway.names import names_match
+from gateway.names import NameKey, name_key, names_match, pseudonym_text
 from gateway.opener import (
     _structure,
     decryption_key_verdict,
@@ -297,22 +299,32 @@ def test_a_signal_before_a_holiday_is_due_after_it() -> None:
 
 
 @pytest.fixture
-def tokyo_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process's local time zone set far from both UTC and Amsterdam, for the test only."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
+def far_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone set to UTC+14, far from UTC and the schools, for the test."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
     time.tzset()
     yield
     monkeypatch.undo()
     time.tzset()
 
 
-@pytest.mark.usefixtures("tokyo_local_time")
+@pytest.mark.usefixtures("far_local_time")
 def test_deadline_is_in_utc_whatever_the_local_time_zone() -> None:
     """The deadline is returned in UTC (it is stored and compared as such), not in local time."""
     accepted = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC)
     due = deadline(accepted, ScheduleSection())
     assert due.utcoffset() == dt.timedelta(0)
     assert due == dt.datetime(2026, 11, 24, 7, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.usefixtures("far_local_time")
+def test_deadline_counts_days_in_the_schools_zone_not_the_machines() -> None:
+    """The school day is that of the schools' zone: 03:00 on a Tuesday in Pago Pago (UTC-11) is
+    due at 08:30 that Tuesday, though the machine's own clock (UTC+14) already says Wednesday."""
+    schedule = ScheduleSection(timezone="Pacific/Pago_Pago")
+    pago = zoneinfo.ZoneInfo("Pacific/Pago_Pago")
+    accepted = dt.datetime(2026, 11, 24, 3, 0, tzinfo=pago).astimezone(dt.UTC)
+    assert deadline(accepted, schedule) == dt.datetime(2026, 11, 24, 8, 30, tzinfo=pago)
 
 
 def test_no_school_day_in_a_year_says_so() -> None:
@@ -329,3 +341,159 @@ def test_time_left_at_the_deadline_is_not_negative() -> None:
     assert time_left(now, now) == "0h00m"
     assert time_left(now + dt.timedelta(seconds=59), now) == "0h00m"
     assert time_left(now - dt.timedelta(seconds=1), now) == "-0h00m"
+
+
+# -- resolve: the internal contract --------------------------------------------------------------
+
+
+def test_a_wrong_by_bsn_is_a_programming_error_with_its_message() -> None:
+    """Passing a register pupil whose BSN is not the child's is refused with a plain message."""
+    pupil = Pupil("Sanne de Vries", BIRTH, "34CD00", "111222333")
+    child = Child("Sanne de Vries", BIRTH, bsn="123456782")
+    exact = r"^by_bsn is not the register pupil with the child's BSN$"
+    with pytest.raises(ValueError, match=exact):
+        resolve_child(child, by_bsn=pupil, same_birthdate=[pupil], directory=DIRECTORY)
+
+
+# -- names: how a name is taken apart ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Anna d'Ancona", "Anna d' Ancona"),
+    ("Pierre l'Ecluse", "Pierre l' Ecluse"),
+], ids=["d-article", "l-article"])
+def test_an_elided_article_is_a_token_of_its_own(a: str, b: str) -> None:
+    """"d'Ancona" is read as the article and the name, as "d' Ancona" is."""
+    assert names_match(a, b)
+
+
+def test_a_given_name_that_is_also_a_particle_is_kept() -> None:
+    """The first word is always a given name, even "Les" (short for Leslie, also a particle)."""
+    assert name_key("Les van Dijk") == NameKey(("les",), ("van", "dijk"))
+    assert names_match("Les van Dijk", "Les van Dijk")
+
+
+def test_a_hyphen_never_joins_the_first_word_to_the_surname() -> None:
+    """In "Anna-de Vries" the hyphen cannot pull the given name into the surname."""
+    assert name_key("Anna-de Vries") == NameKey(("anna",), ("de", "vries"))
+
+
+def test_register_order_with_an_empty_side_is_unreadable() -> None:
+    """"Berg," and ", Jan" have no name on one side of the comma: nothing is read from them."""
+    assert name_key("Berg,") == NameKey((), ())
+    assert name_key(", Jan") == NameKey((), ())
+
+
+def test_register_order_keeps_one_given_name_before_its_particles() -> None:
+    """"Berg, van" keeps "van" as the given part: particles move back only from behind a name."""
+    assert name_key("Berg, van") == NameKey(("van",), ("berg",))
+    assert name_key("Berg, Jan van der") == NameKey(("jan",), ("van", "der", "berg"))
+
+
+def test_an_unreadable_side_never_matches_even_with_the_same_words() -> None:
+    """"J. Anna-de Vries" reads as an initial and a surname: it matches nobody, not even the
+    same words written "J. Anna de Vries"."""
+    assert not names_match("J. Anna de Vries", "J. Anna-de Vries")
+    assert not names_match("J. Anna-de Vries", "J. Anna de Vries")
+
+
+def test_pseudonym_text_of_an_unreadable_name_keeps_its_commas_apart() -> None:
+    """A name with two commas still has one canonical text: the commas as words of their own."""
+    assert pseudonym_text("Berg, Jan, Piet") == "berg , jan , piet"
+    assert pseudonym_text("Berg,Jan,Piet") == "berg , jan , piet"
+
+
+# -- fields: names, BSNs and school codes --------------------------------------------------------
+
+
+def test_clean_name_keeps_letters_at_its_ends() -> None:
+    """Only spaces are trimmed from a name, never a letter ("Xander", "DAX, XAVIER")."""
+    assert clean_name("  Xander de Vries  ") == "Xander de Vries"
+    assert clean_name("DAX ,  XAVIER") == "DAX, XAVIER"
+
+
+@pytest.mark.parametrize("text", ["Berg\n, Jan", "Berg, \u2028Jan", "Berg\u2029, Jan",
+                                  "Berg, \x0bJan"],
+                         ids=["newline", "line-separator", "paragraph-separator", "vertical-tab"])
+def test_clean_name_refuses_a_line_break_beside_the_comma(text: str) -> None:
+    """A line break next to the comma makes the name invalid; it is not trimmed away."""
+    assert clean_name(text) is None
+
+
+def test_clean_name_keeps_combining_marks() -> None:
+    """Combining marks that NFC leaves separate (Mn, Mc: Devanagari, Guarani g̃) are letters'
+    parts, not punctuation."""
+    assert clean_name("राम शर्मा") == "राम शर्मा"
+    assert clean_name("Ana Ag\u0303ua") == "Ana Ag\u0303ua"
+
+
+@pytest.mark.parametrize("digits", ["12345678a", "1234567.2", "١٢٣٤٥٦٧٨٢", "１２３４５６７８２"],
+                         ids=["letter", "dot", "arabic-indic", "fullwidth"])
+def test_eleven_test_refuses_anything_but_nine_ascii_digits(digits: str) -> None:
+    """Nine characters that are not all ASCII digits fail the eleven-test, without an error."""
+    assert not passes_eleven_test(digits)
+
+
+@pytest.mark.parametrize(("brin", "number"), [("12ß", ""), ("12ﬀ", "1"), ("12AB", "０1")],
+                         ids=["sharp-s", "ligature", "fullwidth-number"])
+def test_vestigingscode_refuses_non_ascii_that_uppercases_to_ascii(brin: str, number: str) -> None:
+    """"12ß" uppercases to "12SS", a BRIN shape: non-ASCII input is refused before that."""
+    assert vestigingscode(brin, number) is None
+
+
+# -- escalate: which escalations are due ---------------------------------------------------------
+
+# A signal accepted on Tuesday 24 November 2026 at 10:00 in Amsterdam is due on Wednesday 25 at
+# 08:30 local time, 07:30 UTC.
+ACCEPTED = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
+DUE = dt.datetime(2026, 11, 25, 7, 30, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+SECOND = dt.timedelta(seconds=1)
+
+
+def _due(now: dt.datetime, *, open_signals: list[tuple[str, dt.datetime, tuple[str, ...],
+                                                        tuple[str, ...]]] | None = None,
+         unacknowledged: list[tuple[str, str, dt.datetime]] | None = None,
+         done: dict[str, set[str]] | None = None) -> list[Escalation]:
+    return due_escalations(open_signals or [], unacknowledged or [], now=now,
+                           schedule=ScheduleSection(), before=HOUR, done=done or {})
+
+
+def test_an_undelivered_signal_escalates_the_set_time_before_the_deadline() -> None:
+    """An undelivered signal escalates from `before` ahead of its deadline, not a second
+    earlier, with its reference, states, schools and deadline."""
+    signal = [("R1", ACCEPTED, ("held",), ("12AB00",))]
+    assert _due(DUE - HOUR - SECOND, open_signals=signal) == []
+    expected = [Escalation("R1", "undelivered", ("12AB00",), DUE, ("held",))]
+    assert _due(DUE - HOUR, open_signals=signal) == expected
+    assert _due(DUE + HOUR, open_signals=signal) == expected
+
+
+def test_an_escalation_already_raised_is_not_raised_again() -> None:
+    """Once raised (by kind, per reference), an escalation is not due again; another signal's
+    or another kind's record does not count."""
+    signal = [("R1", ACCEPTED, ("held",), ("12AB00",))]
+    assert _due(DUE, open_signals=signal, done={"R1": {"undelivered"}}) == []
+    assert len(_due(DUE, open_signals=signal, done={"R1": {"unacknowledged"}})) == 1
+    assert len(_due(DUE, open_signals=signal, done={"R2": {"undelivered"}})) == 1
+    waiting = [("R1", "12AB00", ACCEPTED)]
+    assert _due(DUE, unacknowledged=waiting, done={"R1": {"unacknowledged"}}) == []
+    assert len(_due(DUE, unacknowledged=waiting, done={"R1": {"undelivered"}})) == 1
+
+
+def test_an_unacknowledged_notice_escalates_at_the_deadline_itself() -> None:
+    """An unacknowledged notice escalates at its deadline (not `before` it), once per signal,
+    naming every school still to acknowledge, sorted."""
+    waiting = [("R1", "56EF00", ACCEPTED), ("R1", "12AB00", ACCEPTED),
+               ("R2", "34CD00", ACCEPTED + dt.timedelta(days=1))]
+    assert _due(DUE - SECOND, unacknowledged=waiting) == []
+    assert _due(DUE, unacknowledged=waiting) == [
+        Escalation("R1", "unacknowledged", ("12AB00", "56EF00"), DUE)]
+
+
+def test_both_kinds_escalate_in_one_pass() -> None:
+    """One pass returns the undelivered and the unacknowledged escalations that are due."""
+    due = _due(DUE, open_signals=[("R1", ACCEPTED, ("sent", "held"), ("12AB00", "34CD00"))],
+               unacknowledged=[("R1", "12AB00", ACCEPTED)])
+    assert [(e.ref, e.what, e.schools) for e in due] == [
+        ("R1", "undelivered", ("12AB00", "34CD00")), ("R1", "unacknowledged", ("12AB00",))]
