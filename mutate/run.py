@@ -61,12 +61,10 @@ def _prepare(name: str, spec: dict[str, object]) -> Path:
     shutil.copytree(ROOT / "gateway", work / "gateway", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     tests = [str(t) for t in spec["tests"]]  # type: ignore[attr-defined]
-    skip = [str(s) for s in spec.get("skip", [])]  # type: ignore[attr-defined]
     table = "\n".join([
         "", "[tool.mutmut]",
         'source_paths = ["gateway"]',
         f"only_mutate = {_toml_list([str(spec['source'])])}",
-        f"do_not_mutate_patterns = {_toml_list(skip)}",
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
         "use_setproctitle = false",

@@ -24,6 +24,9 @@ from gateway.opener import (
     decryption_verdict,
     encrypted_payload,
     own_key_fault,
+    plaintext_verdict,
+    signature_verdict,
+    signed_parts,
 )
 from gateway.resolve import resolve_child
 from gateway.schedule import deadline, is_school_day, time_left
@@ -497,3 +500,149 @@ def test_both_kinds_escalate_in_one_pass() -> None:
                unacknowledged=[("R1", "12AB00", ACCEPTED)])
     assert [(e.ref, e.what, e.schools) for e in due] == [
         ("R1", "undelivered", ("12AB00", "34CD00")), ("R1", "unacknowledged", ("12AB00",))]
+
+
+# -- opener: the verdicts line by line -----------------------------------------------------------
+
+NOT_DECRYPTABLE = Rejection(RejectClass.NOT_ENCRYPTED,
+                            "message cannot be decrypted with a gateway key")
+
+
+@pytest.mark.parametrize(("lines", "verdict"), [
+    (["ENC_TO 1122334455667788 18 0", "DECRYPTION_FAILED"], NOT_DECRYPTABLE),
+    (["BEGIN_DECRYPTION", "DECRYPTION_FAILED", "END_DECRYPTION"], NOT_DECRYPTABLE),
+    (["PLAINTEXT 62 0"], Rejection(RejectClass.NOT_ENCRYPTED, "message is not encrypted")),
+], ids=["enc-to-only", "begin-only", "neither"])
+def test_undecryptable_and_unencrypted_are_told_apart(lines: list[str], verdict: Rejection) -> None:
+    """Either ENC_TO or BEGIN_DECRYPTION shows an encrypted message we could not open; with
+    neither, the message was not encrypted at all."""
+    assert decryption_verdict(gpg_result(*lines)) == verdict
+
+
+def test_decryption_info_fields_are_read_safely() -> None:
+    """A DECRYPTION_INFO with only its MDC field is read; an empty one is no proof of integrity
+    (and no error)."""
+    assert decryption_verdict(gpg_result(*DECRYPTED, "DECRYPTION_INFO 2")) is None
+    assert decryption_verdict(gpg_result(*DECRYPTED, "DECRYPTION_INFO ")) == Rejection(
+        RejectClass.NOT_ENCRYPTED, "ciphertext is not integrity protected")
+
+
+PINNED = frozenset({CURRENT})
+
+
+def _validsig(fields: int) -> str:
+    """A VALIDSIG with its first `fields` fields (gpg gives 10; the tenth is the primary)."""
+    values = [CURRENT, "2026-03-02", "1772434800", "0", "4", "0", "22", "10", "00", CURRENT]
+    return "VALIDSIG " + " ".join(values[:fields])
+
+
+def _signed(*lines: str, returncode: int = 0) -> GpgResult:
+    return gpg_result("NEWSIG", "GOODSIG 8899AABBCCDDEEFF Veilig Thuis", *lines,
+                      returncode=returncode)
+
+
+def _bad(detail: str) -> Rejection:
+    return Rejection(RejectClass.BAD_SIGNATURE, detail)
+
+
+def test_a_validsig_without_the_primary_field_names_its_first_field() -> None:
+    """A VALIDSIG of 8 or 9 fields (hash included, no primary) is read: the signer is its first
+    field; fewer than 8 is not valid."""
+    assert signature_verdict(_signed(_validsig(8)), PINNED) == CURRENT
+    assert signature_verdict(_signed(_validsig(9)), PINNED) == CURRENT
+    assert signature_verdict(_signed(_validsig(7)), PINNED) == _bad("signature is not valid")
+
+
+def test_two_goodsigs_under_one_newsig_are_two_signatures() -> None:
+    """Two GOODSIG lines are two signatures even when gpg announced one."""
+    result = _signed("GOODSIG 1122334455667788 Other", _validsig(10))
+    assert signature_verdict(result, PINNED) == _bad("more than one signature")
+
+
+@pytest.mark.parametrize(("errsig", "detail"), [
+    ("ERRSIG 8899AABBCCDDEEFF 22", "signature is not by a key pinned for this sender"),
+    ("ERRSIG 8899AABBCCDDEEFF 22 2", "signature uses a weak hash algorithm; sign with SHA-256 or "
+                                     "stronger"),
+    ("ERRSIG 8899AABBCCDDEEFF 22 2 1f 1772434800 9 -", "signature uses a weak hash algorithm; "
+                                                       "sign with SHA-256 or stronger"),
+    ("ERRSIG 8899AABBCCDDEEFF 22 10 00 1772434800 9 -", "signature is not by a key pinned for "
+                                                        "this sender"),
+], ids=["no-hash-field", "hash-last", "hex-class", "strong-hash"])
+def test_errsig_is_read_by_its_hash_field(errsig: str, detail: str) -> None:
+    """ERRSIG's third field is the hash: a weak one is named, a missing one is no error, and
+    anything else is a key not pinned."""
+    result = gpg_result("NEWSIG", errsig, returncode=2)
+    assert signature_verdict(result, PINNED) == _bad(detail)
+
+
+def test_no_pubkey_alone_is_a_key_not_pinned() -> None:
+    """NO_PUBKEY without ERRSIG still means the signer's key is not pinned for this sender."""
+    result = gpg_result("NEWSIG", "NO_PUBKEY 8899AABBCCDDEEFF", returncode=2)
+    assert signature_verdict(result, PINNED) == _bad(
+        "signature is not by a key pinned for this sender")
+
+
+def test_a_problem_beside_one_good_signature_is_not_valid() -> None:
+    """A BADSIG next to a GOODSIG and a pinned VALIDSIG, exit 0: still not a valid signature."""
+    result = _signed("BADSIG 8899AABBCCDDEEFF Veilig Thuis", _validsig(10))
+    assert signature_verdict(result, PINNED) == _bad("signature is not valid")
+
+
+def test_an_error_exit_with_a_signature_is_left_to_the_signature_verdict() -> None:
+    """gpg's error exit with a NEWSIG alone (no problem keyword) is not a decryption error."""
+    lines = [*DECRYPTED, "DECRYPTION_INFO 2 9", "NEWSIG"]
+    assert plaintext_verdict(gpg_result(*lines, returncode=2), 4096) is None
+    unsigned = gpg_result(*DECRYPTED, "DECRYPTION_INFO 2 9", returncode=2)
+    assert plaintext_verdict(unsigned, 4096) == Rejection(
+        RejectClass.NOT_ENCRYPTED, "gpg reported an error while decrypting the message")
+
+
+# -- opener: the RFC 3156 shapes, exactly --------------------------------------------------------
+
+SIGNED_TYPE = b'multipart/signed; protocol="application/pgp-signature"; boundary="b1"'
+PART = b"--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+SIGNATURE = (b"--b1\r\nContent-Type: application/pgp-signature\r\n\r\n"
+             b"-----BEGIN PGP SIGNATURE-----\r\n")
+CLOSE = b"--b1--\r\n"
+ONE_PART = "multipart/signed must hold exactly one part and one signature"
+
+
+def _entity(body: bytes, content_type: bytes = SIGNED_TYPE) -> bytes:
+    return b"Content-Type: " + content_type + b"\r\n\r\n" + body
+
+
+def test_a_well_formed_multipart_signed_splits() -> None:
+    """The shape the rules below break: one part, one signature, the close delimiter."""
+    assert signed_parts(_entity(PART + SIGNATURE + CLOSE)) == (
+        b"Content-Type: text/plain\r\n\r\nhello", b"-----BEGIN PGP SIGNATURE-----")
+
+
+@pytest.mark.parametrize("body", [
+    PART + CLOSE + SIGNATURE[6:] + CLOSE,
+    CLOSE + PART[6:] + SIGNATURE + CLOSE,
+    PART + SIGNATURE + CLOSE + b"epilogue\r\n" + CLOSE,
+    PART + SIGNATURE + SIGNATURE + CLOSE,
+], ids=["close-after-part", "close-first", "second-close-in-epilogue", "second-signature"])
+def test_multipart_signed_delimiters_must_be_open_open_close(body: bytes) -> None:
+    """Exactly three delimiters: two that open a part, then the close; a close delimiter in any
+    other place, or a fourth delimiter, refuses the entity."""
+    assert signed_parts(_entity(body)) == _bad(ONE_PART)
+
+
+def test_a_multipart_signed_without_a_body_cannot_be_parsed() -> None:
+    """A multipart/signed header with no blank line and no body: refused as unparsable."""
+    assert signed_parts(SIGNED_TYPE.join([b"Content-Type: ", b""])) == _bad(
+        "signed entity cannot be parsed")
+
+
+def test_a_non_ascii_boundary_is_refused_not_raised() -> None:
+    """A boundary with a non-ASCII byte never raises: the delimiters cannot be found, refused."""
+    content_type = b'multipart/signed; protocol="application/pgp-signature"; boundary="b\xc3\xa9"'
+    assert signed_parts(_entity(PART + SIGNATURE + CLOSE, content_type)) == _bad(ONE_PART)
+
+
+def test_an_unparsable_outer_content_type_is_not_pgp_mime() -> None:
+    """A Content-Type the header parser raises on (`x*`) is refused as not PGP/MIME, exactly."""
+    raw = b"Content-Type: multipart/encrypted; x*\r\n\r\nx\r\n"
+    assert encrypted_payload(raw) == Rejection(RejectClass.NOT_ENCRYPTED,
+                                               "message is not PGP/MIME encrypted")
