@@ -5,6 +5,7 @@ Pure and fast: no gpg, no daemon, no SMTP."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import zoneinfo
 from collections.abc import Iterator
@@ -14,9 +15,10 @@ import pytest
 from gateway import resolve
 from gateway.config import ScheduleSection
 from gateway.escalate import Escalation, due_escalations
+from gateway.extract import _unflow, parse_signal
 from gateway.fields import clean_name, passes_eleven_test, vestigingscode
 from gateway.gpg import GpgResult
-from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School
+from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School, Signal
 from gateway.names import NameKey, name_key, names_match, pseudonym_text
 from gateway.opener import (
     _structure,
@@ -809,3 +811,112 @@ def test_past_ten_thousand_refused_addresses_the_stale_ones_are_dropped() -> Non
     assert not refusals.record("192.0.2.1", 100.0)
     assert refusals.recent == {"192.0.2.1": [100.0]}
     assert refusals.blocked_until == {"192.0.2.8": 500.0}
+
+
+# -- extract: the payload part and the labelled form ---------------------------------------------
+
+TODAY = dt.date(2026, 3, 2)
+LABELLED = ("Codewoord: Handle with Care\r\nReferentie: VT-1\r\n"
+            "Naam: Sanne de Vries\r\nGeboortedatum: 12-04-2016\r\n")
+SANNE = Signal(children=(Child("Sanne de Vries", dt.date(2016, 4, 12)),), reference="VT-1")
+
+
+def _text(body: str, headers: str = "Content-Type: text/plain; charset=utf-8\r\n") -> bytes:
+    return (headers + "\r\n" + body).encode()
+
+
+def _mixed_with(extra_part: str) -> bytes:
+    return ("Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n"
+            "Content-Type: text/plain\r\n\r\n" + LABELLED + "\r\n--b1\r\n" + extra_part
+            + "\r\n--b1--\r\n").encode()
+
+
+def test_an_entity_the_email_package_raises_on_is_an_unreadable_signal() -> None:
+    """A part header the email parser raises on (`x*`) is refused as unreadable, never a crash."""
+    assert parse_signal(_text(LABELLED, "Content-Type: text/plain; x*\r\n"), today=TODAY) == \
+        Rejection(RejectClass.INVALID_SIGNAL, "signal could not be read")
+
+
+def test_delimiter_lines_up_to_twice_the_part_limit_are_read() -> None:
+    """Lines that look like delimiters of a boundary named anywhere are counted before parsing:
+    100 are read (here as free text), 101 are refused."""
+    mention = 'Toelichting: the old mail said boundary="zz"\r\n'
+    assert parse_signal(_text(LABELLED + mention + "--zz\r\n" * 100), today=TODAY) == SANNE
+    assert parse_signal(_text(LABELLED + mention + "--zz\r\n" * 101), today=TODAY) == Rejection(
+        RejectClass.INVALID_SIGNAL, "too many MIME parts")
+
+
+def test_format_flowed_with_delsp_joins_without_the_space() -> None:
+    """format=flowed; delsp=yes (RFC 3676 §4.2): the trailing space of a wrapped line goes."""
+    body = LABELLED.replace("Naam: Sanne de Vries", "Naam: Sanne de Vr \r\nies")
+    for delsp in ("yes", "Yes"):
+        headers = f"Content-Type: text/plain; format=flowed; delsp={delsp}\r\n"
+        assert parse_signal(_text(body, headers), today=TODAY) == SANNE
+    flowed = "Content-Type: text/plain; format=flowed\r\n"
+    assert parse_signal(_text(body, flowed), today=TODAY) == Signal(
+        children=(Child("Sanne de Vr ies", dt.date(2016, 4, 12)),), reference="VT-1")
+
+
+@pytest.mark.parametrize("extra", [
+    'Content-Type: text/rfc822-headers; name="headers.json"\r\n\r\nSubject: x',
+    'Content-Type: application/json; protected-headers="v1"\r\n\r\n{}',
+], ids=["rfc822-headers-named-json", "protected-headers-json"])
+def test_protected_header_parts_are_never_the_payload(extra: str) -> None:
+    """Thunderbird's protected-headers parts are skipped even when they look like JSON."""
+    assert parse_signal(_mixed_with(extra), today=TODAY) == SANNE
+
+
+@pytest.mark.parametrize("cte", ["binary", "", "8bit", "7bit"])
+def test_identity_transfer_encodings_are_read(cte: str) -> None:
+    """binary, 7bit, 8bit and an empty Content-Transfer-Encoding carry the text as it is."""
+    headers = f"Content-Type: text/plain\r\nContent-Transfer-Encoding: {cte}\r\n"
+    assert parse_signal(_text(LABELLED, headers), today=TODAY) == SANNE
+
+
+def test_a_non_string_reference_in_json_is_named() -> None:
+    """JSON whose reference is not a string is refused naming the reference."""
+    document = {"codeword": "Handle with Care", "reference": 5,
+                "children": [{"name": "Sanne de Vries", "birthdate": "2016-04-12"}]}
+    raw = ("Content-Type: application/json\r\n\r\n" + json.dumps(document)).encode()
+    assert parse_signal(raw, today=TODAY) == Rejection(RejectClass.INVALID_SIGNAL,
+                                                       "reference is not a string")
+
+
+def test_a_labelled_value_is_read_from_the_first_colon() -> None:
+    """The label ends at the first colon: "Referentie: VT:1" is the reference "VT:1" (refused
+    as malformed), not free text."""
+    body = LABELLED.replace("Referentie: VT-1", "Referentie: VT:1")
+    assert parse_signal(_text(body), today=TODAY) == Rejection(RejectClass.INVALID_SIGNAL,
+                                                               "reference is malformed")
+
+
+def test_a_label_without_a_colon_is_free_text() -> None:
+    """A line that is only a label word ("Naam") is free text, not an empty field."""
+    assert parse_signal(_text("Naam\r\n" + LABELLED + "BSN\r\n"), today=TODAY) == SANNE
+
+
+@pytest.mark.parametrize("end", ["\x0c", "\x0b", "\u2028", "\x1c"])
+def test_a_labelled_value_is_trimmed_of_spaces_and_tabs_only(end: str) -> None:
+    """Only spaces and tabs are trimmed from a value: a form feed or line separator at its end
+    makes the name invalid instead of vanishing."""
+    body = LABELLED.replace("Sanne de Vries", "Sanne de Vries" + end)
+    assert parse_signal(_text(body), today=TODAY) == Rejection(
+        RejectClass.INVALID_SIGNAL, "child 1: name is not a valid name")
+
+
+@pytest.mark.parametrize(("text", "delsp", "unflowed"), [
+    ("> a \n> b\nc", False, ">a b\nc"),
+    ("> a \nb", False, ">a \nb"),
+    ("a \nb ", False, "a b "),
+    ("a \r\nb\r\n", False, "a b\n"),
+    ("a \nb", True, "ab"),
+    ("ab  \nc", True, "ab c"),
+    ("-- \nx", False, "-- \nx"),
+    ("  From here\n>> quoted", False, " From here\n>>quoted"),
+    ("> first", False, ">first"),
+], ids=["quoted-paragraph", "depth-change", "flowed-at-end", "crlf", "delsp", "delsp-one",
+        "signature-separator", "space-stuffing", "quoted-first-line"])
+def test_unflow_follows_rfc_3676(text: str, delsp: bool, unflowed: str) -> None:
+    """Flowed lines join within one quote depth; a depth change, the signature separator and
+    the end close a paragraph; one stuffed space and, with delsp, one trailing space go."""
+    assert _unflow(text, delsp=delsp) == unflowed
