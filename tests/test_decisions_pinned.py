@@ -9,15 +9,19 @@ import json
 import time
 import zoneinfo
 from collections.abc import Iterator
+from email import policy
+from email.parser import BytesParser
 
 import pytest
 
 from gateway import resolve
 from gateway.config import ScheduleSection
+from gateway.deliver import Result, classify_reply, next_attempt_at
 from gateway.escalate import Escalation, due_escalations
 from gateway.extract import _unflow, parse_signal
 from gateway.fields import clean_name, passes_eleven_test, vestigingscode
 from gateway.gpg import GpgResult
+from gateway.mimelimits import parse_mime
 from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School, Signal
 from gateway.names import NameKey, name_key, names_match, pseudonym_text
 from gateway.opener import (
@@ -920,3 +924,36 @@ def test_unflow_follows_rfc_3676(text: str, delsp: bool, unflowed: str) -> None:
     """Flowed lines join within one quote depth; a depth change, the signature separator and
     the end close a paragraph; one stuffed space and, with delsp, one trailing space go."""
     assert _unflow(text, delsp=delsp) == unflowed
+
+
+# -- deliver: the reply classes at their edges ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "result"), [
+    (199, Result.TEMPORARY), (200, Result.DELIVERED), (299, Result.DELIVERED),
+    (300, Result.TEMPORARY), (399, Result.TEMPORARY), (400, Result.TEMPORARY),
+    (499, Result.TEMPORARY), (500, Result.PERMANENT), (501, Result.PERMANENT),
+    (599, Result.PERMANENT), (600, Result.TEMPORARY),
+])
+def test_reply_classes_at_their_first_and_last_code(code: int, result: Result) -> None:
+    """x00 and x99 belong to their class: 200-299 delivered, 400-499 temporary, 500-599
+    permanent, everything else (not SMTP) temporary."""
+    assert classify_reply(code, "text").result is result
+
+
+def test_backoff_doubles_up_to_thirty_times_at_most() -> None:
+    """The doubling stops at 2**30 (the cap on the exponent keeps the number small)."""
+    now = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
+    huge = 2**40
+    assert next_attempt_at(31, now, 1, huge) == now + dt.timedelta(seconds=2**30)
+    assert next_attempt_at(32, now, 1, huge) == now + dt.timedelta(seconds=2**30)
+
+
+# -- mimelimits: a folded plain value reads as policy.default reads it ---------------------------
+
+
+def test_a_folded_quoted_parameter_is_unfolded_like_policy_default() -> None:
+    """A quoted parameter folded over two lines reads as policy.default reads it: unfolded."""
+    data = b'Content-Type: text/plain; name="a\r\n b.txt"\r\n\r\nx'
+    expected = BytesParser(policy=policy.default).parsebytes(data)
+    assert parse_mime(data).get_param("name") == expected.get_param("name") == "a b.txt"
