@@ -21,6 +21,8 @@ from gateway.escalate import Escalation, due_escalations
 from gateway.extract import _unflow, parse_signal
 from gateway.fields import clean_name, passes_eleven_test, vestigingscode
 from gateway.gpg import GpgResult
+from gateway.inert import inert_json
+from gateway.keyinfo import SelfSignature, self_signatures_in_use
 from gateway.mimelimits import parse_mime
 from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School, Signal
 from gateway.names import NameKey, name_key, names_match, pseudonym_text
@@ -957,3 +959,68 @@ def test_a_folded_quoted_parameter_is_unfolded_like_policy_default() -> None:
     data = b'Content-Type: text/plain; name="a\r\n b.txt"\r\n\r\nx'
     expected = BytesParser(policy=policy.default).parsebytes(data)
     assert parse_mime(data).get_param("name") == expected.get_param("name") == "a b.txt"
+
+
+# -- keyinfo: gpg's colon listing, short and odd records included ---------------------------------
+
+WANT = "77C9EFD9CFA9264952F62530A50125A46251CFE7"
+WANT_ID = WANT[-16:]
+OTHER_KEY = "A" * 40
+
+
+def _ksig(created: int, sig_class: str, hash_algo: str, keyid: str = WANT_ID,
+          fields: int = 17) -> str:
+    """A `sig` record (doc/DETAILS): issuer in field 5, creation in 6, class in 11, hash in 16."""
+    values = ["sig", "!", "", "22", keyid, str(created), "", "", "", "Someone", sig_class, "",
+              WANT, "", "", hash_algo, ""]
+    return ":".join(values[:fields])
+
+
+def test_self_signatures_are_read_from_short_and_odd_records() -> None:
+    """Records cut short, revoked photo IDs and secret subkeys, and other keys around the wanted
+    one are read as gpg means them, without an error: only the wanted key's own self-signatures
+    on parts in use count."""
+    listing = "\n".join([
+        "uid:u::::::EEEE", _ksig(5, "13x", "1", keyid=""),  # before any key: nobody's
+        "pub:u:255:22", "uid:u::::::FFFF", _ksig(6, "13x", "1", keyid=""),  # no fpr yet
+        "fpr::::::::",  # 9 fields: no fingerprint, not the wanted key
+        "pub:u:255:22:" + WANT_ID,  # 5 fields: just the key ID
+        "fpr:::::::::" + WANT,  # 10 fields: just the fingerprint
+        _ksig(100, "1fx", "8"),
+        "rev",
+        "uid:u::::::AAAA", _ksig(110, "13x", "8", fields=16), _ksig(120, "13x", "2", fields=15),
+        "uat:r:::::::CCCC", _ksig(130, "13x", "2"),  # a revoked photo ID's
+        "uid:r", _ksig(140, "13x", "2"),  # a revoked user ID's, the record cut short
+        "uid:u:::::", _ksig(150, "13x", "10"),  # a user ID record without its hash
+        "sub:u:255:18:SUBKEY0000000001", _ksig(160, "18x", "8"),
+        "ssb:r", _ksig(170, "18x", "2"),  # a revoked secret subkey's
+        "sub:u:255:18", _ksig(180, "18x", "9"),  # a subkey record without its key ID
+        "pub:u:255:22:" + OTHER_KEY[-16:], "fpr:::::::::" + OTHER_KEY,
+        "uid:u::::::DDDD", _ksig(190, "13x", "1", keyid=OTHER_KEY[-16:]),
+    ])
+    assert self_signatures_in_use(listing, WANT) == frozenset({
+        SelfSignature("key", 100, "1f", "8"), SelfSignature("uid AAAA", 110, "13", "8"),
+        SelfSignature("uid ", 150, "13", "10"),
+        SelfSignature("subkey SUBKEY0000000001", 160, "18", "8"),
+        SelfSignature("subkey ", 180, "18", "9")})
+
+
+def test_a_revoked_key_in_a_short_record_has_nothing_in_use() -> None:
+    """`pub:r` cut short after its validity still marks the key revoked: nothing in use."""
+    listing = "\n".join(["pub:r", "fpr:::::::::" + WANT, "uid:u::::::AAAA",
+                         _ksig(1, "13x", "8")])
+    assert self_signatures_in_use(listing, WANT) == frozenset()
+
+
+def test_a_fingerprint_without_its_key_record_is_not_the_key() -> None:
+    """An `fpr` record that follows no `pub` record names no key of the listing."""
+    assert self_signatures_in_use("fpr:::::::::" + WANT, WANT) is None
+
+
+# -- inert: JSON keeps its own newlines ---------------------------------------------------------
+
+
+def test_inert_json_keeps_the_newlines_of_the_indentation() -> None:
+    """The line breaks json.dumps(indent=...) writes stay; other controls become \\uXXXX."""
+    text = json.dumps({"a": "x\x85y"}, indent=1, ensure_ascii=False)
+    assert inert_json(text) == '{\n "a": "x\\u0085y"\n}'
