@@ -469,8 +469,10 @@ HOUR = dt.timedelta(hours=1)
 SECOND = dt.timedelta(seconds=1)
 
 
-def _due(now: dt.datetime, *, open_signals: list[tuple[str, dt.datetime, tuple[str, ...],
-                                                        tuple[str, ...]]] | None = None,
+OpenSignal = tuple[str, dt.datetime, tuple[str, ...], tuple[str, ...]]
+
+
+def _due(now: dt.datetime, *, open_signals: list[OpenSignal] | None = None,
          unacknowledged: list[tuple[str, str, dt.datetime]] | None = None,
          done: dict[str, set[str]] | None = None) -> list[Escalation]:
     return due_escalations(open_signals or [], unacknowledged or [], now=now,
@@ -480,7 +482,7 @@ def _due(now: dt.datetime, *, open_signals: list[tuple[str, dt.datetime, tuple[s
 def test_an_undelivered_signal_escalates_the_set_time_before_the_deadline() -> None:
     """An undelivered signal escalates from `before` ahead of its deadline, not a second
     earlier, with its reference, states, schools and deadline."""
-    signal = [("R1", ACCEPTED, ("held",), ("12AB00",))]
+    signal: list[OpenSignal] = [("R1", ACCEPTED, ("held",), ("12AB00",))]
     assert _due(DUE - HOUR - SECOND, open_signals=signal) == []
     expected = [Escalation("R1", "undelivered", ("12AB00",), DUE, ("held",))]
     assert _due(DUE - HOUR, open_signals=signal) == expected
@@ -490,7 +492,7 @@ def test_an_undelivered_signal_escalates_the_set_time_before_the_deadline() -> N
 def test_an_escalation_already_raised_is_not_raised_again() -> None:
     """Once raised (by kind, per reference), an escalation is not due again; another signal's
     or another kind's record does not count."""
-    signal = [("R1", ACCEPTED, ("held",), ("12AB00",))]
+    signal: list[OpenSignal] = [("R1", ACCEPTED, ("held",), ("12AB00",))]
     assert _due(DUE, open_signals=signal, done={"R1": {"undelivered"}}) == []
     assert len(_due(DUE, open_signals=signal, done={"R1": {"unacknowledged"}})) == 1
     assert len(_due(DUE, open_signals=signal, done={"R2": {"undelivered"}})) == 1
