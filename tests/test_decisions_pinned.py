@@ -796,6 +796,7 @@ def test_refusals_block_at_the_limit_until_exactly_the_block_ends() -> None:
     assert refusals.recent == {}
     assert refusals.blocked("a", 61.0)
     assert not refusals.record("a", 61.0)
+    assert refusals.recent == {}  # not counted while blocked
     assert not refusals.blocked("a", 62.0)
     assert refusals.blocked_until == {}
 
@@ -810,15 +811,26 @@ def test_refusals_older_than_the_block_time_are_forgotten() -> None:
 
 
 def test_past_ten_thousand_refused_addresses_the_stale_ones_are_dropped() -> None:
-    """Beyond 10,000 addresses a refusal first drops the expired counts and ended blocks."""
+    """Beyond 10,000 addresses (not at 10,000) a refusal first drops the expired counts and the
+    ended blocks, a block ending that very second included; recent counts stay."""
     refusals = ClientRefusals(limit=2, block_seconds=60.0)
-    for i in range(10_001):
+    for i in range(9_999):
         refusals.record(f"10.0.{i // 256}.{i % 256}", 0.0)
-    refusals.blocked_until["192.0.2.9"] = 30.0
-    refusals.blocked_until["192.0.2.8"] = 500.0
+    refusals.record("192.0.2.5", 90.0)
+    refusals.blocked_until.update({"192.0.2.9": 30.0, "192.0.2.7": 100.0, "192.0.2.8": 500.0})
+    assert len(refusals.recent) == 10_000
     assert not refusals.record("192.0.2.1", 100.0)
-    assert refusals.recent == {"192.0.2.1": [100.0]}
+    assert len(refusals.recent) == 10_001  # at 10,000 nothing is swept
+    assert not refusals.record("192.0.2.2", 100.0)
+    assert refusals.recent == {"192.0.2.5": [90.0], "192.0.2.1": [100.0], "192.0.2.2": [100.0]}
     assert refusals.blocked_until == {"192.0.2.8": 500.0}
+
+
+def test_a_limit_of_one_blocks_at_the_first_refusal() -> None:
+    """With a limit of one, the first refusal blocks at once."""
+    refusals = ClientRefusals(limit=1, block_seconds=60.0)
+    assert refusals.record("a", 0.0)
+    assert refusals.blocked("a", 59.0)
 
 
 # -- extract: the payload part and the labelled form ---------------------------------------------
