@@ -1038,3 +1038,35 @@ def test_inert_json_keeps_the_newlines_of_the_indentation() -> None:
     """The line breaks json.dumps(indent=...) writes stay; other controls become \\uXXXX."""
     text = json.dumps({"a": "x\x85y"}, indent=1, ensure_ascii=False)
     assert inert_json(text) == '{\n "a": "x\\u0085y"\n}'
+
+
+# -- opener: what only the byte split sees -------------------------------------------------------
+
+
+def test_a_signature_part_the_header_parser_raises_on_is_refused() -> None:
+    """A signature part whose header the parser raises on is refused as unparsable. (Reached
+    when the parser did not split the entity, here because its boundary is not ASCII, and the
+    split on bytes did: `bé` is looked for as `b?`.)"""
+    entity = (b'Content-Type: multipart/signed; protocol="application/pgp-signature"; '
+              b'boundary="b\xc3\xa9"\r\n\r\n--b?\r\nContent-Type: text/plain\r\n\r\nhello\r\n'
+              b"--b?\r\nContent-Type: application/pgp-signature; x*\r\n\r\nSIG\r\n--b?--\r\n")
+    assert signed_parts(entity) == _bad("signature part cannot be parsed")
+
+
+def test_a_delimiter_in_place_of_the_blank_line_is_not_the_first_delimiter() -> None:
+    """The signed part starts after the header's blank line: a delimiter line right under the
+    header (no blank line) is header, not the first delimiter, and the shape is refused."""
+    entity = (b'Content-Type: multipart/signed; protocol="application/pgp-signature"; '
+              b'boundary="b1"\r\n--b1\r\n\r\nhello\r\n--b1\r\n'
+              b"Content-Type: application/pgp-signature\r\n\r\nSIG\r\n--b1--\r\n")
+    assert signed_parts(entity) == _bad(ONE_PART)
+
+
+def test_structure_gives_the_signed_part_of_a_multipart_signed() -> None:
+    """The decrypted entity's structure carries its signed part and signature, and an entity
+    the parser raises on is refused as unparsable."""
+    parsed = _structure(_entity(PART + SIGNATURE + CLOSE))
+    assert not isinstance(parsed, Rejection)
+    assert parsed[1] == (b"Content-Type: text/plain\r\n\r\nhello", b"-----BEGIN PGP SIGNATURE-----")
+    assert _structure(b"Content-Type: multipart/signed; x*\r\n\r\nhello") == _bad(
+        "signed entity cannot be parsed")
