@@ -934,8 +934,9 @@ def test_a_labelled_value_is_trimmed_of_spaces_and_tabs_only(end: str) -> None:
     ("-- \nx", False, "-- \nx"),
     ("  From here\n>> quoted", False, " From here\n>>quoted"),
     ("> first", False, ">first"),
+    ("x\n> a ", False, "x\n>a "),
 ], ids=["quoted-paragraph", "depth-change", "flowed-at-end", "crlf", "delsp", "delsp-one",
-        "signature-separator", "space-stuffing", "quoted-first-line"])
+        "signature-separator", "space-stuffing", "quoted-first-line", "quoted-flowed-at-end"])
 def test_unflow_follows_rfc_3676(text: str, delsp: bool, unflowed: str) -> None:
     """Flowed lines join within one quote depth; a depth change, the signature separator and
     the end close a paragraph; one stuffed space and, with delsp, one trailing space go."""
