@@ -753,6 +753,7 @@ def test_session_slots_per_address_and_in_total() -> None:
     assert limits.total == 3
     limits.close("a")
     assert limits.open == {"a": 1, "b": 1}
+    assert not limits.idle.is_set()
     assert limits.try_open("c")
     for address in ("a", "b", "c"):
         limits.close(address)
@@ -761,6 +762,8 @@ def test_session_slots_per_address_and_in_total() -> None:
     limits.close("a")  # closing what is not open changes nothing
     assert limits.open == {}
     assert limits.total == 0
+    one_each = SessionLimits(max_total=5, max_per_address=1)
+    assert one_each.try_open("a") and not one_each.try_open("a")
 
 
 @pytest.mark.parametrize(("command", "reply", "forward"), [
