@@ -23,7 +23,7 @@ from gateway.fields import clean_name, passes_eleven_test, vestigingscode
 from gateway.gpg import GpgResult
 from gateway.inert import inert_json
 from gateway.keyinfo import SelfSignature, self_signatures_in_use
-from gateway.mimelimits import parse_mime
+from gateway.mimelimits import delimiter_lines, header_lines, parse_mime
 from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School, Signal
 from gateway.names import NameKey, name_key, names_match, pseudonym_text
 from gateway.opener import (
@@ -1074,3 +1074,29 @@ def test_structure_gives_the_signed_part_of_a_multipart_signed() -> None:
     assert parsed[1] == (b"Content-Type: text/plain\r\n\r\nhello", b"-----BEGIN PGP SIGNATURE-----")
     assert _structure(b"Content-Type: multipart/signed; x*\r\n\r\nhello") == _bad(
         "signed entity cannot be parsed")
+
+
+# -- mimelimits: counting before parsing ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "count"), [
+    (b"Content-Type: text/plain\r\n\r\n--b1\r\n--b1\r\n", 0),
+    (b'boundary="b1 "\r\n--b1\r\n--b1--\r\n', 2),
+    (b'boundary="b1X"\r\n--b1X\r\n--b1\r\n', 1),
+    (b'boundary="b1\x0c"\r\n--b1\x0c\r\n--b1\r\n', 1),
+    (b'boundary="b1"\r\n--b1 x\r\n--b1\x0c\r\n--b1X\r\n--b1 \t\r\n', 1),
+], ids=["no-boundary", "quoted-trailing-space", "x-at-end", "form-feed", "look-alikes"])
+def test_delimiter_lines_count_only_lines_of_a_declared_boundary(data: bytes,
+                                                                 count: int) -> None:
+    """A line counts when it is `--` and a declared boundary (spaces and tabs after either
+    ignored), with or without the closing `--`; other look-alike lines do not."""
+    assert delimiter_lines(data) == count
+
+
+@pytest.mark.parametrize(("data", "count"), [
+    (b"", 0), (b"\r\n\r\nbody", 0), (b"A: 1\r\nB: 2", 2), (b"A: 1\r\n folded\r\n\r\nbody", 2),
+], ids=["empty", "no-header", "no-blank-line", "folded"])
+def test_header_lines_are_the_lines_before_the_first_blank_line(data: bytes,
+                                                                 count: int) -> None:
+    """Header lines are counted up to the first blank line, or to the end when there is none."""
+    assert header_lines(data) == count
