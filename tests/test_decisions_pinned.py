@@ -1007,18 +1007,24 @@ def test_self_signatures_are_read_from_short_and_odd_records() -> None:
         _ksig(100, "1fx", "8"),
         "rev",
         "uid:u::::::AAAA", _ksig(110, "13x", "8", fields=16), _ksig(120, "13x", "2", fields=15),
+        _ksig(105, "13x", "2"),  # older than the one before: not in use
+        "uid:u::::::G10", _ksig(210, "10x", "8"), _ksig(210, "10x", "9"),  # a tie: both
+        "uid:u::::::G11", _ksig(211, "11x", "8"), "uid:u::::::G12", _ksig(212, "12x", "8"),
         "uat:r:::::::CCCC", _ksig(130, "13x", "2"),  # a revoked photo ID's
-        "uid:r", _ksig(140, "13x", "2"),  # a revoked user ID's, the record cut short
+        "uid:r", _ksig(300, "13x", "2"),  # a revoked user ID's, the record cut short
         "uid:u:::::", _ksig(150, "13x", "10"),  # a user ID record without its hash
         "sub:u:255:18:SUBKEY0000000001", _ksig(160, "18x", "8"),
         "ssb:r", _ksig(170, "18x", "2"),  # a revoked secret subkey's
         "sub:u:255:18", _ksig(180, "18x", "9"),  # a subkey record without its key ID
+        "pub", "fpr:::::::::" + "B" * 40,  # a key record cut down to its kind
         "pub:u:255:22:" + OTHER_KEY[-16:], "fpr:::::::::" + OTHER_KEY,
         "uid:u::::::DDDD", _ksig(190, "13x", "1", keyid=OTHER_KEY[-16:]),
     ])
     assert self_signatures_in_use(listing, WANT) == frozenset({
         SelfSignature("key", 100, "1f", "8"), SelfSignature("uid AAAA", 110, "13", "8"),
-        SelfSignature("uid ", 150, "13", "10"),
+        SelfSignature("uid ", 150, "13", "10"), SelfSignature("uid G10", 210, "10", "8"),
+        SelfSignature("uid G10", 210, "10", "9"), SelfSignature("uid G11", 211, "11", "8"),
+        SelfSignature("uid G12", 212, "12", "8"),
         SelfSignature("subkey SUBKEY0000000001", 160, "18", "8"),
         SelfSignature("subkey ", 180, "18", "9")})
 
@@ -1026,7 +1032,7 @@ def test_self_signatures_are_read_from_short_and_odd_records() -> None:
 def test_a_revoked_key_in_a_short_record_has_nothing_in_use() -> None:
     """`pub:r` cut short after its validity still marks the key revoked: nothing in use."""
     listing = "\n".join(["pub:r", "fpr:::::::::" + WANT, "uid:u::::::AAAA",
-                         _ksig(1, "13x", "8")])
+                         _ksig(1, "13x", "8", keyid="")])
     assert self_signatures_in_use(listing, WANT) == frozenset()
 
 
