@@ -11,6 +11,7 @@ import zoneinfo
 from collections.abc import Iterator
 from email import policy
 from email.parser import BytesParser
+from typing import Literal
 
 import pytest
 
@@ -22,11 +23,12 @@ from gateway.extract import _unflow, parse_signal
 from gateway.fields import clean_name, passes_eleven_test, vestigingscode
 from gateway.gpg import GpgResult
 from gateway.inert import inert_json
-from gateway.keyinfo import SelfSignature, self_signatures_in_use
+from gateway.keyinfo import KeyInfo, SelfSignature, key_info, self_signatures_in_use
 from gateway.mimelimits import delimiter_lines, header_lines, parse_mime
 from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School, Signal
 from gateway.names import NameKey, name_key, names_match, pseudonym_text
 from gateway.opener import (
+    _contains_encrypted,
     _structure,
     decryption_key_verdict,
     decryption_verdict,
@@ -1106,3 +1108,56 @@ def test_header_lines_are_the_lines_before_the_first_blank_line(data: bytes,
                                                                  count: int) -> None:
     """Header lines are counted up to the first blank line, or to the end when there is none."""
     assert header_lines(data) == count
+
+
+# -- keyinfo: whether a listed key may be used -----------------------------------------------------
+
+NOW_UTC = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
+
+
+def test_key_info_reads_gpgs_listing_entry() -> None:
+    """Fingerprint, user IDs, the whole key's capitals only, the expiry, gpg's validity."""
+    info = key_info({"fingerprint": WANT, "uids": ["A <a@example.nl>"], "cap": "scESC",
+                     "expires": "1800000000", "trust": "u"})
+    assert info == KeyInfo(WANT, ("A <a@example.nl>",), "ESC",
+                           dt.datetime.fromtimestamp(1800000000, dt.UTC), None)
+    bare = key_info({"expires": "", "trust": None})
+    assert bare == KeyInfo("", (), "", None, None)
+
+
+@pytest.mark.parametrize(("trust", "problem"), [
+    ("e", "expired"), ("r", "revoked"), ("i", "invalid"), ("d", "disabled"), ("u", None),
+    ("f", None), ("-", None)])
+def test_key_info_names_gpgs_unusable_validities(trust: str, problem: str | None) -> None:
+    """gpg's validity letters e, r, i and d make a key unusable, named; others do not."""
+    assert key_info({"trust": trust}).problem == problem
+
+
+@pytest.mark.parametrize(("fields", "purpose", "reason"), [
+    ({"cap": "SCE"}, "encrypt", None), ({"cap": "SC"}, "encrypt", "cannot encrypt"),
+    ({"cap": "E"}, "sign", "cannot sign"), ({"cap": "S"}, "sign", None),
+    ({"cap": "E", "trust": "r"}, "encrypt", "revoked"),
+    ({"cap": "E", "expires": str(int(NOW_UTC.timestamp()))}, "encrypt", "expired"),
+    ({"cap": "E", "expires": str(int(NOW_UTC.timestamp()) + 1)}, "encrypt", None),
+    ({"cap": "e"}, "encrypt", "cannot encrypt"),
+], ids=["encrypt", "no-encrypt", "no-sign", "sign", "revoked", "expiring-now", "a-second-left",
+        "subkey-only"])
+def test_a_key_is_unusable_when_revoked_expired_or_without_the_capability(
+        fields: dict[str, str], purpose: Literal["encrypt", "sign"], reason: str | None) -> None:
+    """A key is refused when gpg says it is unusable, when it expires now or has expired, and
+    when the whole key lacks the capability (a lower-case letter is one subkey's only)."""
+    assert key_info(fields).unusable_reason(purpose, NOW_UTC) == reason
+
+
+# -- opener: nested encryption -------------------------------------------------------------------
+
+
+def test_an_encrypted_part_anywhere_is_found() -> None:
+    """multipart/encrypted at the top or deep inside is found; other entities, and ones the
+    parser raises on, are not."""
+    nested = _mixed_with('Content-Type: multipart/encrypted; boundary="c2"\r\n\r\n--c2--')
+    assert _contains_encrypted(nested)
+    assert _contains_encrypted(nested, parse_mime(nested))
+    assert _contains_encrypted(_encrypted())
+    assert not _contains_encrypted(_mixed(2))
+    assert not _contains_encrypted(b"Content-Type: multipart/encrypted; x*\r\n\r\nx")
