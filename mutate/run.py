@@ -6,7 +6,8 @@ to mutate that one file and to run only that module's fast tests. mutmut records
 each function and re-runs just those for every mutant. Produces one line per module (killed,
 survived, timed out, not reached by a fast test) and every survivor's file, line and change; a
 survivor listed in tests/mutation_equivalents.toml is shown as equivalent with its reason.
-Exits 1 when a survivor is neither killed nor listed, or when mutmut itself fails.
+Exits 1 when a survivor is neither killed nor listed, when a function outside the module's
+`edge` (its I/O, tested elsewhere) is reached by no fast test, or when mutmut itself fails.
 
     python mutate/run.py [--workers N] [MODULE ...]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fnmatch
 import json
 import os
 import re
@@ -41,7 +43,7 @@ NOT_REACHED = {5, 33, 34}
 @dataclass(frozen=True)
 class Mutant:
     name: str
-    function: str
+    function: str  # "f", or "Class.f" for a method
     status: str  # killed | survived | timeout | not reached | other
     line: int
     before: str
@@ -112,8 +114,9 @@ def _collect(work: Path, source: str) -> list[Mutant]:
         after = " / ".join(a.strip() for a in added)
         if removed:
             line = _find_line(source_text, mutant_name, diff)
-        mutants.append(Mutant(mutant_name, _function_of(mutant_name)[1], _status(code), line,
-                              before, after))
+        cls, function = _function_of(mutant_name)
+        qualname = f"{cls}.{function}" if cls else function
+        mutants.append(Mutant(mutant_name, qualname, _status(code), line, before, after))
     return mutants
 
 
@@ -163,7 +166,8 @@ def _reason(equivalents: list[dict[str, str]], source: str, m: Mutant) -> str | 
     """The listed reason when this survivor is a known equivalent (matched by file, function,
     before and after text, not by mutmut's numbers or line numbers, which move with edits)."""
     for e in equivalents:
-        if (e["file"] == source and e["function"] == m.function and e["before"] == m.before
+        if (e["file"] == source and e["function"] == m.function.rsplit(".", 1)[-1]
+                and e["before"] == m.before
                 and e["after"] == m.after):
             return e["reason"]
     return None
@@ -213,6 +217,13 @@ def main() -> int:
                  for s in ("killed", "survived", "timeout", "not reached", "other")}
         listed = 0
         lines = []
+        edge = [str(e) for e in spec.get("edge", [])]  # type: ignore[attr-defined]
+        unreached = sorted({m.function for m in mutants if m.status == "not reached"
+                            and not any(fnmatch.fnmatch(m.function, e) for e in edge)})
+        for function in unreached:
+            # A decision function no fast test calls is not pinned at all.
+            unexplained += 1
+            lines.append(f"    {source}: {function}: no fast test calls it  [NOT REACHED]")
         for m in sorted(mutants, key=lambda m: (m.line, m.name)):
             if m.status in ("killed", "not reached"):
                 continue
@@ -229,7 +240,8 @@ def main() -> int:
         head = (f"{name}: {total} mutants: {count['killed']} killed, {count['survived']} survived"
                 f" ({listed} listed as equivalent), {count['timeout']} timed out"
                 + (f", {count['other']} other" if count["other"] else "")
-                + f"; {count['not reached']} not reached by a fast test; {seconds:.0f}s")
+                + f"; {count['not reached']} not reached by a fast test"
+                + f" ({', '.join(sorted(edge)) or 'none allowed'}); {seconds:.0f}s")
         print(head, flush=True)
         for text in lines:
             print(text, flush=True)
@@ -241,8 +253,8 @@ def main() -> int:
         print(f"mutmut failed on: {', '.join(failed)}")
         return 1
     if unexplained:
-        print(f"{unexplained} survivor(s) neither killed by a test nor listed in "
-              f"{EQUIVALENTS.relative_to(ROOT)}")
+        print(f"{unexplained} survivor(s) (or unreached decision functions) neither killed by a"
+              f" test nor listed in {EQUIVALENTS.relative_to(ROOT)}")
         return 1
     return 0
 
