@@ -44,7 +44,7 @@ bench: check-gpg $(STAMP)
 # Mutation testing of the decision modules against their fast tests (mutate/modules.toml), one
 # module after the other with one worker: see README "Mutation testing". Not part of `make test`.
 MUTATE_WORKERS ?= 1
-mutate: $(STAMP)
+mutate: check-gpg $(STAMP)
 	$(BIN)/python mutate/run.py --workers $(MUTATE_WORKERS) $(MUTATE_MODULES)
 
 clean:
