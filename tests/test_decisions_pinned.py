@@ -1090,8 +1090,8 @@ def test_structure_gives_the_signed_part_of_a_multipart_signed() -> None:
 @pytest.mark.parametrize(("data", "count"), [
     (b"Content-Type: text/plain\r\n\r\n--b1\r\n--b1\r\n", 0),
     (b'boundary="b1 "\r\n--b1\r\n--b1--\r\n', 2),
-    (b'boundary="b1X"\r\n--b1X\r\n--b1\r\n', 1),
-    (b'boundary="b1\x0c"\r\n--b1\x0c\r\n--b1\r\n', 1),
+    (b'boundary="b1X"\r\n--b1X\r\n', 1),
+    (b'boundary="b1\x0c"\r\n--b1\x0c\r\n', 1),
     (b'boundary="b1"\r\n--b1 x\r\n--b1\x0c\r\n--b1X\r\n--b1 \t\r\n', 1),
 ], ids=["no-boundary", "quoted-trailing-space", "x-at-end", "form-feed", "look-alikes"])
 def test_delimiter_lines_count_only_lines_of_a_declared_boundary(data: bytes,
