@@ -1012,7 +1012,7 @@ def test_self_signatures_are_read_from_short_and_odd_records() -> None:
         _ksig(105, "13x", "2"),  # older than the one before: not in use
         "uid:u::::::G10", _ksig(210, "10x", "8"), _ksig(210, "10x", "9"),  # a tie: both
         "uid:u::::::G11", _ksig(211, "11x", "8"), "uid:u::::::G12", _ksig(212, "12x", "8"),
-        "uat:r:::::::CCCC", _ksig(130, "13x", "2"),  # a revoked photo ID's
+        "uat:r:::::::CCCC", _ksig(400, "13x", "2"),  # a revoked photo ID's
         "uid:r", _ksig(300, "13x", "2"),  # a revoked user ID's, the record cut short
         "uid:u:::::", _ksig(150, "13x", "10"),  # a user ID record without its hash
         "sub:u:255:18:SUBKEY0000000001", _ksig(160, "18x", "8"),
