@@ -25,9 +25,10 @@ test: check-gpg $(STAMP) lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests fuzz bench
+	$(BIN)/ruff check gateway tests fuzz bench mutate
 	$(BIN)/mypy
 	$(BIN)/mypy bench/run.py  # on its own: fuzz/run.py is a module named run too
+	$(BIN)/mypy mutate/run.py  # likewise
 
 demo: check-gpg $(STAMP)
 	$(BIN)/hwc-gateway demo
