@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint demo fuzz bench attack check-gpg clean
+.PHONY: run test lint demo fuzz bench attack mutate check-gpg clean
 
 check-gpg:
 	@command -v gpg >/dev/null 2>&1 || { echo "gpg not found: install GnuPG 2.2 or newer (Debian/Ubuntu: apt-get install gnupg)"; exit 1; }
@@ -25,10 +25,11 @@ test: check-gpg $(STAMP) lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests fuzz bench attack
+	$(BIN)/ruff check gateway tests fuzz bench attack mutate
 	$(BIN)/mypy
 	$(BIN)/mypy bench/run.py  # on its own: fuzz/run.py is a module named run too
 	$(BIN)/mypy attack/run.py  # likewise (it takes attack/lab.py along)
+	$(BIN)/mypy mutate/run.py  # likewise
 
 demo: check-gpg $(STAMP)
 	$(BIN)/hwc-gateway demo
@@ -47,5 +48,11 @@ bench: check-gpg $(STAMP)
 attack: check-gpg $(STAMP)
 	$(BIN)/python attack/run.py $(ATTACK_ARGS)
 
+# Mutation testing of the decision modules against their fast tests (mutate/modules.toml), one
+# module after the other with one worker: see README "Mutation testing". Not part of `make test`.
+MUTATE_WORKERS ?= 1
+mutate: check-gpg $(STAMP)
+	$(BIN)/python mutate/run.py --workers $(MUTATE_WORKERS) $(MUTATE_MODULES)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutate/work
