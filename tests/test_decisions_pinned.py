@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import ssl
 import time
 import zoneinfo
 from collections.abc import Iterator
@@ -13,11 +14,19 @@ from email import policy
 from email.parser import BytesParser
 from typing import Literal
 
+import aiosmtplib
 import pytest
 
 from gateway import resolve
 from gateway.config import ScheduleSection
-from gateway.deliver import Result, classify_reply, next_attempt_at
+from gateway.deliver import (
+    Result,
+    _command_of,
+    classify_reply,
+    failure_reason,
+    next_attempt_at,
+    our_problem,
+)
 from gateway.escalate import Escalation, due_escalations
 from gateway.extract import _unflow, parse_signal
 from gateway.fields import clean_name, passes_eleven_test, vestigingscode
@@ -1161,3 +1170,81 @@ def test_an_encrypted_part_anywhere_is_found() -> None:
     assert _contains_encrypted(_encrypted())
     assert not _contains_encrypted(_mixed(2))
     assert not _contains_encrypted(b"Content-Type: multipart/encrypted; x*\r\n\r\nx")
+
+
+# --- deliver: the gateway's own set-up faults (issue 12) at their edges ---
+
+
+@pytest.mark.parametrize(("code", "expected"), [(499, None), (500, "relay_denied"),
+                                                (599, "relay_denied"), (600, None)])
+def test_classify_reply_our_problem_is_5xx_only(code: int, expected: str | None) -> None:
+    """Only a 5xx can be the gateway's set-up: 500 and 599 are, 499 and 600 are not."""
+    assert our_problem(code, "5.7.1 Relay access denied", "RCPT") == expected
+
+
+def test_classify_reply_helo_refusal_by_command_alone() -> None:
+    """A 5xx to HELO (however the command is spelt) is the EHLO name, whatever its text."""
+    assert our_problem(550, "5.7.1 go away", "helo") == "ehlo_rejected"
+    assert our_problem(550, "5.7.1 go away", "HELO") == "ehlo_rejected"
+    assert our_problem(550, "5.7.1 go away", "RCPT") is None
+
+
+def test_classify_reply_authentication_wanted_at_mail() -> None:
+    """530 at MAIL is authentication wanted whatever it says; other codes need 5.7.0, 5.7.1
+    or Exchange's 5.7.57 and the word; at RCPT it is the school's refusal."""
+    assert our_problem(530, "Must issue a STARTTLS command first", "MAIL") == "auth_required"
+    assert our_problem(550, "5.7.57 Client was not authenticated to send anonymous mail",
+                       "MAIL") == "auth_required"
+    assert our_problem(550, "5.7.1 Client was not authenticated", "MAIL") == "auth_required"
+    assert our_problem(550, "5.7.2 Client was not authenticated", "MAIL") is None
+    assert our_problem(550, "5.7.57 Client was not authenticated", "RCPT") is None
+
+
+@pytest.mark.parametrize("code", [400, 499])
+def test_classify_reply_4xx_edges_are_temporary_not_unknown(code: int) -> None:
+    """400 and 499 are plain temporary replies, not replies outside SMTP ("not_smtp")."""
+    assert classify_reply(code, "4.0.0 later").reason == "temporary"
+
+
+def test_classify_reply_keeps_the_reply_with_the_fix_reason() -> None:
+    """A set-up fault is TEMPORARY with the whole reply and the reason key of its fix."""
+    outcome = classify_reply(504, "5.5.2 <localhost>: Helo command rejected", "RCPT")
+    assert outcome.result is Result.TEMPORARY
+    assert outcome.reply == "504 5.5.2 <localhost>: Helo command rejected"
+    assert outcome.reason == "ehlo_rejected"
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (TimeoutError(), "timeout"),
+    (ssl.SSLError("certificate verify failed"), "tls"),
+    (aiosmtplib.SMTPException("server does not support STARTTLS"), "no_starttls"),
+    (aiosmtplib.SMTPException("something else"), "smtp_error"),
+    (ConnectionRefusedError(), "connection"),
+    (ValueError("odd"), "smtp_error"),
+])
+def test_failure_reason_names_each_kind(exc: BaseException, reason: str) -> None:
+    """An attempt that ended without an SMTP reply gets the reason key of its kind."""
+    assert failure_reason(exc) == reason
+
+
+@pytest.mark.parametrize(("exc", "command"), [
+    (aiosmtplib.SMTPHeloError(504, "x"), "EHLO"),
+    (aiosmtplib.SMTPSenderRefused(550, "x", "a@example.org"), "MAIL"),
+    (aiosmtplib.SMTPDataError(554, "x"), "DATA"),
+    (aiosmtplib.SMTPConnectResponseError(554, "x"), "CONNECT"),
+    (aiosmtplib.SMTPRecipientRefused(550, "x", "a@example.org"), ""),
+])
+def test_command_of_each_refusal(exc: aiosmtplib.SMTPResponseException, command: str) -> None:
+    """Which command a refusal answered, from aiosmtplib's exception class."""
+    assert _command_of(exc) == command
+
+
+def test_lift_forgets_one_subject_and_is_quiet_about_none() -> None:
+    """`lift` ends the failures of one login or address (by scope, or by its raw prefix) and
+    says nothing when there were none."""
+    throttle = AuthThrottle(max_delay=0)
+    for i in range(3):
+        throttle.record_failure("192.0.2.1", "vt", float(i))
+    throttle.lift("addr", "192.0.2.1")
+    throttle.lift("login", "nobody")
+    assert "addr:192.0.2.1" not in throttle.failures and "login:vt" in throttle.failures
