@@ -4,7 +4,6 @@ records name the real user, never LOGNAME or USER."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pwd
@@ -12,7 +11,6 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-import structlog
 from conftest import (
     CONTACT_A,
     DUO_CSV,
@@ -24,6 +22,7 @@ from conftest import (
     copy_gateway_state,
     start_relay,
 )
+from test_cli import run_async
 
 from gateway import admin
 from gateway.admin import operator_text
@@ -49,16 +48,6 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-async def run_async(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`main` runs its own event loop: from an async test, call it in a worker thread (and
-    give the running gateway its own logging back: `main` points it at capsys's stream)."""
-    saved = structlog.get_config()
-    try:
-        code = await asyncio.to_thread(main, list(args))
-    finally:
-        structlog.configure(**saved)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def sanne() -> bytes:
