@@ -37,7 +37,9 @@ class Signal:
     reference: str | None = None  # the sender's own case reference; never sent to a school
 
     def __repr__(self) -> str:
-        return f"Signal(children={len(self.children)}, reference={self.reference!r})"
+        # The case reference points at a family (issue 11): a repr may end up in a log.
+        has_reference = "<redacted>" if self.reference is not None else None
+        return f"Signal(children={len(self.children)}, reference={has_reference})"
 
 
 class RejectClass(Enum):

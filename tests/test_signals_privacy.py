@@ -22,6 +22,7 @@ from conftest import (
 from gateway import admin
 from gateway.context import open_context
 from gateway.demokit import json_payload, read_notice
+from gateway.model import Child, Signal
 
 CASE = "VT-HVB-2026-000123"  # a Veilig Thuis case number: it points at a family
 _OUR_REF = re.compile(r"HWC-\d{8}-[0-9A-Z]{8}")
@@ -178,3 +179,13 @@ async def test_follow_up_does_not_tell_whether_a_bsn_is_in_the_register(
     assert "afgehandeld door leerplicht, niet doorgestuurd naar een school" in follow_ups[refs[0]]
     for inside in ("BSN", "register", "disagree", "klopt", "onbekend", SCHOOL_A):
         assert inside not in follow_ups[refs[0]]
+
+
+def test_signal_repr_hides_the_case_reference() -> None:
+    """A Signal's repr (what a log or a traceback would show) says whether it has a case
+    reference, never the reference, nor a child's name."""
+    signal = Signal(children=(Child("Sanne de Vries", dt.date(2016, 4, 12)),),
+                    reference="VT-HVB-2026-000123")
+    text = repr(signal)
+    assert "VT-HVB" not in text and "Sanne" not in text
+    assert text == "Signal(children=1, reference=<redacted>)"
