@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from gateway import admin, runner
+from gateway.cli import main
 from gateway.config import Config, HostPort, load_config
 from gateway.context import Context, open_context
 from gateway.daemon import Daemon
@@ -327,3 +328,16 @@ async def harness_factory(identities: Identities, template: Template,
     finally:
         for h in started:
             await stop_harness(h)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command line as an administrator runs it: exit code, stdout, stderr."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cfg(template: Template, tmp_path: Path) -> str:
+    """A copy of the onboarded gateway state; its config file's path."""
+    return str(copy_gateway_state(template, tmp_path).path)

@@ -26,22 +26,12 @@ from conftest import (
     copy_gateway_state,
     free_port,
 )
+from conftest import run_cli as run
 
 from gateway.cli import main, pairs_text
 from gateway.demokit import json_payload
 from gateway.inert import inert
 from gateway.timetext import local_time_text
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def cfg(template: Template, tmp_path: Path) -> str:
-    return str(copy_gateway_state(template, tmp_path).path)
 
 
 def test_check_config_accepts_the_repository_default(capsys: pytest.CaptureFixture[str],

@@ -32,6 +32,7 @@ from conftest import (
     start_harness,
     stop_harness,
 )
+from conftest import run_cli as run
 from test_process import free_port
 
 from gateway.cli import main
@@ -44,12 +45,6 @@ from gateway.logs import configure
 
 REPO = Path(__file__).resolve().parent.parent
 PASSPHRASE = "a passphrase only the service knows"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def run_async(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -18,10 +18,9 @@ from conftest import (
     Harness,
     HarnessFactory,
     Identities,
-    Template,
-    copy_gateway_state,
     start_relay,
 )
+from conftest import run_cli as run
 from test_smtp_limits import RawClient
 
 from gateway import admin
@@ -33,12 +32,6 @@ from gateway.throttle import REFUSE_AFTER_PER_ADDRESS, REFUSE_AFTER_PER_LOGIN, A
 
 ALERTS = '[alerts]\naddress = "beheer@leerplicht.example.nl"\n'
 HELO_REJECTED = "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def watch_logs() -> io.StringIO:
@@ -85,11 +78,6 @@ def with_relay(cfg: str, relay: str = "127.0.0.1:2") -> None:
 
 
 # -- point 4: status tells the truth ----------------------------------------------------------
-
-@pytest.fixture
-def cfg(template: Template, tmp_path: Path) -> str:
-    return str(copy_gateway_state(template, tmp_path).path)
-
 
 def key_file(tmp_path: Path, name: str, data: bytes) -> str:
     path = tmp_path / f"{name}.asc"

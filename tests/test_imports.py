@@ -16,11 +16,9 @@ from conftest import (
     SANNE_BIRTH,
     SCHOOL_A,
     SCHOOL_B,
-    Template,
-    copy_gateway_state,
 )
+from conftest import run_cli as _cli
 
-from gateway.cli import main
 from gateway.imports import (
     PROBLEM_BSN_TWICE,
     PROBLEM_CODE_TWICE,
@@ -396,17 +394,6 @@ def test_change_lines_name_each_school_gained_or_lost() -> None:
 
 
 # --- the import verbs through the real command line (issue 12) ---
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def cfg(template: Template, tmp_path: Path) -> str:
-    return str(copy_gateway_state(template, tmp_path).path)
 
 
 def _register(cfg: str) -> list[tuple[str, bytes]]:

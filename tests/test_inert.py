@@ -22,11 +22,11 @@ from conftest import (
     copy_gateway_state,
     start_relay,
 )
+from conftest import run_cli as run
 from test_cli import run_async
 
 from gateway import admin
 from gateway.admin import operator_text
-from gateway.cli import main
 from gateway.demokit import json_payload
 from gateway.inert import inert, inert_json
 from gateway.logs import configure, get_logger
@@ -40,12 +40,6 @@ STEERING = [bytes([c]) for c in range(0x20) if c != 0x0A] + [b"\x7f"] + [
 def steering(text: str) -> list[bytes]:
     data = text.encode("utf-8", "surrogateescape")
     return [b for b in STEERING if b in data]
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 

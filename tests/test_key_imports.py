@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 from conftest import CONTACT_A, SCHOOL_A, Identities, Template, copy_gateway_state
+from conftest import run_cli as run
 from hostile import gpg
 
 from gateway import admin
-from gateway.cli import main
 from gateway.config import Config
 from gateway.context import open_context
 from gateway.gpg import SAFE_OPTIONS, Gpg, GpgError
@@ -103,12 +103,6 @@ def in_keyring(config: Config, fpr: str) -> bool:
     result = subprocess.run(["gpg", "--homedir", str(config.gnupg_home), "--batch", "--no-tty",
                              "--list-keys", fpr], capture_output=True, timeout=60, check=False)
     return result.returncode == 0
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def schools_add(capsys: pytest.CaptureFixture[str], config: Config, tmp_path: Path, data: bytes,
