@@ -61,10 +61,19 @@ from pathlib import Path
 import gnupg
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway import admin
-from gateway.config import Config, load_config
-from gateway.context import open_context, utc_now
-from gateway.demokit import (
+from gateway.admin import verbs as admin
+from gateway.core.config import Config, load_config
+from gateway.crypto.gpg import NO_PROMPT, SAFE_OPTIONS
+from gateway.crypto.keyadmin import stop_agent
+from gateway.crypto.tlsdev import CertPair
+from gateway.delivery.seal import (
+    NoticeChild,
+    ack_address,
+    compose_inner,
+    make_message_id,
+    notice_body,
+)
+from gateway.devkit.demokit import (
     Identity,
     Received,
     SchoolInbox,
@@ -73,12 +82,9 @@ from gateway.demokit import (
     read_notice,
     school_ca,
 )
-from gateway.gpg import NO_PROMPT, SAFE_OPTIONS
-from gateway.keyadmin import stop_agent
-from gateway.logs import configure
-from gateway.runner import PER_DESTINATION
-from gateway.seal import NoticeChild, ack_address, compose_inner, make_message_id, notice_body
-from gateway.tlsdev import CertPair
+from gateway.observe.logs import configure
+from gateway.pipeline.context import open_context, utc_now
+from gateway.service.runner import PER_DESTINATION
 
 GATEWAY = "leerplicht@hwc.example.nl"
 SENDER = "veilig-thuis"
@@ -792,7 +798,7 @@ class Bench:
                 raise BenchError("a signal without an armored OpenPGP message")
             work.append((armored.group(0), notice_plaintext(self.config, pupil),
                          school_fpr[pupil.school]))
-        gpg_threads = max(2, os.cpu_count() or 2)  # gateway.gpg.Gpg's semaphore
+        gpg_threads = max(2, os.cpu_count() or 2)  # gateway.crypto.gpg.Gpg's semaphore
         results = []
         try:
             for threads in sorted({gpg_threads, self.opt.concurrency}):

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from gateway import admin, runner
-from gateway.cli import main
-from gateway.config import Config, HostPort, load_config
-from gateway.context import Context, open_context
-from gateway.daemon import Daemon
-from gateway.demokit import (
+from gateway.admin import verbs as admin
+from gateway.admin.cli import main
+from gateway.core.config import Config, HostPort, load_config
+from gateway.crypto.keyadmin import stop_agent
+from gateway.crypto.tlsdev import CertPair
+from gateway.devkit.demokit import (
     Identity,
     Mode,
     Received,
@@ -39,9 +39,10 @@ from gateway.demokit import (
     school_ca,
     submit,
 )
-from gateway.keyadmin import stop_agent
-from gateway.logs import configure
-from gateway.tlsdev import CertPair
+from gateway.observe.logs import configure
+from gateway.pipeline.context import Context, open_context
+from gateway.service import runner
+from gateway.service.daemon import Daemon
 
 # As `hwc-gateway` does: files the tests' gateways and their gpg write are the owner's alone.
 os.umask(0o077)

@@ -9,8 +9,8 @@ import hashlib
 from conftest import PASSWORD, SENDER, SENDER_ADDRESS, Harness
 from hostile import RawSMTP
 
-from gateway import admin
-from gateway.passwords import (
+from gateway.admin import verbs as admin
+from gateway.crypto.passwords import (
     CACHE_MAX_ENTRIES,
     CACHE_TTL_SECONDS,
     VerifiedCache,

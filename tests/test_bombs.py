@@ -27,8 +27,8 @@ from conftest import (
 )
 from hostile import compressed_bomb, crlf, detach_sign, sign_encrypt, signed_entity
 
-from gateway.demokit import Reply, encrypted_envelope, json_payload
-from gateway.gpg import MAX_PLAINTEXT_FACTOR
+from gateway.crypto.gpg import MAX_PLAINTEXT_FACTOR
+from gateway.devkit.demokit import Reply, encrypted_envelope, json_payload
 
 MAX_MESSAGE = 256 * 1024  # so the plaintext bound is 1 MiB
 BOUND = MAX_PLAINTEXT_FACTOR * MAX_MESSAGE

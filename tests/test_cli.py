@@ -28,10 +28,10 @@ from conftest import (
 )
 from conftest import run_cli as run
 
-from gateway.cli import main, pairs_text
-from gateway.demokit import json_payload
-from gateway.inert import inert
-from gateway.timetext import local_time_text
+from gateway.admin.cli import main, pairs_text
+from gateway.core.inert import inert
+from gateway.core.timetext import local_time_text
+from gateway.devkit.demokit import json_payload
 
 
 def test_check_config_accepts_the_repository_default(capsys: pytest.CaptureFixture[str],

@@ -1,4 +1,4 @@
-"""Tests for gateway.config: strict TOML validation with every problem named by its key path."""
+"""Tests for core.config: strict TOML validation with every problem named by its key path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.config import (
+from gateway.admin.cli import main
+from gateway.core.config import (
     DEFAULT_TEACHER_TEXT,
     ConfigError,
     HostPort,

@@ -2,7 +2,7 @@
 
 The daemon runs as `hwc-gateway serve` in its own process (as systemd runs it), on a copied
 gateway state, with real SMTP on both sides and a real SQLite file. The fault-injection switch
-(`gateway.faults`, env HWC_GATEWAY_CRASH_AT) makes it SIGKILL itself at a named point; the test
+(`gateway.core.faults`, env HWC_GATEWAY_CRASH_AT) makes it SIGKILL itself at a named point; the test
 itself kills it with SIGKILL while submissions or a delivery are in flight. After each restart
 the invariants of DESIGN.md must hold: what got a 250 is delivered (1), at most once per school
 except for a resend after an unrecorded remote 250, which carries the same Message-ID (2), and
@@ -43,11 +43,12 @@ from conftest import (
 )
 from test_process import Process, _wait_for, free_port
 
-from gateway import admin, faults
-from gateway.chainkey import open_store
-from gateway.config import Config
-from gateway.context import open_context
-from gateway.demokit import (
+from gateway.admin import verbs as admin
+from gateway.core import faults
+from gateway.core.config import Config
+from gateway.crypto.keyadmin import stop_agent
+from gateway.crypto.vault import Vault
+from gateway.devkit.demokit import (
     Received,
     Reply,
     SchoolInbox,
@@ -56,9 +57,9 @@ from gateway.demokit import (
     read_notice,
     submit,
 )
-from gateway.keyadmin import stop_agent
-from gateway.store import MAX_CRASHES
-from gateway.vault import Vault
+from gateway.pipeline.context import open_context
+from gateway.store.chainkey import open_store
+from gateway.store.db import MAX_CRASHES
 
 SANNE = {"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat(), "bsn": "123456782"}
 DAAN = {"name": "Daan de Vries", "birthdate": DAAN_BIRTH.isoformat()}

@@ -35,13 +35,13 @@ from conftest import (
 from conftest import run_cli as run
 from test_process import free_port
 
-from gateway.cli import main
-from gateway.config import load_config
-from gateway.custody import CREDENTIAL_NAME
-from gateway.demokit import json_payload
-from gateway.gpg import Gpg, GpgError
-from gateway.keyadmin import stop_agent
-from gateway.logs import configure
+from gateway.admin.cli import main
+from gateway.core.config import load_config
+from gateway.crypto.custody import CREDENTIAL_NAME
+from gateway.crypto.gpg import Gpg, GpgError
+from gateway.crypto.keyadmin import stop_agent
+from gateway.devkit.demokit import json_payload
+from gateway.observe.logs import configure
 
 REPO = Path(__file__).resolve().parent.parent
 PASSPHRASE = "a passphrase only the service knows"

@@ -17,9 +17,18 @@ from typing import Literal
 import aiosmtplib
 import pytest
 
-from gateway import resolve
-from gateway.config import ScheduleSection
-from gateway.deliver import (
+from gateway.core import resolve
+from gateway.core.config import ScheduleSection
+from gateway.core.fields import clean_name, passes_eleven_test, vestigingscode
+from gateway.core.inert import inert_json
+from gateway.core.keyinfo import KeyInfo, SelfSignature, key_info, self_signatures_in_use
+from gateway.core.mimelimits import delimiter_lines, header_lines, parse_mime
+from gateway.core.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School, Signal
+from gateway.core.names import NameKey, name_key, names_match, pseudonym_text
+from gateway.core.resolve import resolve_child
+from gateway.core.schedule import deadline, is_school_day, time_left
+from gateway.crypto.gpg import GpgResult
+from gateway.delivery.deliver import (
     Result,
     _command_of,
     classify_reply,
@@ -27,16 +36,15 @@ from gateway.deliver import (
     next_attempt_at,
     our_problem,
 )
-from gateway.escalate import Escalation, due_escalations
-from gateway.extract import _unflow, parse_signal
-from gateway.fields import clean_name, passes_eleven_test, vestigingscode
-from gateway.gpg import GpgResult
-from gateway.inert import inert_json
-from gateway.keyinfo import KeyInfo, SelfSignature, key_info, self_signatures_in_use
-from gateway.mimelimits import delimiter_lines, header_lines, parse_mime
-from gateway.model import Child, Held, Pupil, RejectClass, Rejection, Routed, School, Signal
-from gateway.names import NameKey, name_key, names_match, pseudonym_text
-from gateway.opener import (
+from gateway.ingress.throttle import (
+    AuthThrottle,
+    ClientRefusals,
+    SessionLimits,
+    StallCounter,
+    progressed,
+)
+from gateway.pipeline.extract import _unflow, parse_signal
+from gateway.pipeline.opener import (
     _contains_encrypted,
     _structure,
     decryption_key_verdict,
@@ -47,15 +55,7 @@ from gateway.opener import (
     signature_verdict,
     signed_parts,
 )
-from gateway.resolve import resolve_child
-from gateway.schedule import deadline, is_school_day, time_left
-from gateway.throttle import (
-    AuthThrottle,
-    ClientRefusals,
-    SessionLimits,
-    StallCounter,
-    progressed,
-)
+from gateway.service.escalate import Escalation, due_escalations
 
 
 def gpg_result(*lines: str, returncode: int = 0) -> GpgResult:

@@ -1,4 +1,4 @@
-"""Tests for gateway.deliver: reply classification, backoff, and real deliveries over loopback."""
+"""Tests for delivery.deliver: reply classification, backoff, and real deliveries over loopback."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from conftest import Template
 
-from gateway.config import HostPort
-from gateway.deliver import (
+from gateway.core.config import HostPort
+from gateway.crypto.tlsdev import make_ca, make_server_cert
+from gateway.delivery.deliver import (
     FIXES,
     Outcome,
     Result,
@@ -24,8 +25,7 @@ from gateway.deliver import (
     send,
     tls_context,
 )
-from gateway.demokit import SchoolInbox
-from gateway.tlsdev import make_ca, make_server_cert
+from gateway.devkit.demokit import SchoolInbox
 
 MESSAGE = (b"From: leerplicht@hwc.example.nl\r\nTo: hwc@regenboog.example.nl\r\n"
            b"Subject: Vertrouwelijk bericht\r\nMessage-ID: <abc@hwc.example.nl>\r\n\r\n"

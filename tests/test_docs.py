@@ -13,8 +13,8 @@ LEVELS = {"debug", "info", "warning", "error", "critical", "exception"}
 EXCEPTION_KEYS = ["error", "frames"]
 # Events whose name is chosen at run time (runner.deliver_one logs what its transaction returns),
 # so no `log.<level>("...")` call names them.
-COMPUTED = {"notice.delivered": "runner.py", "notice.deferred": "runner.py",
-            "notice.failed": "runner.py"}
+COMPUTED = {"notice.delivered": "service/runner.py", "notice.deferred": "service/runner.py",
+            "notice.failed": "service/runner.py"}
 
 
 def _names(node: ast.expr) -> list[str]:
@@ -37,7 +37,7 @@ def _is_log_call(node: ast.Call) -> bool:
 def emitted_events() -> dict[str, tuple[str, set[str]]]:
     """Every event name the gateway package logs: the file it is in and the keys it is given."""
     events: dict[str, tuple[str, set[str]]] = {}
-    for path in sorted((ROOT / "gateway").glob("*.py")):
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call) or not node.args or not _is_log_call(node):
                 continue

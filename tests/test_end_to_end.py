@@ -24,10 +24,10 @@ from conftest import (
     Harness,
 )
 
-from gateway import admin
-from gateway.context import open_context
-from gateway.demokit import json_payload, notice_header, text_payload
-from gateway.gpg import Gpg
+from gateway.admin import verbs as admin
+from gateway.crypto.gpg import Gpg
+from gateway.devkit.demokit import json_payload, notice_header, text_payload
+from gateway.pipeline.context import open_context
 
 
 def _events(receipts: list[object]) -> list[str]:
@@ -334,7 +334,7 @@ async def test_other_senders_key_gets_554_577(harness: Harness) -> None:
 
 async def test_unsigned_signal_gets_554_577(harness: Harness) -> None:
     """An encrypted but unsigned signal is refused with 554 5.7.7."""
-    from gateway.demokit import encrypted_envelope
+    from gateway.devkit.demokit import encrypted_envelope
     armored = harness.ids.sender.sign_encrypt(
         json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}]),
         harness.gateway_fpr, sign=False)
@@ -420,7 +420,7 @@ async def test_child_held_for_a_school_without_key_is_released_when_it_has_one(
 
 async def test_unexpected_error_is_451_without_internals(harness: Harness) -> None:
     """handle_exception answers 451 4.3.0 and the reply holds nothing of the error."""
-    from gateway.receive import IntakeHandler
+    from gateway.ingress.receive import IntakeHandler
     reply = await IntakeHandler(harness.ctx).handle_exception(KeyError("Sanne de Vries"))
     assert reply.startswith("451 4.3.0") and "Sanne" not in reply and "KeyError" not in reply
 

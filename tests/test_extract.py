@@ -1,4 +1,4 @@
-"""Tests for gateway.extract: the verified inner entity in, a minimal Signal or Rejection out."""
+"""Tests for pipeline.extract: the verified inner entity in, a minimal Signal or Rejection out."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from gateway.extract import MAX_DEPTH, parse_signal
-from gateway.model import Child, RejectClass, Rejection, Signal
+from gateway.core.model import Child, RejectClass, Rejection, Signal
+from gateway.pipeline.extract import MAX_DEPTH, parse_signal
 
 TODAY = dt.date(2026, 3, 2)
 

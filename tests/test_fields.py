@@ -1,4 +1,4 @@
-"""Tests for gateway.fields: the validators shared by extract and the CSV imports."""
+"""Tests for gateway.core.fields: the validators shared by extract and the CSV imports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from gateway.fields import (
+from gateway.core.fields import (
     bsn_digits,
     clean_name,
     format_date_nl,

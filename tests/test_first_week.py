@@ -23,12 +23,12 @@ from conftest import (
 from conftest import run_cli as run
 from test_smtp_limits import RawClient
 
-from gateway import admin
-from gateway.admin import Refused
-from gateway.cli import main
-from gateway.demokit import json_payload
-from gateway.logs import configure
-from gateway.throttle import REFUSE_AFTER_PER_ADDRESS, REFUSE_AFTER_PER_LOGIN, AuthThrottle
+from gateway.admin import verbs as admin
+from gateway.admin.cli import main
+from gateway.admin.verbs import Refused
+from gateway.devkit.demokit import json_payload
+from gateway.ingress.throttle import REFUSE_AFTER_PER_ADDRESS, REFUSE_AFTER_PER_LOGIN, AuthThrottle
+from gateway.observe.logs import configure
 
 ALERTS = '[alerts]\naddress = "beheer@leerplicht.example.nl"\n'
 HELO_REJECTED = "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"

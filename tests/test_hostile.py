@@ -57,8 +57,8 @@ from hostile import (
     text_part,
 )
 
-from gateway.demokit import Reply, encrypted_envelope, json_payload, signed_multipart
-from gateway.keyadmin import stop_agent
+from gateway.crypto.keyadmin import stop_agent
+from gateway.devkit.demokit import Reply, encrypted_envelope, json_payload, signed_multipart
 
 BSN = "123456782"
 PERSONAL = ("Sanne", "Vries", "Daan", BSN, SANNE_BIRTH.isoformat(), f"{SANNE_BIRTH:%d-%m-%Y}",

@@ -19,7 +19,7 @@ from conftest import (
 )
 from conftest import run_cli as _cli
 
-from gateway.imports import (
+from gateway.admin.imports import (
     PROBLEM_BSN_TWICE,
     PROBLEM_CODE_TWICE,
     DuoSchool,
@@ -29,7 +29,7 @@ from gateway.imports import (
     parse_duo_csv,
     parse_pupils_csv,
 )
-from gateway.model import Pupil
+from gateway.core.model import Pupil
 
 BSN_A = "123456782"
 BSN_B = "111222333"

@@ -25,11 +25,11 @@ from conftest import (
 from conftest import run_cli as run
 from test_cli import run_async
 
-from gateway import admin
-from gateway.admin import operator_text
-from gateway.demokit import json_payload
-from gateway.inert import inert, inert_json
-from gateway.logs import configure, get_logger
+from gateway.admin import verbs as admin
+from gateway.admin.verbs import operator_text
+from gateway.core.inert import inert, inert_json
+from gateway.devkit.demokit import json_payload
+from gateway.observe.logs import configure, get_logger
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2K"
 # Bytes a terminal acts on: C0 controls but the newline that ends a line, DEL, and C1 (UTF-8).

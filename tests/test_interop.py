@@ -53,7 +53,7 @@ from conftest import (
     Harness,
 )
 
-from gateway.demokit import Identity
+from gateway.devkit.demokit import Identity
 
 Eol = Literal["\r\n", "\n"]
 SigMode = Literal["textmode-lf", "binary-crlf"]

@@ -23,12 +23,12 @@ from conftest import CONTACT_A, SCHOOL_A, Identities, Template, copy_gateway_sta
 from conftest import run_cli as run
 from hostile import gpg
 
-from gateway import admin
-from gateway.config import Config
-from gateway.context import open_context
-from gateway.gpg import SAFE_OPTIONS, Gpg, GpgError
-from gateway.keyadmin import stop_agent
-from gateway.keyinfo import SelfSignature, self_signatures_in_use, weak_hashes
+from gateway.admin import verbs as admin
+from gateway.core.config import Config
+from gateway.core.keyinfo import SelfSignature, self_signatures_in_use, weak_hashes
+from gateway.crypto.gpg import SAFE_OPTIONS, Gpg, GpgError
+from gateway.crypto.keyadmin import stop_agent
+from gateway.pipeline.context import open_context
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,11 @@ from conftest import (
     start_relay,
 )
 
-from gateway import admin, watch
-from gateway.demokit import Identity, Received, json_payload, read_notice
-from gateway.directory import (
+from gateway.admin import verbs as admin
+from gateway.core.model import Contact
+from gateway.crypto.keyadmin import stop_agent
+from gateway.devkit.demokit import Identity, Received, json_payload, read_notice
+from gateway.pipeline.directory import (
     STALE_REMOVED,
     STALE_REPLACED,
     STALE_UNUSABLE,
@@ -34,8 +36,7 @@ from gateway.directory import (
     stale_reason,
     unpinned,
 )
-from gateway.keyadmin import stop_agent
-from gateway.model import Contact
+from gateway.service import watch
 
 
 def sanne() -> bytes:

@@ -24,12 +24,12 @@ from test_crash import (  # noqa: F401 - the fixture is used below
 from test_process import _wait_for
 from test_smtp_limits import RawClient
 
-from gateway import runner
-from gateway.config import load_config
-from gateway.daemon import reloaded_config
-from gateway.demokit import json_payload
-from gateway.pulse import Pulse
-from gateway.sdnotify import notify
+from gateway.core.config import load_config
+from gateway.devkit.demokit import json_payload
+from gateway.observe.pulse import Pulse
+from gateway.observe.sdnotify import notify
+from gateway.service import runner
+from gateway.service.daemon import reloaded_config
 
 UNIT = Path(__file__).parent.parent / "systemd" / "hwc-gateway.service"
 

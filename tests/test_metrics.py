@@ -17,9 +17,10 @@ from test_crash import (  # noqa: F401 - the fixture is used below
 )
 from test_process import free_port
 
-from gateway import metrics, watch
-from gateway.config import ConfigError, load_config
-from gateway.demokit import json_payload
+from gateway.core.config import ConfigError, load_config
+from gateway.devkit.demokit import json_payload
+from gateway.observe import metrics
+from gateway.service import watch
 
 
 def sample(name: str, **labels: str) -> float:

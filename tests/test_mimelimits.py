@@ -1,4 +1,4 @@
-"""Tests for gateway.mimelimits' parser: the cheap header path reads every value exactly as
+"""Tests for gateway.core.mimelimits' parser: the cheap header path reads every value exactly as
 policy.default does, and parse_mime answers every question open and extract ask of a tree (and
 raises) exactly as `BytesParser(policy=policy.default)` does."""
 
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from gateway.mimelimits import parse_mime, plain_header_text
+from gateway.core.mimelimits import parse_mime, plain_header_text
 
 # As in test_properties: hypothesis's Unicode tables stay out of the repository.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "hwc-gateway-hypothesis")

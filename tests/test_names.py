@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.names import NameKey, name_key, names_match, pseudonym_text
+from gateway.core.names import NameKey, name_key, names_match, pseudonym_text
 
 # (signal name, register name, expected, why)
 CASES: list[tuple[str, str, bool, str]] = [

@@ -1,4 +1,4 @@
-"""Tests for gateway.opener: the acceptance rules over gpg's status lines, the RFC 3156 shapes,
+"""Tests for pipeline.opener: the acceptance rules over gpg's status lines, the RFC 3156 shapes,
 and real decryption and verification of signals built the way senders' clients build them."""
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import pytest
 from conftest import GATEWAY, SENDER_ADDRESS, Identities, Template, expired_key
 from hostile import compressed_bomb, crc24, detach_sign, sign_encrypt, signed_entity
 
-from gateway.demokit import (
+from gateway.core.model import RejectClass, Rejection
+from gateway.crypto.gpg import Gpg, GpgResult
+from gateway.crypto.keyadmin import stop_agent
+from gateway.devkit.demokit import (
     Identity,
     build_signal,
     encrypted_envelope,
     json_payload,
     signed_multipart,
 )
-from gateway.gpg import Gpg, GpgResult
-from gateway.keyadmin import stop_agent
-from gateway.model import RejectClass, Rejection
-from gateway.opener import (
+from gateway.pipeline.opener import (
     Opened,
     decryption_verdict,
     encrypted_payload,

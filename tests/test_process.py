@@ -39,10 +39,10 @@ from conftest import (
 )
 from conftest import free_port as free_port  # re-exported: other tests import it from here
 
-from gateway.config import Config, load_config
-from gateway.context import open_context
-from gateway.demokit import SchoolInbox, build_signal, json_payload, read_notice, submit
-from gateway.keyadmin import stop_agent
+from gateway.core.config import Config, load_config
+from gateway.crypto.keyadmin import stop_agent
+from gateway.devkit.demokit import SchoolInbox, build_signal, json_payload, read_notice, submit
+from gateway.pipeline.context import open_context
 
 # A name, a birth date and a BSN that occur nowhere else, to be searched for everywhere.
 CANARY_NAME = "Kanarie Zwaluwstaart"

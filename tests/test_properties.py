@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from gateway import extract, opener
-from gateway.extract import parse_signal
-from gateway.gpg import GpgResult
-from gateway.model import CODEWORD, Child, RejectClass, Rejection, Signal
-from gateway.receive import ack_token, automatic_reply, rejection_reply
-from gateway.seal import ack_address, new_ack_token
+from gateway.core.model import CODEWORD, Child, RejectClass, Rejection, Signal
+from gateway.crypto.gpg import GpgResult
+from gateway.delivery.seal import ack_address, new_ack_token
+from gateway.ingress.receive import ack_token, automatic_reply, rejection_reply
+from gateway.pipeline import extract, opener
+from gateway.pipeline.extract import parse_signal
 
 # Hypothesis caches its Unicode tables under its home directory, `.hypothesis` in the working
 # directory by default: keep them out of the repository.

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import Template, copy_gateway_state
 
-from gateway.chainkey import RECEIPTS_KEY, ChainKeyError, open_store
-from gateway.cli import main
-from gateway.store import (
+from gateway.admin.cli import main
+from gateway.store.chainkey import RECEIPTS_KEY, ChainKeyError, open_store
+from gateway.store.db import (
     GENESIS,
     Store,
     chain_problems,

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway import resolve
-from gateway.model import Child, Decision, Held, Pupil, Routed, School
-from gateway.resolve import resolve_child
+from gateway.core import resolve
+from gateway.core.model import Child, Decision, Held, Pupil, Routed, School
+from gateway.core.resolve import resolve_child
 
 BIRTH = dt.date(2016, 4, 12)
 OTHER_BIRTH = dt.date(2013, 9, 3)

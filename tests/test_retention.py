@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from conftest import EVA_BIRTH, SANNE_BIRTH, Harness
 
-from gateway import admin, retention
-from gateway.demokit import json_payload
+from gateway.admin import verbs as admin
+from gateway.devkit.demokit import json_payload
+from gateway.service import retention
 
 
 async def _one_delivered_and_one_held(harness: Harness) -> tuple[str, str]:
@@ -70,7 +71,7 @@ async def test_old_receipts_are_purged_and_the_chain_still_verifies(harness: Har
 
 async def test_the_daemon_purges_at_start(harness: Harness) -> None:
     """The watch purges when it first runs, and then not again within the day."""
-    from gateway.watch import Watch
+    from gateway.service.watch import Watch
     await _one_delivered_and_one_held(harness)
     harness.clock.advance(days=15)
     watch = Watch()

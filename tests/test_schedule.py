@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, ScheduleSection, load_config
-from gateway.schedule import deadline, is_school_day, time_left
+from gateway.core.config import ConfigError, ScheduleSection, load_config
+from gateway.core.schedule import deadline, is_school_day, time_left
 
 AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
 SCHEDULE = ScheduleSection(holidays=((dt.date(2026, 12, 19), dt.date(2027, 1, 3)),))

@@ -17,9 +17,10 @@ from conftest import (
     start_relay,
 )
 
-from gateway import admin, runner
-from gateway.demokit import json_payload, notice_header, read_notice, submit
-from gateway.escalate import escalate
+from gateway.admin import verbs as admin
+from gateway.devkit.demokit import json_payload, notice_header, read_notice, submit
+from gateway.service import runner
+from gateway.service.escalate import escalate
 
 AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
 

@@ -1,4 +1,4 @@
-"""Tests for gateway.seal: the notice text, its protected headers, and real signing+encryption."""
+"""Tests for delivery.seal: the notice text, its protected headers, and real signing+encryption."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import CONTACT_A, GATEWAY, Identities, Template, expired_key
 
-from gateway.config import DEFAULT_TEACHER_TEXT
-from gateway.demokit import Received, notice_header, read_notice
-from gateway.gpg import Gpg, GpgError
-from gateway.keyadmin import stop_agent
-from gateway.seal import (
+from gateway.core.config import DEFAULT_TEACHER_TEXT
+from gateway.crypto.gpg import Gpg, GpgError
+from gateway.crypto.keyadmin import stop_agent
+from gateway.delivery.seal import (
     INNER_SUBJECT,
     OUTER_SUBJECT,
     NoticeChild,
@@ -31,6 +30,7 @@ from gateway.seal import (
     notice_body,
     seal_notice,
 )
+from gateway.devkit.demokit import Received, notice_header, read_notice
 
 NOW = dt.datetime(2026, 3, 2, 6, 45, tzinfo=dt.UTC)
 SANNE = NoticeChild("Sanne de Vries", dt.date(2016, 4, 12), "HWC-20260302-AB12-1")

@@ -19,10 +19,10 @@ from conftest import (
     start_relay,
 )
 
-from gateway import admin
-from gateway.context import open_context
-from gateway.demokit import json_payload, read_notice
-from gateway.model import Child, Signal
+from gateway.admin import verbs as admin
+from gateway.core.model import Child, Signal
+from gateway.devkit.demokit import json_payload, read_notice
+from gateway.pipeline.context import open_context
 
 CASE = "VT-HVB-2026-000123"  # a Veilig Thuis case number: it points at a family
 _OUR_REF = re.compile(r"HWC-\d{8}-[0-9A-Z]{8}")
@@ -88,7 +88,9 @@ async def test_old_database_with_clear_case_references_is_migrated_at_start(
     assert CASE.encode() in database_bytes(db)
     assert CASE[:-6].encode() in database_bytes(db)
 
-    from gateway.intake import protect_sender_ref  # here, so the other tests run on old code
+    from gateway.pipeline.intake import (
+        protect_sender_ref,  # here, so the other tests run on old code
+    )
 
     ctx = await open_context(config)
     try:

@@ -25,10 +25,10 @@ from conftest import (
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import admin
-from gateway.demokit import json_payload, submit
-from gateway.store import SCHEMA, Store
-from gateway.throttle import (
+from gateway.admin import verbs as admin
+from gateway.crypto.tlsdev import make_ca, make_server_cert
+from gateway.devkit.demokit import json_payload, submit
+from gateway.ingress.throttle import (
     REFUSE_AFTER_PER_ADDRESS,
     REFUSE_AFTER_PER_LOGIN,
     WINDOW_SECONDS,
@@ -37,7 +37,7 @@ from gateway.throttle import (
     Lockout,
     StallCounter,
 )
-from gateway.tlsdev import make_ca, make_server_cert
+from gateway.store.db import SCHEMA, Store
 
 
 class RawClient:

@@ -23,10 +23,11 @@ from conftest import (
 from structlog.testing import capture_logs
 from test_signals_privacy import database_bytes
 
-from gateway import admin, retention
-from gateway.chainkey import open_store
-from gateway.demokit import Received, SchoolInbox, json_payload, read_notice
-from gateway.report import local_time
+from gateway.admin import verbs as admin
+from gateway.devkit.demokit import Received, SchoolInbox, json_payload, read_notice
+from gateway.notify.report import local_time
+from gateway.service import retention
+from gateway.store.chainkey import open_store
 
 AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
 ADMIN = "beheer@leerplicht.example.nl"

@@ -1,4 +1,4 @@
-"""Tests for gateway.store: durability settings, the receipt chain, transactions and the queue."""
+"""Tests for store.db: durability settings, the receipt chain, transactions and the queue."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import (
+from gateway.store.db import (
     GENESIS,
     Conflict,
     ProtectedRef,

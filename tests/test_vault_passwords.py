@@ -1,4 +1,4 @@
-"""Tests for gateway.vault (secrets at rest) and gateway.passwords (sender password hashes)."""
+"""Tests for crypto.vault (secrets at rest) and crypto.passwords (sender password hashes)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.passwords import check_password, hash_password
-from gateway.vault import PSEUDONYM_KEY, VAULT_KEY, Vault, VaultError, create_secrets
+from gateway.crypto.passwords import check_password, hash_password
+from gateway.crypto.vault import PSEUDONYM_KEY, VAULT_KEY, Vault, VaultError, create_secrets
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""The administrator's command line: argument parsing, verbs and CSV imports."""

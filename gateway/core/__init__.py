@@ -1,0 +1,1 @@
+"""The pure rules: values, validators, matching, schedules and configuration."""

@@ -1,0 +1,1 @@
+"""Keys and secrets: the gpg adapter, key custody, the vault for data at rest, passwords."""

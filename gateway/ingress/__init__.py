@@ -1,0 +1,1 @@
+"""Where signals come in: the SMTP listener for senders and its throttles."""

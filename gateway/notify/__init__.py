@@ -1,0 +1,1 @@
+"""Telling people: the status mail to the sender and alerts to the administrators."""

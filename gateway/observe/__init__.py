@@ -1,0 +1,1 @@
+"""Watching the gateway run: structured logs, metrics, liveness, systemd's notify protocol."""

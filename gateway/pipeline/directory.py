@@ -1,0 +1,131 @@
+"""The directory snapshot: senders, schools, contacts and gateway keys as the pipeline sees them.
+
+Takes the store and the gpg adapter; produces an immutable `Snapshot`, rebuilt whenever the
+command line changes something (the store's directory version moves) and at least every few
+minutes (a key can expire while nothing else changes). Each contact key and sender key is
+checked with gpg's own listing: a key that is expired, revoked or cannot do its job is left
+out, so nothing downstream can pick it (DESIGN invariant 6). `unpinned` applies the same rule
+to a notice sealed earlier, just before it goes out: one made for a contact or key that is no
+longer pinned and usable is not sent (gateway.service.runner supersedes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.core.config import HostPort
+from gateway.core.keyinfo import KeyInfo, key_info
+from gateway.core.model import Contact, School, Sender
+from gateway.crypto.gpg import Gpg
+from gateway.store.db import Store, from_iso
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    loaded_at: dt.datetime
+    senders: dict[str, Sender] = field(default_factory=dict)
+    schools: dict[str, School] = field(default_factory=dict)
+    contacts: dict[str, tuple[Contact, ...]] = field(default_factory=dict)  # usable ones only
+    routes: dict[str, HostPort] = field(default_factory=dict)
+    signing_key: str | None = None  # the gateway's current key
+    decrypt_keys: frozenset[str] = frozenset()  # keys whose signals are still opened
+    alert_keys: frozenset[str] = frozenset()  # [alerts] key, when it is usable
+    # When the pinned keys expire (those that do): a key can expire between two loads.
+    key_expires: dict[str, dt.datetime] = field(default_factory=dict)
+
+
+def parse_route(text: str | None) -> HostPort | None:
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    return HostPort(host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def key_infos(gpg: Gpg, fingerprints: list[str], secret: bool = False) -> dict[str, KeyInfo]:
+    """gpg's view of the given keys, by primary fingerprint (missing keys are absent)."""
+    if not fingerprints:
+        return {}
+    return {info.fingerprint: info
+            for info in map(key_info, gpg.list_keys(secret=secret, fingerprints=fingerprints))}
+
+
+async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
+                        alerts_key: str = "") -> Snapshot:
+    version = await store.directory_version()
+    sender_rows = await store.senders()
+    sender_keys = await store.sender_keys()
+    addresses = await store.sender_addresses()
+    certs = await store.sender_certs()
+    school_rows = await store.schools()
+    contact_rows = await store.contacts()
+    gateway_rows = await store.gateway_keys()
+
+    wanted = sorted({r["fingerprint"] for r in [*sender_keys, *contact_rows]}
+                    | ({alerts_key} if alerts_key else set()))
+    infos = await asyncio.to_thread(key_infos, gpg, wanted)
+
+    def usable(fpr: str, purpose: str) -> bool:
+        info = infos.get(fpr)
+        return info is not None and info.unusable_reason(
+            "encrypt" if purpose == "encrypt" else "sign", now) is None
+
+    senders = {
+        r["name"]: Sender(
+            name=r["name"], password_hash=r["password_hash"],
+            fingerprints=frozenset(k["fingerprint"] for k in sender_keys if k["sender"] == r["name"]
+                                   and usable(k["fingerprint"], "sign")),
+            allowed_from=frozenset(a["address"].lower() for a in addresses
+                                   if a["sender"] == r["name"]),
+            client_certs=frozenset(c["sha256"] for c in certs if c["sender"] == r["name"]))
+        for r in sender_rows}
+    contacts: dict[str, list[Contact]] = {}
+    for c in contact_rows:
+        if usable(c["fingerprint"], "encrypt"):
+            contacts.setdefault(c["school"], []).append(Contact(c["email"], c["fingerprint"]))
+    schools = {r["code"]: School(r["code"], r["name"], len(contacts.get(r["code"], [])))
+               for r in school_rows}
+    routes = {r["code"]: route for r in school_rows if (route := parse_route(r["route"]))}
+
+    signing = next((r["fingerprint"] for r in gateway_rows if r["state"] == "current"), None)
+    decrypt = frozenset(
+        r["fingerprint"] for r in gateway_rows
+        if r["state"] == "current" or (r["state"] == "previous" and r["decrypt_until"]
+                                       and from_iso(r["decrypt_until"]) > now))
+    alert_keys = frozenset({alerts_key} if alerts_key and usable(alerts_key, "encrypt") else ())
+    expires = {fpr: info.expires for fpr, info in infos.items() if info.expires is not None}
+    return Snapshot(version, now, senders, schools,
+                    {k: tuple(v) for k, v in contacts.items()}, routes, signing, decrypt,
+                    alert_keys, expires)
+
+
+# Why a sealed notice may no longer go out (receipts, `queue`): fixed texts, no addresses.
+STALE_REMOVED = "a contact it was sealed to was removed"
+STALE_REPLACED = "the key of a contact it was sealed to was replaced"
+STALE_UNUSABLE = "a key it was sealed to is revoked, expired or no longer usable"
+
+
+def unpinned(recipients: Sequence[str], fingerprints: Sequence[str], snapshot: Snapshot,
+             school: str, now: dt.datetime) -> list[tuple[str, str]]:
+    """The (address, fingerprint) pairs a sealed notice was made for that are not, now, a
+    contact of its school with that usable key: [] when it may still go out. Issue 11: a
+    notice deferred by the school was delivered after its key's revocation was taken in."""
+    usable = {(c.email, c.fingerprint) for c in snapshot.contacts.get(school, ())
+              if (until := snapshot.key_expires.get(c.fingerprint)) is None or until > now}
+    pairs = list(zip(recipients, fingerprints, strict=False))
+    if len(recipients) != len(fingerprints) or not pairs:
+        return pairs or [("", "")]  # a notice that does not say whom it was for is not sent
+    return [pair for pair in pairs if pair not in usable]
+
+
+def stale_reason(stale: Sequence[tuple[str, str]], pinned: Mapping[str, str]) -> str:
+    """Why the `stale` pairs of `unpinned` fail, against the school's contacts as pinned now
+    (address -> fingerprint, usable or not)."""
+    if any(email not in pinned for email, _ in stale):
+        return STALE_REMOVED
+    if any(pinned[email] != fpr for email, fpr in stale):
+        return STALE_REPLACED
+    return STALE_UNUSABLE

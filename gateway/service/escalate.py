@@ -1,0 +1,82 @@
+"""Escalation: a person is told before a school day starts without the notice it needs.
+
+Takes a `Context` and `now`; for every signal that still has a child undelivered (routed, sealed
+or held) at its deadline minus `[schedule] escalate_before_minutes`, and for every delivered
+notice that its school has not acknowledged by the deadline itself, it raises an alert once:
+a receipt `escalated`, a log event `signal.escalated`, and a mail to `[alerts] address`. The
+alert names references, school codes and what is missing, never a child.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from gateway.core.config import ScheduleSection
+from gateway.core.schedule import deadline
+from gateway.notify.alerts import send_alert
+from gateway.observe.logs import get_logger
+from gateway.pipeline.context import Context
+from gateway.store.db import from_iso, iso
+
+log = get_logger("escalate")
+
+
+@dataclass(frozen=True)
+class Escalation:
+    ref: str
+    what: str  # "undelivered" or "unacknowledged"
+    schools: tuple[str, ...]
+    deadline: dt.datetime
+    states: tuple[str, ...] = ()
+
+
+def due_escalations(open_signals: list[tuple[str, dt.datetime, tuple[str, ...], tuple[str, ...]]],
+                    unacknowledged: list[tuple[str, str, dt.datetime]], *, now: dt.datetime,
+                    schedule: ScheduleSection, before: dt.timedelta,
+                    done: dict[str, set[str]]) -> list[Escalation]:
+    """Pure: which escalations are due now and not yet raised."""
+    due = []
+    for ref, accepted, states, schools in open_signals:
+        at = deadline(accepted, schedule)
+        if now >= at - before and "undelivered" not in done.get(ref, set()):
+            due.append(Escalation(ref, "undelivered", schools, at, states))
+    unacked: dict[str, tuple[dt.datetime, list[str]]] = {}
+    for ref, school, accepted in unacknowledged:
+        unacked.setdefault(ref, (accepted, []))[1].append(school)
+    for ref, (accepted, waiting) in unacked.items():
+        at = deadline(accepted, schedule)
+        if now >= at and "unacknowledged" not in done.get(ref, set()):
+            due.append(Escalation(ref, "unacknowledged", tuple(sorted(waiting)), at))
+    return due
+
+
+async def escalate(ctx: Context, now: dt.datetime) -> list[Escalation]:
+    store = ctx.store
+    open_rows = await store.open_signals()
+    unacked_rows = await store.unacknowledged()
+    done = await store.escalations()
+    due = due_escalations(
+        [(r["ref"], from_iso(r["accepted_at"]), tuple(str(r["states"]).split(",")),
+          tuple(s for s in str(r["schools"] or "").split(",") if s)) for r in open_rows],
+        [(r["ref"], r["school"], from_iso(r["accepted_at"])) for r in unacked_rows],
+        now=now, schedule=ctx.config.schedule,
+        before=dt.timedelta(minutes=ctx.config.schedule.escalate_before_minutes), done=done)
+    for item in due:
+        async with store.transaction() as tx:
+            await tx.receipt("escalated", at=now, ref=item.ref, what=item.what,
+                             schools=list(item.schools), states=list(item.states),
+                             deadline=iso(item.deadline))
+        log.warning("signal.escalated", ref=item.ref, what=item.what,
+                    schools=list(item.schools), deadline=iso(item.deadline))
+        missing = ("is not delivered yet" if item.what == "undelivered"
+                   else "was delivered but its school has not confirmed receipt")
+        await send_alert(ctx, "signal.escalated", f"signal {item.ref} {missing}", [
+            f"Signal {item.ref} {missing}; the school day starts at "
+            f"{item.deadline:%Y-%m-%d %H:%M} UTC.",
+            f"Schools: {', '.join(item.schools) or '(not known yet)'}; "
+            f"state: {', '.join(item.states) or 'delivered'}.",
+            "See `hwc-gateway held list` and `hwc-gateway queue list`; call the school if"
+            " the notice cannot reach it in time.",
+        ])
+    return due

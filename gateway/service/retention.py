@@ -1,0 +1,75 @@
+"""Retention: what the gateway forgets, and when (SPEC §8 `[retention]`).
+
+Takes a `Context` and `now`; deletes receipts older than `receipts_days` (the chain then starts at
+a recorded anchor, so `receipts verify` still proves the rest), drops children held longer than
+`held_days` (their sealed data erased, a receipt and a warning left), and forgets finished
+signals older than both the receipt period and the replay window. A dry run does all of it in a
+transaction that is rolled back, so it reports exactly what a real run would remove.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from gateway.observe.logs import get_logger
+from gateway.pipeline.context import Context
+from gateway.pipeline.intake import REPLAY_WINDOW
+
+log = get_logger("retention")
+
+EXPIRED_REASON = "held longer than [retention] held_days"
+
+
+class _RollBack(Exception):
+    """Raised inside the purge transaction of a dry run."""
+
+
+@dataclass
+class PurgeReport:
+    dry_run: bool
+    receipts: int = 0
+    signals: int = 0
+    expired: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        verb = "would remove" if self.dry_run else "removed"
+        return [f"{verb} {self.receipts} receipts older than the retention period",
+                f"{verb} {self.signals} finished signals",
+                f"{verb} {len(self.expired)} children held too long"
+                + (f": {', '.join(self.expired)}" if self.expired else "")]
+
+
+async def purge(ctx: Context, now: dt.datetime, dry_run: bool = False) -> PurgeReport:
+    days = ctx.config.retention
+    report = PurgeReport(dry_run)
+    # Read before the transaction: the store's lock is the transaction's while it is open.
+    too_long = await ctx.store.held_before(now - dt.timedelta(days=days.held_days))
+    try:
+        async with ctx.store.transaction() as tx:
+            for row in too_long:
+                child_id = f"{row['ref']}-{row['n']}"
+                if await tx.set_child_state(row["ref"], row["n"], "dropped", now,
+                                            reason=EXPIRED_REASON, erase=True, expect=("held",)):
+                    await tx.receipt("expired", at=now, ref=child_id, school=row["school"],
+                                     reason=EXPIRED_REASON, held_reason=row["reason"])
+                    report.expired.append(child_id)
+            keep = max(dt.timedelta(days=days.receipts_days), REPLAY_WINDOW)
+            report.signals = await tx.purge_finished_signals_before(now - keep)
+            report.receipts, anchor = await tx.purge_receipts_before(
+                now - dt.timedelta(days=days.receipts_days))
+            if report.receipts or report.signals or report.expired:
+                await tx.receipt("purged", at=now, receipts=report.receipts,
+                                 signals=report.signals, expired=len(report.expired),
+                                 anchor=[anchor.seq, anchor.hash] if anchor else None)
+            if dry_run:
+                raise _RollBack
+    except _RollBack:
+        return report
+    for child_id in report.expired:
+        # An administrator must know a child was never routed: this is the last word on it.
+        log.warning("child.expired", ref=child_id)
+    if report.receipts or report.signals or report.expired:
+        log.info("retention.purged", receipts=report.receipts, signals=report.signals,
+                 expired=len(report.expired))
+    return report

@@ -1,0 +1,1 @@
+"""The durable store: the only code that runs SQL, and the receipt chain."""
