@@ -41,7 +41,9 @@ def ack_session(lab: Lab, mail_from: str, rcpts: list[str], body: bytes | None
     return replies, final
 
 
-def a5_acks(lab: Lab, rep: Report) -> None:
+def ack_tokens(lab: Lab, rep: Report) -> tuple[list[str], dict[str, str]] | None:
+    """Four signals and the ack address of each notice (None after an ERROR row when they
+    did not all arrive); adds the row on ack tokens in the notices' outer headers."""
     names = ["Sanne de Vries", "Daan de Vries", "Eva Maria Jansen", "Julia Mulder"]
     got_refs = [ref_of(lab.submit(lab.signal(signal_json([lab.pupil(name)],
                                                         f"VT-ACK-{rid()}"))))
@@ -49,7 +51,7 @@ def a5_acks(lab: Lab, rep: Report) -> None:
     refs = [ref for ref in got_refs if ref]
     if len(refs) != len(names):
         rep.add("5", "acknowledgements", "-", f"signals not accepted: {got_refs}", ERROR)
-        return
+        return None
     found = {ref: lab.wait_for(lambda ref=ref: notices_for(lab, SCHOOL_A, ref), 20)
              for ref in refs}
     tokens: dict[str, str] = {}
@@ -68,13 +70,18 @@ def a5_acks(lab: Lab, rep: Report) -> None:
     if len(tokens) < 4:
         rep.add("5", "acknowledgements", "-", f"only {len(tokens)} of 4 notices with an ack "
                 f"address arrived ({ {k: len(v) for k, v in found.items()} })", ERROR)
-        return
+        return None
     rep.add("5", "ack token in the notice's outer (unencrypted) headers",
             "not readable outside the encryption",
             f"readable in the outer headers of {len(outer_leaks)}/4 notices (e.g. "
             f"`Reply-To: {tokens[refs[0]].split('+')[0]}+<26 chars>@...`)" if outer_leaks
             else "not in the outer headers (only inside the encryption)",
             FAIL if outer_leaks else PASS)
+    return refs, tokens
+
+
+def ack_replies(lab: Lab, rep: Report, refs: list[str], tokens: dict[str, str]) -> None:
+    """Replies to the first three notices: as a bounce, an out-of-office, a duplicated RCPT."""
     contact = CONTACTS[SCHOOL_A]
     reply_body = (b"From: " + contact.encode() + b"\r\nSubject: Re: Vertrouwelijk bericht\r\n\r\n"
                   b"Ontvangen, dank u.\r\n")
@@ -109,10 +116,13 @@ def a5_acks(lab: Lab, rep: Report) -> None:
     rep.notes.append(f"5: after the three replies `status --json` says unacknowledged="
                      f"{st.get('unacknowledged')} (of notices sent in this run)")
 
+
+def ack_timing(lab: Lab, rep: Report, live: str) -> None:
+    """RCPT latency of the live token against random and same-prefix ones (INFO)."""
     # Timing of RCPT for the live token (not consumed by RCPT) against unknown ones. Every
     # unknown token counts against the client address, so the block (421) ends this early:
     # only real answers are timed.
-    live = tokens[refs[3]]
+    contact = CONTACTS[SCHOOL_A]
     live_local = live.split("@")[0]
     timed: dict[str, list[float]] = {"live": [], "unknown": [], "prefix": []}
     c = Raw(lab.port, timeout=20)
@@ -151,6 +161,9 @@ def a5_acks(lab: Lab, rep: Report) -> None:
             f"same prefix {med(timed['prefix'])}, one session"
             + (f", until the client address was blocked: `{cut}`" if cut else ""), INFO)
 
+
+def ack_guessing(lab: Lab, rep: Report) -> None:
+    """50 unknown tokens from one address: 452 per transaction, then the block."""
     # (d) 50 unknown tokens from one address, on a fresh daemon (the timing above has used up
     # the address's refusals): a new transaction after each 452, a new session after each cut.
     lab.restart_daemon()
@@ -198,3 +211,13 @@ def a5_acks(lab: Lab, rep: Report) -> None:
             f"replies {hist} over {sessions} session(s) in {time.monotonic() - t0:.1f} s; "
             f"first 452 at attempt {first_452}; {looked_up} answered 550",
             PASS if first_452 == 6 and looked_up <= limit and 421 in codes else FAIL)
+
+
+def a5_acks(lab: Lab, rep: Report) -> None:
+    found = ack_tokens(lab, rep)
+    if found is None:
+        return
+    refs, tokens = found
+    ack_replies(lab, rep, refs, tokens)
+    ack_timing(lab, rep, tokens[refs[3]])
+    ack_guessing(lab, rep)

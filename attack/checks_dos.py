@@ -23,9 +23,8 @@ from report import ERROR, FAIL, PASS, Report, short
 # 1. Decompression bomb
 
 
-def a1_bomb(lab: Lab, rep: Report) -> None:
-    """256 MiB of zeros, bzip2 -z 9, signed and encrypted: refusal, bounded memory, live loop."""
-    t = time.monotonic()
+def build_bomb(lab: Lab, rep: Report) -> bytes | None:
+    """The bomb as the sender mails it; None (and an ERROR row) when gpg could not make it."""
     # The zeros come from a sparse file: 256 MiB to read, nothing on disk, nothing in memory.
     zeros = lab.base / "zeros"
     with zeros.open("wb") as sink:
@@ -40,8 +39,43 @@ def a1_bomb(lab: Lab, rep: Report) -> None:
     zeros.unlink()
     if proc.returncode != 0:
         rep.add("1", "decompression bomb", "-", f"gpg failed: {proc.stderr[-200:]!r}", ERROR)
+        return None
+    return encrypted_envelope(proc.stdout)
+
+
+def probe_greetings(lab: Lab, result: dict[str, Any]
+                    ) -> tuple[list[threading.Thread], list[tuple[float, float, bool]]]:
+    """Five clients connecting at set offsets while the bomb is opened (started, not joined):
+    their threads and the list each appends (offset, greeting latency, overlapped) to."""
+    latencies: list[tuple[float, float, bool]] = []  # (start offset, greeting latency, overlapped)
+
+    def probe(offset: float) -> None:
+        time.sleep(offset)
+        start = time.monotonic()
+        overlapped = "at" not in result
+        try:
+            p = Raw(lab.port, timeout=60)
+            latency = time.monotonic() - start
+            p.cmd("QUIT", timeout=2)
+            p.close()
+            ok = p.greeting is not None and p.greeting.code == 220
+        except OSError:
+            latency, ok = time.monotonic() - start, False
+        latencies.append((offset, latency if ok else float("inf"), overlapped))
+
+    probes = [threading.Thread(target=probe, args=(o,), daemon=True)
+              for o in (0.3, 1.5, 3.0, 6.0, 10.0)]
+    for p in probes:
+        p.start()
+    return probes, latencies
+
+
+def a1_bomb(lab: Lab, rep: Report) -> None:
+    """256 MiB of zeros, bzip2 -z 9, signed and encrypted: refusal, bounded memory, live loop."""
+    t = time.monotonic()
+    message = build_bomb(lab, rep)
+    if message is None:
         return
-    message = encrypted_envelope(proc.stdout)
     built = time.monotonic() - t
     # A fresh daemon, so that its high-water mark is the bomb's.
     lab.restart_daemon()
@@ -76,26 +110,7 @@ def a1_bomb(lab: Lab, rep: Report) -> None:
 
     waiter = threading.Thread(target=wait_reply, daemon=True)
     waiter.start()
-    latencies: list[tuple[float, float, bool]] = []  # (start offset, greeting latency, overlapped)
-
-    def probe(offset: float) -> None:
-        time.sleep(offset)
-        start = time.monotonic()
-        overlapped = "at" not in result
-        try:
-            p = Raw(lab.port, timeout=60)
-            latency = time.monotonic() - start
-            p.cmd("QUIT", timeout=2)
-            p.close()
-            ok = p.greeting is not None and p.greeting.code == 220
-        except OSError:
-            latency, ok = time.monotonic() - start, False
-        latencies.append((offset, latency if ok else float("inf"), overlapped))
-
-    probes = [threading.Thread(target=probe, args=(o,), daemon=True)
-              for o in (0.3, 1.5, 3.0, 6.0, 10.0)]
-    for p in probes:
-        p.start()
+    probes, latencies = probe_greetings(lab, result)
     waiter.join(200)
     for p in probes:
         p.join(70)
