@@ -173,6 +173,56 @@ def _reason(equivalents: list[dict[str, str]], source: str, m: Mutant) -> str | 
     return None
 
 
+def _run(name: str, spec: dict[str, object], mutmut: Path, workers: int) -> tuple[Path, int]:
+    """mutmut over one module in a fresh scratch copy: (the copy, mutmut's exit status)."""
+    work = _prepare(name, spec)
+    log = work / "mutmut.log"
+    env = {**os.environ, "PYTHONPATH": "", "PYTHONDONTWRITEBYTECODE": "1"}
+    with log.open("w") as out:
+        rc = subprocess.run([str(mutmut), "run", "--max-children", str(workers)],
+                            cwd=work, stdout=out, stderr=subprocess.STDOUT,
+                            env=env).returncode
+    return work, rc
+
+
+def _judge(spec: dict[str, object], mutants: list[Mutant], equivalents: list[dict[str, str]],
+           name: str, seconds: float) -> tuple[str, list[str], int]:
+    """One module's mutants judged: (its summary line, a line per survivor or unreached
+    function, how many of those are neither killed nor listed as equivalent)."""
+    source = str(spec["source"])
+    unexplained = 0
+    count = {s: sum(m.status == s for m in mutants)
+             for s in ("killed", "survived", "timeout", "not reached", "other")}
+    listed = 0
+    lines = []
+    edge = [str(e) for e in spec.get("edge", [])]  # type: ignore[attr-defined]
+    unreached = sorted({m.function for m in mutants if m.status == "not reached"
+                        and not any(fnmatch.fnmatch(m.function, e) for e in edge)})
+    for function in unreached:
+        # A decision function no fast test calls is not pinned at all.
+        unexplained += 1
+        lines.append(f"    {source}: {function}: no fast test calls it  [NOT REACHED]")
+    for m in sorted(mutants, key=lambda m: (m.line, m.name)):
+        if m.status in ("killed", "not reached"):
+            continue
+        reason = _reason(equivalents, source, m) if m.status == "survived" else None
+        if reason is not None:
+            listed += 1
+            lines.append(f"    {source}:{m.line}: {m.before}  ->  {m.after}"
+                         f"  [equivalent: {reason}]")
+        else:
+            unexplained += m.status == "survived"
+            lines.append(f"    {source}:{m.line}: {m.before}  ->  {m.after}"
+                         f"  [{m.status.upper()} {m.name}]")
+    total = len(mutants) - count["not reached"]
+    head = (f"{name}: {total} mutants: {count['killed']} killed, {count['survived']} survived"
+            f" ({listed} listed as equivalent), {count['timeout']} timed out"
+            + (f", {count['other']} other" if count["other"] else "")
+            + f"; {count['not reached']} not reached by a fast test"
+            + f" ({', '.join(sorted(edge)) or 'none allowed'}); {seconds:.0f}s")
+    return head, lines, unexplained
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="module names from mutate/modules.toml")
@@ -201,47 +251,14 @@ def main() -> int:
         log = work / "mutmut.log"
         rc = 0
         if not args.report:
-            work = _prepare(name, spec)
-            env = {**os.environ, "PYTHONPATH": "", "PYTHONDONTWRITEBYTECODE": "1"}
-            with log.open("w") as out:
-                rc = subprocess.run([str(mutmut), "run", "--max-children", str(args.workers)],
-                                    cwd=work, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env).returncode
+            work, rc = _run(name, spec, mutmut, args.workers)
         seconds = time.monotonic() - t0
         if rc != 0 or not (work / "mutants" / (source + ".meta")).exists():
             print(f"{name}: mutmut failed (exit {rc}); see {log.relative_to(ROOT)}")
             failed.append(name)
             continue
-        mutants = _collect(work, source)
-        count = {s: sum(m.status == s for m in mutants)
-                 for s in ("killed", "survived", "timeout", "not reached", "other")}
-        listed = 0
-        lines = []
-        edge = [str(e) for e in spec.get("edge", [])]  # type: ignore[attr-defined]
-        unreached = sorted({m.function for m in mutants if m.status == "not reached"
-                            and not any(fnmatch.fnmatch(m.function, e) for e in edge)})
-        for function in unreached:
-            # A decision function no fast test calls is not pinned at all.
-            unexplained += 1
-            lines.append(f"    {source}: {function}: no fast test calls it  [NOT REACHED]")
-        for m in sorted(mutants, key=lambda m: (m.line, m.name)):
-            if m.status in ("killed", "not reached"):
-                continue
-            reason = _reason(equivalents, source, m) if m.status == "survived" else None
-            if reason is not None:
-                listed += 1
-                lines.append(f"    {source}:{m.line}: {m.before}  ->  {m.after}"
-                             f"  [equivalent: {reason}]")
-            else:
-                unexplained += m.status == "survived"
-                lines.append(f"    {source}:{m.line}: {m.before}  ->  {m.after}"
-                             f"  [{m.status.upper()} {m.name}]")
-        total = len(mutants) - count["not reached"]
-        head = (f"{name}: {total} mutants: {count['killed']} killed, {count['survived']} survived"
-                f" ({listed} listed as equivalent), {count['timeout']} timed out"
-                + (f", {count['other']} other" if count["other"] else "")
-                + f"; {count['not reached']} not reached by a fast test"
-                + f" ({', '.join(sorted(edge)) or 'none allowed'}); {seconds:.0f}s")
+        head, lines, found = _judge(spec, _collect(work, source), equivalents, name, seconds)
+        unexplained += found
         print(head, flush=True)
         for text in lines:
             print(text, flush=True)
