@@ -27,8 +27,8 @@ test: check-gpg $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests fuzz bench attack mutate
 	$(BIN)/mypy
-	$(BIN)/mypy bench/run.py  # on its own: fuzz/run.py is a module named run too
-	$(BIN)/mypy attack/run.py  # likewise (it takes attack/lab.py along)
+	$(BIN)/mypy bench/*.py  # on its own: fuzz/run.py is a module named run too
+	$(BIN)/mypy attack/*.py  # likewise (every module of the harness, not only those run.py imports)
 	$(BIN)/mypy mutate/run.py  # likewise
 
 demo: check-gpg $(STAMP)
