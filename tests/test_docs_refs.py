@@ -15,8 +15,9 @@ SCANNED_FILES = ["README.md", "SECURITY.md", "config.toml"]
 SUFFIXES = {".py", ".md", ".toml"}
 
 CITED_DOCUMENT = re.compile(r"\bdocs/([a-z_]+)\.md\b")
-CITED_SECTION = re.compile(r"\bdocs/([a-z_]+)\.md\s+§(\d+)")
-CITED_INVARIANT = re.compile(r"\bdocs/architecture\.md\s+invariant\s+(\d+)")
+CITED_SECTION = re.compile(r"\bdocs/([a-z_]+)\.md`?\s+§(\d+)")
+CITED_INVARIANT = re.compile(r"\bdocs/architecture\.md`?\s+invariant\s+(\d+)",
+                             re.IGNORECASE)
 # The outside documents by name, spelled in pieces so that this file does not cite them itself.
 # Identifiers such as `SPEC_JSON` are not citations (the underscore is a word character).
 OUTSIDE = re.compile(r"\b(?:" + "SP" "EC" + "|" + "DES" "IGN" + "|" + "LIBRAR" "IES" + r")\b"
