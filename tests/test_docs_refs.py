@@ -19,7 +19,7 @@ CITED_SECTION = re.compile(r"\bdocs/([a-z_]+)\.md`?\s+§(\d+)")
 CITED_INVARIANT = re.compile(r"\bdocs/architecture\.md`?\s+invariant\s+(\d+)",
                              re.IGNORECASE)
 # The outside documents by name, spelled in pieces so that this file does not cite them itself.
-# Identifiers such as `SPEC_JSON` are not citations (the underscore is a word character).
+# A word joined to an underscore (a test constant's name) is no citation: `\b` sees none there.
 OUTSIDE = re.compile(r"\b(?:" + "SP" "EC" + "|" + "DES" "IGN" + "|" + "LIBRAR" "IES" + r")\b"
                      + "|/work/" + "shared")
 
