@@ -4,7 +4,7 @@ The daemon runs as `hwc-gateway serve` in its own process (as systemd runs it), 
 gateway state, with real SMTP on both sides and a real SQLite file. The fault-injection switch
 (`gateway.core.faults`, env HWC_GATEWAY_CRASH_AT) makes it SIGKILL itself at a named point; the test
 itself kills it with SIGKILL while submissions or a delivery are in flight. After each restart
-the invariants of DESIGN.md must hold: what got a 250 is delivered (1), at most once per school
+docs/architecture.md's invariants must hold: what got a 250 is delivered (1), at most once a school
 except for a resend after an unrecorded remote 250, which carries the same Message-ID (2), and
 the receipt chain still verifies. Parking is tested in-process with the `harness`.
 """

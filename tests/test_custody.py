@@ -1,6 +1,6 @@
 """Custody of keys/: modes after `keys init`, refusals to start, and the gateway key's passphrase.
 
-SPEC §6: directories under keys/ are 0700 and files 0600; `check-config` and `serve` refuse to
+docs/protocol.md §14: keys/ directories are 0700, files 0600; `check-config` and `serve` refuse to
 start while secret material is readable by others. The gateway's secret key is unprotected only
 where the config says so (`allow_no_passphrase = true`); otherwise its passphrase comes from
 `[keys] passphrase_file` or `$CREDENTIALS_DIRECTORY/gateway-passphrase` (systemd

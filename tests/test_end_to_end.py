@@ -268,7 +268,7 @@ async def test_receipts_hold_no_personal_data_and_find_by_pseudonym(harness: Har
     assert {"resolved", "held"} & {r["event"] for r in found}
 
 
-# -- every rejection class of SPEC §2 ---------------------------------------------------------
+# -- every rejection class of docs/protocol.md §5 --------------------------------------------------
 
 
 async def test_wrong_credentials_get_535(harness: Harness) -> None:

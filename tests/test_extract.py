@@ -121,7 +121,7 @@ def json_child(**child: object) -> bytes:
 
 
 def test_json_spec_example_with_siblings() -> None:
-    """The SPEC §2 JSON example gives two children with their BSN and school hint."""
+    """The docs/protocol.md §4 JSON example gives two children with their BSN and school hint."""
     assert signal(json_leaf(SPEC_JSON)) == SPEC_SIGNAL
 
 

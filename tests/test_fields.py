@@ -31,7 +31,7 @@ from gateway.core.fields import (
     ],
 )
 def test_parse_date_accepts_dutch_and_iso_forms(text: str, expected: dt.date) -> None:
-    """Every date form SPEC §2 lists parses to the same calendar date."""
+    """Every date form docs/protocol.md §4 lists parses to the same calendar date."""
     assert parse_date(text) == expected
 
 

@@ -1,7 +1,7 @@
 """Hostile input over the real wire: forged PGP/MIME built with the gpg command line, and SMTP
 protocol attacks on a raw socket, against a complete running gateway.
 
-Each forged message gets exactly the reply SPEC §2 gives its class, a reply text without a
+Each forgery gets exactly the reply docs/protocol.md §5 gives its class, a reply text without a
 name, birth date or BSN, and nothing reaches a school. The forgeries are made once per module
 (gpg is slow); every test gets a fresh gateway.
 """

@@ -415,7 +415,7 @@ def notice_text(harness: Harness, school: str) -> str:
 
 
 def notice_lines(children: Sequence[Child], ref: str, first: int = 1) -> list[str]:
-    """SPEC §4: the codeword, then per child its name, birth date and child reference."""
+    """docs/protocol.md §8: the codeword, then per child name, birth date and child reference."""
     lines = ["Handle with Care", ""]
     for number, child in enumerate(children, start=first):
         lines += [f"Naam: {child.name}", f"Geboortedatum: {child.birth:%d-%m-%Y}", "",

@@ -1,6 +1,6 @@
 """Pinning a school's or a sender's key: what every import checks, and what it never does.
 
-DESIGN invariant 6 and SPEC §6: the key imported is the one whose primary fingerprint equals the
+docs/protocol.md §14: the key imported is the one whose primary fingerprint equals the
 one given (full fingerprint, any common spelling); it is neither expired nor revoked; it can do
 its job (a school key encrypts, a sender key signs); it is not bound by self-signatures over
 a weak hash (SHA-1 and the like), nor does `keys update` bring such self-signatures in; nothing

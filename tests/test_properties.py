@@ -56,7 +56,7 @@ TODAY = dt.date(2026, 3, 2)
 PUPIL_MAX_AGE_YEARS = 25
 NAME_MAX = 200
 
-# SPEC §2, the reply table: the one reply code per refusal class.
+# docs/protocol.md §5, the reply table: the one reply code per refusal class.
 SPEC_REPLY = {
     RejectClass.NOT_ENCRYPTED: "554 5.7.5",
     RejectClass.BAD_SIGNATURE: "554 5.7.7",
@@ -175,7 +175,7 @@ def _random_case(draw: st.DrawFn, text: str) -> str:
 
 @st.composite
 def codewords(draw: st.DrawFn) -> str:
-    """The codeword in any case and spacing SPEC allows."""
+    """The codeword in any case and spacing docs/protocol.md §4 allows."""
     first, second, third = _CODEWORD_WORDS
     return _random_case(draw, first + draw(_GAP) + second + draw(_GAP) + third)
 
@@ -323,7 +323,7 @@ _COLON = st.sampled_from((":", ": ", " : ", ":\t", ":   "))
 
 
 def label(draw: st.DrawFn, field: str) -> str:
-    """`Label: ` for a field, in any spelling and case SPEC allows."""
+    """`Label: ` for a field, in any spelling and case docs/protocol.md §4 allows."""
     return _random_case(draw, draw(_SPELLING[field])) + draw(_COLON)
 
 
@@ -873,7 +873,7 @@ def check_signed_parts(case: tuple[bytes, bytes | None]) -> None:
 
 
 def check_rejection_reply(rejection: Rejection) -> None:
-    """Every refusal is one 55x reply line with SPEC's enhanced code and no CR or LF."""
+    """Every refusal is one 55x line with its enhanced code (docs/protocol.md §5), no CR or LF."""
     reply = rejection_reply(rejection)
     code = SPEC_REPLY[rejection.kind]
     assert re.match(r"55[0-9] 5\.[0-9]{1,3}\.[0-9]{1,3}( |$)", reply), reply
@@ -1093,7 +1093,7 @@ def test_signed_parts_never_raises(case: tuple[bytes, bytes | None]) -> None:
 @SETTINGS
 @given(_REJECTIONS)
 def test_rejection_reply_is_one_spec_line(rejection: Rejection) -> None:
-    """rejection_reply of any Rejection is one line starting with SPEC's 55x and 5.x.x codes."""
+    """Any Rejection's reply is one line starting with its 55x and 5.x.x (docs/protocol.md §5)."""
     check_rejection_reply(rejection)
 
 

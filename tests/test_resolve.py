@@ -1,4 +1,4 @@
-"""Routing rules (SPEC §3): the register first, the sender's hint last, and a hold on any doubt."""
+"""Routing (docs/protocol.md §7): the register first, the sender's hint last, a hold on doubt."""
 
 from __future__ import annotations
 

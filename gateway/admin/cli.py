@@ -1,4 +1,4 @@
-"""`hwc-gateway [--config PATH] VERB ...`: the one command (SPEC §7).
+"""`hwc-gateway [--config PATH] VERB ...`: the one command (docs/protocol.md §15).
 
 Parses arguments, loads the config, opens the context, calls the verb in `admin` (or the daemon,
 or the demo) and prints. Exit 0 on success, 1 on a refused operation with a one-line reason, 2 on

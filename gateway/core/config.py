@@ -1,6 +1,6 @@
 """Configuration: `config.toml` parsed once into frozen dataclasses.
 
-Takes the path of a TOML file; produces a `Config`. Validation is strict (SPEC §8): an unknown key,
+Takes a TOML path; produces a `Config`. Validation is strict (docs/protocol.md §16): an unknown key,
 a missing required key or a value of the wrong type or shape is a `ConfigError` listing every
 problem with its key path, so `check-config` can report them all at once. Relative paths are
 resolved against the directory of the config file, never the working directory.
@@ -319,7 +319,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
     if delivery.retry_max_seconds < delivery.retry_min_seconds:
         r.problems.append("delivery.retry_max_seconds: must not be below retry_min_seconds")
     if not delivery.require_tls:
-        # SPEC §4: never plaintext. The key exists so that the file says so explicitly.
+        # Never plaintext (docs/protocol.md §9); the key exists so that the file says so.
         r.problems.append("delivery.require_tls: must be true (notices never travel without TLS)")
 
     st = r.section(doc, "storage", StorageSection)

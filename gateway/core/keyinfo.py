@@ -4,7 +4,7 @@ Takes the dictionaries python-gnupg's `list_keys` returns (gpg's colon listing);
 `KeyInfo` values. gpg's own capability field (upper-case letters = usable by the whole key, at
 the time of listing) and validity field ('e' expired, 'r' revoked, 'i' invalid, 'd' disabled)
 are the source; the expiry time is re-checked against `now` so that a cached listing cannot
-keep an expired key alive (DESIGN invariant 6).
+keep an expired key alive (docs/architecture.md invariant 6).
 """
 
 from __future__ import annotations

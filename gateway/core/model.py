@@ -43,7 +43,7 @@ class Signal:
 
 
 class RejectClass(Enum):
-    """Why a message was refused; each maps to exactly one SMTP reply (SPEC §2)."""
+    """Why a message was refused; each maps to exactly one SMTP reply (docs/protocol.md §5)."""
 
     NOT_ENCRYPTED = "not_encrypted"  # 554 5.7.5
     BAD_SIGNATURE = "bad_signature"  # 554 5.7.7
@@ -77,7 +77,7 @@ class Pupil:
 
 @dataclass(frozen=True)
 class Routed:
-    """The child goes to this school; `rule` says which SPEC §3 rule decided it."""
+    """The child goes to this school; `rule` says which rule of docs/protocol.md §7 decided it."""
 
     school: str
     rule: str

@@ -6,7 +6,7 @@ Produces: a `NameKey` (given-name tokens, surname tokens, normalised), a yes/no 
 canonical text of the whole name for the receipts' keyed pseudonym.
 Fails: never raises on odd input; a name it cannot read (no given name, only initials, more than
 one comma) simply matches nothing. A "no" here means the child is held for a person, which is
-always safe; a wrong "yes" would misroute a child (DESIGN invariant 5), so every rule errs
+always safe; a wrong "yes" misroutes a child (docs/architecture.md invariant 5), so every rule errs
 towards "no".
 Trusts: nothing about its input; pure, no I/O.
 

@@ -1,4 +1,4 @@
-"""Which school a child goes to: SPEC §3's rules over the register and the directory.
+"""Which school a child goes to: the rules of docs/protocol.md §7 over register and directory.
 
 Takes: one `Child` from a signal, the register pupil carrying the child's BSN (if any), every
 register pupil born on the child's birth date, and the school directory (vestigingscode →
@@ -6,7 +6,7 @@ register pupil born on the child's birth date, and the school directory (vestigi
 Produces: `Routed(school, rule)` with rule "bsn", "name" or "hint", or `Held(reason)` where the
 reason is one of the fixed `HELD_*` texts below (never personal data: it goes into receipts).
 Fails: never on data; whatever is unclear or contradictory is held, because a misrouted signal is
-worse than a held one (DESIGN invariant 5). A `by_bsn` pupil whose BSN is not the child's is a
+worse than a held one (docs/architecture.md invariant 5). A `by_bsn` pupil with another BSN is a
 caller bug and raises ValueError.
 Trusts: that the child's fields were validated by extract (BSN eleven-test, hint normalised) and
 that `same_birthdate` comes from the same register snapshot as `by_bsn`.
@@ -60,7 +60,7 @@ def resolve_child(
     same_birthdate: Sequence[Pupil],
     directory: Mapping[str, School],
 ) -> Decision:
-    """The school for `child` by SPEC §3 rules 1-3, or why it must wait for an administrator."""
+    """The school for `child` by rules 1-3 of docs/protocol.md §7, or why a person must decide."""
     if by_bsn is not None and (child.bsn is None or by_bsn.bsn != child.bsn):
         raise ValueError("by_bsn is not the register pupil with the child's BSN")
     hint = child.school_hint.strip().upper() if child.school_hint else None
@@ -137,6 +137,6 @@ def _reachable(code: str, rule: str, directory: Mapping[str, School]) -> Decisio
     if school is None:
         return Held(HELD_NOT_IN_DIRECTORY, school=code)
     if school.usable_contacts <= 0:
-        # Never plaintext (SPEC §4): the child waits until the school has a key.
+        # Never plaintext (docs/protocol.md §8): the child waits until the school has a key.
         return Held(HELD_NO_USABLE_KEY, school=code)
     return Routed(school=code, rule=rule)

@@ -1,4 +1,4 @@
-"""Custody of the secret material under `keys/` (SPEC §6).
+"""Custody of the secret material under `keys/` (docs/protocol.md §14).
 
 Takes the config; produces the gateway key's passphrase (or None where the config explicitly
 allows an unprotected key) and the list of custody problems: a directory under `keys/` that

@@ -29,7 +29,7 @@ import gnupg
 
 from gateway.observe.metrics import GPG_SECONDS
 
-# gpg must never look a key up anywhere (LIBRARIES.md: an unknown e-mail recipient triggers WKD).
+# gpg must never look a key up anywhere (docs/libraries.md §2: an unknown recipient triggers WKD).
 # `--trust-model always` because trust comes from our own pinning by full fingerprint, not from
 # the web of trust; gpg still refuses expired and revoked keys under it.
 SAFE_OPTIONS = [
@@ -219,7 +219,7 @@ class Gpg:
 
 
 def _check_fingerprints(fprs: Sequence[str]) -> None:
-    """Keys are always chosen by full fingerprint (DESIGN invariant 6)."""
+    """Keys are always chosen by full fingerprint (docs/architecture.md invariant 6)."""
     for fpr in fprs:
         if not is_fingerprint(fpr):
             raise GpgError("not a full fingerprint")

@@ -8,7 +8,7 @@ before MAIL) is not the school refusing the notice: it is temporary, and its rea
 the administrator must fix (`FIXES`). STARTTLS is required and the server's certificate is verified
 against the configured CA bundle or the system store; a server that offers no STARTTLS, or a
 certificate that does not verify, is a temporary failure and is never answered by sending in
-plaintext (aiosmtplib's `start_tls=None` would silently do that: LIBRARIES.md).
+plaintext (aiosmtplib's `start_tls=None` would silently do that: docs/libraries.md §4).
 It trusts nothing the server says beyond the reply code.
 """
 

@@ -3,7 +3,7 @@
 Takes the children routed to one school from one signal (name, birth date, child reference),
 the school's contact addresses and pinned fingerprints, and the gateway's signing fingerprint;
 produces the complete RFC 3156 message as bytes, ready to send. The notice is composed from
-the fields alone, never from the sender's message, so nothing else can travel along (SPEC §4).
+the fields alone, never from the sender's message: nothing else travels along (docs/protocol.md §8).
 Fails with `GpgError` when gpg refuses a key (expired, revoked, unusable): the caller holds
 the children; there is never a plaintext fallback. The plaintext exists only in memory.
 
@@ -58,7 +58,7 @@ ACK_TEXT = ("Wilt u laten weten dat u dit bericht gelezen hebt? Stuur dan een e-
 
 def notice_body(children: Sequence[NoticeChild], teacher_text: str,
                 ack_to: str | None = None) -> str:
-    """The text a school contact reads (SPEC §4): codeword, then per child its three lines;
+    """What a school contact reads (docs/protocol.md §8): codeword, then per child its three lines;
     with `ack_to`, the request to acknowledge to that address."""
     lines = [CODEWORD, ""]
     for child in children:
@@ -155,7 +155,7 @@ async def seal_notice(gpg: Gpg, children: Sequence[NoticeChild], *, sender: str,
                       recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
                       message_id: str, teacher_text: str, now: dt.datetime,
                       ack_to: str | None = None) -> bytes:
-    """One school's notice (SPEC §4); with `ack_to`, it asks for a reply to that address, in
+    """One school's notice (docs/protocol.md §8); with `ack_to`, it asks for a reply there, in
     the protected Reply-To and in the body, never outside."""
     return await seal_text(gpg, notice_body(children, teacher_text, ack_to),
                            subject=INNER_SUBJECT, sender=sender, recipients=recipients,

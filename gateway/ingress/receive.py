@@ -1,14 +1,14 @@
 """The receive stage: the SMTP listener senders submit signals to.
 
 Takes SMTP sessions on the daemon's own event loop (aiosmtpd, not its threaded Controller);
-produces stored signals via `intake.accept` and exactly the replies of SPEC §2. STARTTLS is
+produces stored signals (`intake.accept`) and exactly the replies of docs/protocol.md §5. STARTTLS:
 required before AUTH and MAIL (unless the config says otherwise); AUTH PLAIN/LOGIN checks a
 registered sender's scrypt hash off the event loop; RCPT takes only the gateway's address;
 MAIL FROM is checked against the sender's allowed addresses. Every reply is decided before the
 reply to the final dot, and 250 only after the signal's transaction committed.
 Any failure of our own is `451 4.3.0` with nothing internal in it (`handle_exception`).
 
-Limits of our own where aiosmtpd has none (LIBRARIES.md): one line without CRLF is buffered
+Limits of our own where aiosmtpd has none (docs/libraries.md §3): one line without CRLF is buffered
 only up to the message size, the rest is discarded and the message answered 552; sessions are
 capped in total and per client address (421 4.7.0); an idle client is told 421 before it is
 cut off, and so is a session past its whole lifetime (`max_session_seconds`) or one that has not
@@ -83,7 +83,7 @@ MAX_FOREIGN_RECIPIENTS = 10
 UNKNOWN_LOGIN = "(unknown)"
 MAX_SHARED = 10_000  # lockouts remembered as written down, before the ended ones are dropped
 
-# aiosmtpd's own wording lacks the enhanced status codes SPEC §2 promises senders' MTAs.
+# aiosmtpd's own wording lacks the enhanced status codes docs/protocol.md §5 promises senders' MTAs.
 _REWRITE = {
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
     "552 Error: Too much mail data": "552 5.3.4 Message too large",
@@ -167,7 +167,7 @@ class AckEnvelope(Envelope):
 
 
 class GatewaySMTP(SMTP):
-    """aiosmtpd with asynchronous password checks, limits, and SPEC's reply wording."""
+    """aiosmtpd with async password checks, limits, and the replies of docs/protocol.md §5."""
 
     def __init__(self, handler: IntakeHandler, **kwargs: Any) -> None:
         super().__init__(handler, authenticator=self._defer_authentication, **kwargs)
@@ -622,7 +622,7 @@ class IntakeHandler:
         return "250 2.0.0 Acknowledgement recorded, thank you"
 
     async def handle_exception(self, error: Exception) -> str:
-        # Always a string: returning None leaves the client without a reply (LIBRARIES.md).
+        # Always a string: returning None leaves the client without a reply (docs/libraries.md §3).
         log.error("session.failed", **safe_exception(error))
         return TEMPORARY_FAILURE
 

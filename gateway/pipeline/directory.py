@@ -4,7 +4,7 @@ Takes the store and the gpg adapter; produces an immutable `Snapshot`, rebuilt w
 command line changes something (the store's directory version moves) and at least every few
 minutes (a key can expire while nothing else changes). Each contact key and sender key is
 checked with gpg's own listing: a key that is expired, revoked or cannot do its job is left
-out, so nothing downstream can pick it (DESIGN invariant 6). `unpinned` applies the same rule
+out: nothing downstream can pick it (docs/architecture.md invariant 6). `unpinned` applies this rule
 to a notice sealed earlier, just before it goes out: one made for a contact or key that is no
 longer pinned and usable is not sent (gateway.service.runner supersedes it).
 """

@@ -3,11 +3,11 @@
 Takes: the exact bytes of the MIME entity that `open` decrypted and whose signature it verified
 (a header block, a blank line, a body; LF or CRLF). The caller has already bounded its size.
 Produces: a `Signal` with the codeword checked, the sender's reference, and per child the name,
-birth date and optional BSN and school hint (SPEC §2, JSON or labelled text); nothing else of the
+birth date, optional BSN and school hint (docs/protocol.md §4, JSON or text); nothing else of the
 message (headers, incident details, other parts, unknown keys and lines) leaves this function.
 Fails: never raises. Anything not a valid signal is `Rejection(INVALID_SIGNAL, detail)`; the
 detail goes back to the sender in the SMTP reply, so it names a field and a 1-based child number
-in fixed ASCII and never carries a value from the message (DESIGN invariant 4).
+in fixed ASCII and never carries a value from the message (docs/architecture.md invariant 4).
 Trusts: that `open` checked who sent it; nothing about its shape.
 """
 
@@ -32,7 +32,7 @@ PUPIL_MAX_AGE_YEARS = 25
 
 _REFERENCE = re.compile(r"[A-Za-z0-9._/-]{1,64}")
 
-# Labels as SPEC §2 lists them, casefolded with inner whitespace collapsed.
+# Labels as docs/protocol.md §4 lists them, casefolded with inner whitespace collapsed.
 _LABELS = {
     "codewoord": "codeword",
     "codeword": "codeword",

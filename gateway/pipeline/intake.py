@@ -4,7 +4,7 @@ Takes the raw message of an authenticated sender; runs open (decrypt + verify), 
 minimise), the replay check and resolve (per child, against the register and directory); then
 stores the signal, its children (their data sealed in the vault) and the receipts in one
 transaction. Produces `Accepted` only after that transaction committed: the receive stage says
-250 on nothing less (DESIGN invariant 1). Refusals are `Rejection`s for the SMTP reply; any
+250 on nothing less (docs/architecture.md invariant 1). Refusals are `Rejection`s for the reply; any
 other failure propagates and becomes a 451 there.
 
 The same signal again (same sender and signed content, or same sender and Message-ID, within

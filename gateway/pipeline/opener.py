@@ -5,7 +5,7 @@ produces `Opened` (the exact bytes of the signed inner MIME entity and the signe
 fingerprint) or a `Rejection` (NOT_ENCRYPTED → 554 5.7.5, BAD_SIGNATURE → 554 5.7.7, a
 plaintext past gpg's `--max-output` bound → TOO_LARGE, 552 5.3.4). A signature counts only when
 its hash is SHA-256 or stronger.
-It trusts gpg's status lines, not python-gnupg's summary fields (LIBRARIES.md: `fingerprint`
+It trusts gpg's status lines, not python-gnupg's summaries (docs/libraries.md §1: `fingerprint`
 is set even for a bad signature and shows only the last of several), and nothing in the
 message itself: a Content-Type is a claim, a user ID is a claim, only a fingerprint is a fact.
 

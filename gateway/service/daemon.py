@@ -7,8 +7,8 @@ are told 421 4.3.2 and closed), the runner ends its step, the store is closed, t
 the gateway's GnuPG home is stopped, and the process exits 0. SIGHUP re-reads the config file
 and applies what can change while running (saying what needs a restart), and re-reads the
 directory and keys. systemd is told READY, STOPPING and, while the runner's loops make progress,
-WATCHDOG (sd_notify). Notices left waiting by a crash are picked up on start (DESIGN invariant
-1). A listener that cannot bind (the port in use, a port below 1024 without the capability) is
+WATCHDOG (sd_notify). Notices left waiting by a crash are picked up on start (docs/architecture.md
+invariant 1). A listener that cannot bind (port in use, a port below 1024 without the capability) is
 a `StartError`: one line.
 """
 

@@ -1,4 +1,4 @@
-"""Retention: what the gateway forgets, and when (SPEC §8 `[retention]`).
+"""Retention: what the gateway forgets, and when (docs/protocol.md §16 `[retention]`).
 
 Takes a `Context` and `now`; deletes receipts older than `receipts_days` (the chain then starts at
 a recorded anchor, so `receipts verify` still proves the rest), drops children held longer than

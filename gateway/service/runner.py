@@ -11,7 +11,7 @@ replaced, revoked, expired) never goes out; it is superseded and its children ar
 
 State lives only in the store: a notice is claimed with a lease, so after a crash a stale lease
 simply expires and the notice is tried again, with the same bytes and the same Message-ID
-(DESIGN invariant 2). Nothing is deleted on error; one failing notice never stops the others.
+(docs/architecture.md invariant 2). Nothing is deleted on error; one failing notice stops no other.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Takes plain values (strings, ints, bytes: personal data only ever as vault blobs or keyed
 digests); produces rows as small dataclasses or dicts. One SQLite file in WAL mode with
 `synchronous=FULL`, so a committed transaction survives power loss: the receive stage answers
-250 only after `commit` returns (DESIGN invariant 1). Writers take `BEGIN IMMEDIATE`, so the
+250 only after `commit` returns (docs/architecture.md invariant 1). Writers `BEGIN IMMEDIATE`: the
 daemon and the command line can both write; SQLite serialises them and `busy_timeout` waits.
 
 Receipts are appended in the same transaction as the state change they record, chained by an
