@@ -155,9 +155,11 @@ async def test_seal_fails_with_seal_error(harness: Harness) -> None:
     ctx = harness.ctx
     child = [NoticeChild("Sanne de Vries", dt.date(2017, 4, 12), "VT-1-1")]
     missing = (ContactEntry(SCHOOL_A, CONTACT_A, "F" * 40),)
+    before = ctx.snapshot
     with pytest.raises(SealError):
         await CHANNEL.seal(ctx, SCHOOL_A, missing, child, ctx.clock())
-    assert ctx.snapshot.signing_key == harness.gateway_fpr, "the directory was reloaded"
+    assert ctx.snapshot is not before, "the directory is reloaded for the retry"
+    assert ctx.snapshot.signing_key == harness.gateway_fpr
     ctx.snapshot = dataclasses.replace(ctx.snapshot, signing_key=None)
     contacts = (ContactEntry(SCHOOL_A, CONTACT_A, harness.ids.school_a.fingerprint),)
     with pytest.raises(SealError, match=HELD_NO_SIGNING_KEY):
