@@ -420,7 +420,7 @@ async def test_child_held_for_a_school_without_key_is_released_when_it_has_one(
 
 async def test_unexpected_error_is_451_without_internals(harness: Harness) -> None:
     """handle_exception answers 451 4.3.0 and the reply holds nothing of the error."""
-    from gateway.ingress.receive import IntakeHandler
+    from gateway.ingress.handler import IntakeHandler
     reply = await IntakeHandler(harness.ctx).handle_exception(KeyError("Sanne de Vries"))
     assert reply.startswith("451 4.3.0") and "Sanne" not in reply and "KeyError" not in reply
 

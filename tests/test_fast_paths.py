@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from gateway.ingress.receive import GatewaySMTP, plain_path
+from gateway.ingress.session import GatewaySMTP
+from gateway.ingress.wire import plain_path
 from gateway.pipeline.intake import message_id_of
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "hwc-gateway-hypothesis")

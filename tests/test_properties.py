@@ -31,7 +31,8 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from gateway.core.model import CODEWORD, Child, RejectClass, Rejection, Signal
 from gateway.crypto.gpg import GpgResult
 from gateway.delivery.seal import ack_address, new_ack_token
-from gateway.ingress.receive import ack_token, automatic_reply, rejection_reply
+from gateway.ingress.acks import ack_token, automatic_reply
+from gateway.ingress.replies import rejection_reply
 from gateway.pipeline import extract, opener
 from gateway.pipeline.extract import parse_signal
 

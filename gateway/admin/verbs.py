@@ -354,7 +354,7 @@ async def _sender_key_warning(ctx: Context, name: str) -> str:
 
 async def senders_unlock(ctx: Context, name: str) -> str:
     """Lift the AUTH lockout of a sender's login, and of the client addresses it was refused
-    at: the running daemon lets them go at its next AUTH attempt (`receive`)."""
+    at: the running daemon lets them go at its next AUTH attempt (`ingress.auth`)."""
     if name not in {r["name"] for r in await ctx.store.senders()}:
         raise Refused(f"there is no sender {name}")
     now = ctx.clock()

@@ -23,7 +23,8 @@ from typing import Any
 
 from gateway.core.config import Config, ConfigError, HostPort, load_config
 from gateway.crypto.keyadmin import stop_agent
-from gateway.ingress.receive import IntakeHandler, start_listener
+from gateway.ingress.handler import IntakeHandler
+from gateway.ingress.listener import start_listener
 from gateway.observe import metrics
 from gateway.observe.logs import get_logger
 from gateway.observe.sdnotify import notify

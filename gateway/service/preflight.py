@@ -27,7 +27,7 @@ from gateway.service import statelock
 from gateway.store.chainkey import RECEIPTS_KEY
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
-IDENT = "hwc-gateway"  # the SMTP greeting's last word (receive.start_listener)
+IDENT = "hwc-gateway"  # the SMTP greeting's last word (ingress.listener.start_listener)
 
 
 @dataclass
