@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opener_helpers import PAYLOAD
 
 from gateway.admin import verbs as admin
 from gateway.admin.cli import main
@@ -37,6 +38,7 @@ from gateway.devkit.demokit import (
     build_signal,
     read_notice,
     school_ca,
+    signed_multipart,
     submit,
 )
 from gateway.observe.logs import configure
@@ -342,3 +344,10 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 def cfg(template: Template, tmp_path: Path) -> str:
     """A copy of the onboarded gateway state; its config file's path."""
     return str(copy_gateway_state(template, tmp_path).path)
+
+
+@pytest.fixture(scope="module")
+def signed(identities: Identities) -> bytes:
+    """A real RFC 3156 §5 multipart/signed over PAYLOAD (tests/opener_helpers.py) by the sender:
+    the tests of the multipart/signed split and of gpg verifying it share it."""
+    return signed_multipart(PAYLOAD, identities.sender)
