@@ -5,8 +5,9 @@
 Runs every property in `PROPERTIES` of tests/property_checks.py (the same strategies and checks
 that tests/test_properties_*.py run in `make test`, a hundred or so examples each) in
 round-robin batches of fresh hypothesis runs, each with its own seed, until every property has
-run N examples (default 20,000) or S seconds (default: no limit) are spent. Prints per property the examples run, the
-failures and the time; exits 1 on any failure, after printing the shrunk falsifying example.
+run N examples (default 20,000) or S seconds (default: no limit) are spent. Prints per property
+the examples run, the failures and the time; exits 1 on any failure, after printing the shrunk
+falsifying example.
 Nothing is written to the repository: no example database, and hypothesis's own cache goes to
 the temporary directory.
 """
