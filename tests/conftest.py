@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from opener_helpers import PAYLOAD
@@ -45,6 +45,9 @@ from gateway.observe.logs import configure
 from gateway.pipeline.context import Context, open_context
 from gateway.service import runner
 from gateway.service.daemon import Daemon
+
+if TYPE_CHECKING:
+    from forgeries import Forge
 
 # As `hwc-gateway` does: files the tests' gateways and their gpg write are the owner's alone.
 os.umask(0o077)
@@ -351,3 +354,19 @@ def signed(identities: Identities) -> bytes:
     """A real RFC 3156 §5 multipart/signed over PAYLOAD (tests/opener_helpers.py) by the sender:
     the tests of the multipart/signed split and of gpg verifying it share it."""
     return signed_multipart(PAYLOAD, identities.sender)
+
+
+@pytest.fixture(scope="session")
+def forge(identities: Identities, template: Template,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forge]:
+    """Every forgery of the hostile tests, built once (sync: the harness is per test and async)."""
+    # Imported here: the forgery modules import this one for its names and identities.
+    from forged_messages import build_forge
+    from forgeries import workshop
+
+    w = workshop(identities, template, tmp_path_factory.mktemp("hostile"))
+    f = build_forge(w)
+    try:
+        yield f
+    finally:
+        w.stop_agents()
