@@ -336,6 +336,11 @@ async def harness_factory(identities: Identities, template: Template,
             await stop_harness(h)
 
 
+def csv_bytes(*lines: str, encoding: str = "utf-8") -> bytes:
+    """An administrator's CSV file: the lines with CRLF, in `encoding`."""
+    return ("\r\n".join(lines) + "\r\n").encode(encoding)
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """The command line as an administrator runs it: exit code, stdout, stderr."""
     code = main(list(args))
