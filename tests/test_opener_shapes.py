@@ -8,10 +8,7 @@ from hostile import crlf
 from opener_helpers import PAYLOAD
 
 from gateway.core.model import RejectClass, Rejection
-from gateway.pipeline.opener import (
-    encrypted_payload,
-    signed_parts,
-)
+from gateway.pipeline.opener import encrypted_payload, signed_parts
 
 # -- the RFC 3156 shapes --------------------------------------------------------------------------
 

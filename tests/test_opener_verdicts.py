@@ -8,11 +8,7 @@ from opener_helpers import WEAK_HASH
 
 from gateway.core.model import RejectClass, Rejection
 from gateway.crypto.gpg import GpgResult
-from gateway.pipeline.opener import (
-    decryption_verdict,
-    plaintext_verdict,
-    signature_verdict,
-)
+from gateway.pipeline.opener import decryption_verdict, plaintext_verdict, signature_verdict
 
 PRIMARY = "A1" * 20
 SUBKEY = "B2" * 20

@@ -9,12 +9,7 @@ from pinned_helpers import _bad, _mixed_with
 
 from gateway.core.mimelimits import parse_mime
 from gateway.core.model import RejectClass, Rejection
-from gateway.pipeline.opener import (
-    _contains_encrypted,
-    _structure,
-    encrypted_payload,
-    signed_parts,
-)
+from gateway.pipeline.opener import _contains_encrypted, _structure, encrypted_payload, signed_parts
 
 # -- opener: the structural limits at their edges ------------------------------------------------
 
