@@ -34,7 +34,8 @@ lint: $(STAMP)
 demo: check-gpg $(STAMP)
 	$(BIN)/hwc-gateway demo
 
-# The property tests of tests/test_properties.py with many more examples (FUZZ_SECONDS of work).
+# The properties of tests/property_checks.py (run by tests/test_properties_*.py) with many more
+# examples (FUZZ_SECONDS of work).
 FUZZ_SECONDS ?= 300
 fuzz: $(STAMP)
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)

@@ -1,12 +1,13 @@
-"""The long fuzz run: the properties of tests/test_properties.py with many more examples.
+"""The long fuzz run: the properties of the property tests with many more examples.
 
     python fuzz/run.py [--examples N] [--seconds S] [--seed SEED] [--only NAME]
 
-Runs every property in `test_properties.PROPERTIES` (the same strategies and checks as
-`make test`, which runs a hundred or so examples each) in round-robin batches of fresh
-hypothesis runs, each with its own seed, until every property has run N examples (default
-20,000) or S seconds (default: no limit) are spent. Prints per property the examples run, the
-failures and the time; exits 1 on any failure, after printing the shrunk falsifying example.
+Runs every property in `PROPERTIES` of tests/property_checks.py (the same strategies and checks
+that tests/test_properties_*.py run in `make test`, a hundred or so examples each) in
+round-robin batches of fresh hypothesis runs, each with its own seed, until every property has
+run N examples (default 20,000) or S seconds (default: no limit) are spent. Prints per property
+the examples run, the failures and the time; exits 1 on any failure, after printing the shrunk
+falsifying example.
 Nothing is written to the repository: no example database, and hypothesis's own cache goes to
 the temporary directory.
 """
@@ -59,14 +60,16 @@ class Outcome:
 
 
 def load_properties() -> Sequence[PropertyLike]:
-    """PROPERTIES from tests/test_properties.py (tests/ is not a package, so load it by path)."""
+    """PROPERTIES from tests/property_checks.py (tests/ is not a package, so load it by path;
+    its strategy modules beside it are imported by their names, as pytest imports them)."""
     sys.path.insert(0, str(ROOT))
-    path = ROOT / "tests" / "test_properties.py"
-    spec = importlib.util.spec_from_file_location("test_properties", path)
+    sys.path.insert(0, str(ROOT / "tests"))
+    path = ROOT / "tests" / "property_checks.py"
+    spec = importlib.util.spec_from_file_location("property_checks", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["test_properties"] = module
+    sys.modules["property_checks"] = module
     spec.loader.exec_module(module)
     properties: Sequence[PropertyLike] = module.PROPERTIES
     return properties

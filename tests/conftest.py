@@ -19,9 +19,10 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from opener_helpers import PAYLOAD
 
 from gateway.admin import verbs as admin
 from gateway.admin.cli import main
@@ -37,12 +38,16 @@ from gateway.devkit.demokit import (
     build_signal,
     read_notice,
     school_ca,
+    signed_multipart,
     submit,
 )
 from gateway.observe.logs import configure
 from gateway.pipeline.context import Context, open_context
 from gateway.service import runner
 from gateway.service.daemon import Daemon
+
+if TYPE_CHECKING:
+    from forgeries import Forge
 
 # As `hwc-gateway` does: files the tests' gateways and their gpg write are the owner's alone.
 os.umask(0o077)
@@ -331,6 +336,11 @@ async def harness_factory(identities: Identities, template: Template,
             await stop_harness(h)
 
 
+def csv_bytes(*lines: str, encoding: str = "utf-8") -> bytes:
+    """An administrator's CSV file: the lines with CRLF, in `encoding`."""
+    return ("\r\n".join(lines) + "\r\n").encode(encoding)
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """The command line as an administrator runs it: exit code, stdout, stderr."""
     code = main(list(args))
@@ -342,3 +352,26 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 def cfg(template: Template, tmp_path: Path) -> str:
     """A copy of the onboarded gateway state; its config file's path."""
     return str(copy_gateway_state(template, tmp_path).path)
+
+
+@pytest.fixture(scope="module")
+def signed(identities: Identities) -> bytes:
+    """A real RFC 3156 §5 multipart/signed over PAYLOAD (tests/opener_helpers.py) by the sender:
+    the tests of the multipart/signed split and of gpg verifying it share it."""
+    return signed_multipart(PAYLOAD, identities.sender)
+
+
+@pytest.fixture(scope="session")
+def forge(identities: Identities, template: Template,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forge]:
+    """Every forgery of the hostile tests, built once (sync: the harness is per test and async)."""
+    # Imported here: the forgery modules import this one for its names and identities.
+    from forged_messages import build_forge
+    from forgeries import workshop
+
+    w = workshop(identities, template, tmp_path_factory.mktemp("hostile"))
+    f = build_forge(w)
+    try:
+        yield f
+    finally:
+        w.stop_agents()

@@ -18,7 +18,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from gateway.core.mimelimits import parse_mime, plain_header_text
 
-# As in test_properties: hypothesis's Unicode tables stay out of the repository.
+# As in tests/strategies.py: hypothesis's Unicode tables stay out of the repository.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "hwc-gateway-hypothesis")
 
 SETTINGS = settings(max_examples=300, deadline=None, database=None,
