@@ -205,6 +205,23 @@ def test_bad_addresses_are_reported(tmp_path: Path) -> None:
                         'alerts.address: must be an e-mail address or ""']
 
 
+def test_an_address_with_a_comma_is_reported(tmp_path: Path) -> None:
+    """`a,b@x.nl` is refused as gateway.address and alerts.address, as `schools add --email`
+    refuses it (core.validate.is_address): a comma makes two addresses in a header field."""
+    problems = problems_of(tmp_path, '[gateway]\naddress = "leerplicht,x@hwc.example.nl"\n'
+                           '[alerts]\naddress = "ops,x@example.nl"\n')
+    assert problems == ["gateway.address: must be an e-mail address like name@example.nl",
+                        'alerts.address: must be an e-mail address or ""']
+
+
+def test_a_port_of_other_digits_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    """A port written with a superscript or Arabic-Indic digit is reported like any bad port
+    (`h:²5` was a ValueError traceback, `h:٢٥` was read as port 25)."""
+    for port in ("²5", "٢٥"):
+        problems = problems_of(tmp_path, MINIMAL + f'[smtp]\nlisten = "h:{port}"\n')
+        assert problems == ['smtp.listen: must be "host:port"']
+
+
 def test_several_problems_are_reported_at_once(tmp_path: Path) -> None:
     """One ConfigError lists every problem in the file, not just the first."""
     problems = problems_of(tmp_path, """

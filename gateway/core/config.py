@@ -18,6 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.core.validate import HostPort as HostPort
+from gateway.core.validate import is_address, parse_hostport
+
 DEFAULT_TEACHER_TEXT = (
     "Dit kind heeft een ingrijpende gebeurtenis meegemaakt. U hoeft niets te vragen of te doen;\n"
     "wees er vandaag extra voor het kind en zorg voor een veilige, voorspelbare dag.\n"
@@ -31,15 +34,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-@dataclass(frozen=True)
-class HostPort:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -193,13 +187,10 @@ class _Reader:
         return p if p.is_absolute() else (self.base / p).resolve()
 
     def hostport(self, text: str, path: str) -> HostPort | None:
-        host, sep, port = text.rpartition(":")
-        # An IPv6 address must be bracketed ("[::1]:25"), or its last group reads as a port.
-        bad_v6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
-        if not sep or not host or bad_v6 or not port.isdigit() or not 0 < int(port) < 65536:
+        parsed = parse_hostport(text)
+        if parsed is None:
             self.problems.append(f"{path}: must be \"host:port\"")
-            return None
-        return HostPort(host.strip("[]"), int(port))
+        return parsed
 
 
 def _loopback(host: str) -> bool:
@@ -214,9 +205,7 @@ def _positive(value: int) -> str | None:
 
 
 def _address(value: str) -> str | None:
-    local, at, domain = value.partition("@")
-    ok = at and local and "." in domain and not any(c in value for c in " <>\r\n\t")
-    return None if ok else "must be an e-mail address like name@example.nl"
+    return None if is_address(value) else "must be an e-mail address like name@example.nl"
 
 
 def _timezone(value: str) -> str | None:
