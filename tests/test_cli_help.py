@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.admin.cli import build_parser
+from gateway.admin.handlers import HANDLERS
 
 PINNED = Path(__file__).with_name("cli_help.txt")
 
@@ -37,6 +38,19 @@ def test_help_of_every_verb_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> Non
     """Every `--help` the command line prints is byte for byte the pinned text."""
     monkeypatch.setenv("COLUMNS", "100")
     assert every_help() == PINNED.read_text(encoding="utf-8")
+
+
+def test_every_verb_and_action_has_a_handler() -> None:
+    """Each (verb, action) the parser accepts has one handler in the table, and the table has
+    none the parser cannot reach; serve, check-config, demo and `keys init` run without one."""
+    parsed = set()
+    for p in _parsers(build_parser()):
+        words = p.prog.split()[1:]
+        if len(words) == 2 or (len(words) == 1 and not any(
+                isinstance(a, argparse._SubParsersAction) for a in p._actions)):
+            parsed.add((words[0], words[1] if len(words) == 2 else None))
+    without = {("serve", None), ("check-config", None), ("demo", None), ("keys", "init")}
+    assert set(HANDLERS) == parsed - without
 
 
 if __name__ == "__main__":
