@@ -132,6 +132,30 @@ def test_schools_and_pupils_import(capsys: pytest.CaptureFixture[str], cfg: str,
     assert school["contacts"][0]["usable"] and school["route"] == "127.0.0.1:2626"
 
 
+def test_an_unbracketed_ipv6_route_is_refused(capsys: pytest.CaptureFixture[str], cfg: str,
+                                              identities: Identities, tmp_path: Path) -> None:
+    """`--route ::1:25` (which colon ends the address?) is refused with one line, exit 1, as
+    the config file refuses it (core.validate.parse_hostport)."""
+    key = tmp_path / "key.asc"
+    key.write_bytes(identities.school_a.public_key())
+    code, _, err = run(capsys, "--config", cfg, "schools", "add", SCHOOL_A, "--email", CONTACT_A,
+                       "--key", str(key), "--fingerprint", identities.school_a.fingerprint,
+                       "--route", "::1:25")
+    assert code == 1 and err == "hwc-gateway: --route must be HOST:PORT\n"
+
+
+def test_a_contact_address_with_a_tab_is_refused(capsys: pytest.CaptureFixture[str], cfg: str,
+                                                 identities: Identities, tmp_path: Path) -> None:
+    """`--email` with a tab is refused with one line, exit 1, as the config file refuses it
+    (core.validate.is_address)."""
+    key = tmp_path / "key.asc"
+    key.write_bytes(identities.school_a.public_key())
+    code, _, err = run(capsys, "--config", cfg, "schools", "add", SCHOOL_A, "--email",
+                       "hwc\t@regenboog.example.nl", "--key", str(key),
+                       "--fingerprint", identities.school_a.fingerprint)
+    assert code == 1 and "is not an e-mail address" in err and err.count("\n") == 1
+
+
 def test_receipts_verify_and_status(capsys: pytest.CaptureFixture[str], cfg: str) -> None:
     """receipts verify passes on a fresh log; status reports the listener down (exit 1)."""
     code, out, _ = run(capsys, "--config", cfg, "receipts", "verify")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import socket
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from gateway.admin.cli import main
 from gateway.core.config import (
     DEFAULT_TEACHER_TEXT,
+    Config,
     ConfigError,
     HostPort,
     config_warnings,
@@ -79,6 +81,20 @@ def test_minimal_config_gets_every_default(tmp_path: Path) -> None:
     assert config.delivery.give_up_after_hours == 48
     assert config.retention.receipts_days == 730
     assert config.alerts.address == ""
+
+
+def test_an_absent_key_takes_its_dataclass_default(tmp_path: Path) -> None:
+    """The dataclasses' defaults are the only ones: each key absent from a minimal file takes
+    its field's default, a relative path resolved against the config file's directory."""
+    config = load_config(write(tmp_path, MINIMAL))
+    for section in dataclasses.fields(Config)[1:]:
+        for f in dataclasses.fields(getattr(config, section.name)):
+            default = (f.default if f.default is not dataclasses.MISSING
+                       else f.default_factory() if f.default_factory is not dataclasses.MISSING
+                       else getattr(getattr(config, section.name), f.name))
+            if isinstance(default, Path):
+                default = (tmp_path / default).resolve()
+            assert getattr(getattr(config, section.name), f.name) == default, f.name
 
 
 def test_missing_gateway_address_is_reported(tmp_path: Path) -> None:
@@ -203,6 +219,23 @@ def test_bad_addresses_are_reported(tmp_path: Path) -> None:
                            '[alerts]\naddress = "Ops <ops@example.nl>"\n')
     assert problems == ["gateway.address: must be an e-mail address like name@example.nl",
                         'alerts.address: must be an e-mail address or ""']
+
+
+def test_an_address_with_a_comma_is_reported(tmp_path: Path) -> None:
+    """`a,b@x.nl` is refused as gateway.address and alerts.address, as `schools add --email`
+    refuses it (core.validate.is_address): a comma makes two addresses in a header field."""
+    problems = problems_of(tmp_path, '[gateway]\naddress = "leerplicht,x@hwc.example.nl"\n'
+                           '[alerts]\naddress = "ops,x@example.nl"\n')
+    assert problems == ["gateway.address: must be an e-mail address like name@example.nl",
+                        'alerts.address: must be an e-mail address or ""']
+
+
+def test_a_port_of_other_digits_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    """A port written with a superscript or Arabic-Indic digit is reported like any bad port
+    (`h:²5` was a ValueError traceback, `h:٢٥` was read as port 25)."""
+    for port in ("²5", "٢٥"):
+        problems = problems_of(tmp_path, MINIMAL + f'[smtp]\nlisten = "h:{port}"\n')
+        assert problems == ['smtp.listen: must be "host:port"']
 
 
 def test_several_problems_are_reported_at_once(tmp_path: Path) -> None:

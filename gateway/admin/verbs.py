@@ -33,8 +33,14 @@ from gateway.core.model import Child
 from gateway.core.names import names_match, pseudonym_text
 from gateway.core.schedule import deadline, time_left
 from gateway.core.timetext import local_time_text
+from gateway.core.validate import (
+    is_address,
+    normalise_cert_fingerprint,
+    normalise_fingerprint,
+    parse_hostport,
+)
 from gateway.crypto.custody import CustodyError, read_passphrase
-from gateway.crypto.gpg import Gpg, normalise_fingerprint
+from gateway.crypto.gpg import Gpg
 from gateway.crypto.keyadmin import (
     KeyRefused,
     delete_secret_key,
@@ -89,11 +95,6 @@ def operator_text(uid: int, environ: Mapping[str, str],
 
 def _operator() -> str:
     return operator_text(os.getuid(), os.environ, _user_name)
-
-
-def _address_ok(address: str) -> bool:
-    local, at, domain = address.partition("@")
-    return bool(at and local and "." in domain and not any(c in address for c in " <>,\r\n"))
 
 
 # -- keys init --------------------------------------------------------------------------------
@@ -283,13 +284,6 @@ async def keys_pin_alerts(ctx: Context, data: bytes) -> str:
 
 # -- senders ----------------------------------------------------------------------------------
 
-def normalise_cert_fingerprint(text: str) -> str | None:
-    """A SHA-256 certificate fingerprint as `openssl x509 -fingerprint -sha256` prints it."""
-    cleaned = text.replace(":", "").replace(" ", "").upper()
-    return cleaned if len(cleaned) == 64 and all(c in "0123456789ABCDEF" for c in cleaned) \
-        else None
-
-
 async def senders_add(ctx: Context, name: str, key_data: bytes, fingerprint: str,
                       password: str | None, allow_from: list[str],
                       client_certs: list[str] | None = None, status_mail: bool = True) -> str:
@@ -302,7 +296,7 @@ async def senders_add(ctx: Context, name: str, key_data: bytes, fingerprint: str
         raise Refused("a sender needs a password or a client certificate")
     if password is not None and len(password) < 12:
         raise Refused("the password must be at least 12 characters")
-    bad = [a for a in allow_from if not _address_ok(a)]
+    bad = [a for a in allow_from if not is_address(a)]
     if bad:
         raise Refused(f"--allow-from {bad[0]!r} is not an e-mail address")
     if name in (await ctx.refresh()).senders:
@@ -444,9 +438,9 @@ async def schools_import_duo(ctx: Context, data: bytes, accept_refused: bool = F
 async def schools_add(ctx: Context, code: str, name: str | None, email: str, key_data: bytes,
                       fingerprint: str, route: str | None) -> str:
     code = _school_code(code)
-    if not _address_ok(email):
+    if not is_address(email):
         raise Refused(f"--email {email!r} is not an e-mail address")
-    if route is not None and not _route_ok(route):
+    if route is not None and parse_hostport(route) is None:
         raise Refused("--route must be HOST:PORT")
     existing = await ctx.store.school(code)
     if existing is None and not name:
@@ -488,7 +482,7 @@ async def schools_set_contact(ctx: Context, code: str, email: str, new_email: st
     address is superseded before its next attempt and sealed again for the new one."""
     code = _school_code(code)
     old, new = email.lower(), new_email.lower()
-    if not _address_ok(new):
+    if not is_address(new):
         raise Refused(f"--new-email {new_email!r} is not an e-mail address")
     contacts = {c["email"] for c in await ctx.store.contacts(code)}
     if old not in contacts:
@@ -545,11 +539,6 @@ async def schools_list(ctx: Context) -> list[dict[str, Any]]:
                            "usable": c["email"] in usable}
                           for c in contacts if c["school"] == r["code"]]}
             for r in await ctx.store.schools()]
-
-
-def _route_ok(route: str) -> bool:
-    host, _, port = route.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 # -- pupils -----------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ import datetime as dt
 import ipaddress
 import socket
 import tomllib
-import zoneinfo
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from gateway.core.configread import Table, date_ranges, is_loopback, positive, timezone_problem
+from gateway.core.validate import HostPort as HostPort
+from gateway.core.validate import is_address
 
 DEFAULT_TEACHER_TEXT = (
     "Dit kind heeft een ingrijpende gebeurtenis meegemaakt. U hoeft niets te vragen of te doen;\n"
@@ -34,28 +36,25 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
-class HostPort:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
 class GatewaySection:
     address: str
     teacher_text: str = DEFAULT_TEACHER_TEXT
 
 
+# The defaults of the dataclasses here are the only ones: a key absent from the file takes its
+# field's default (`gateway.core.configread.Table`); a relative path among them is resolved
+# against the config file's directory, as one written in the file is.
+_LISTEN = HostPort("127.0.0.1", 2525)
+
+
 @dataclass(frozen=True)
 class SmtpSection:
-    listen: HostPort
-    tls_cert: Path
-    tls_key: Path
+    listen: HostPort = _LISTEN
+    tls_cert: Path = Path("keys/tls/server.pem")
+    tls_key: Path = Path("keys/tls/server.key")
     # The SMTP greeting and EHLO reply of the listener, and the EHLO name given to every
     # school server and relay. Default: this host's fully qualified name (issue 12).
-    hostname: str = field(default_factory=socket.getfqdn)
+    hostname: str = field(default_factory=lambda: socket.getfqdn())  # looked up when read
     require_tls: bool = True
     max_message_bytes: int = 1048576
     timeout_seconds: int = 60
@@ -82,12 +81,12 @@ class DeliverySection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    path: Path
+    path: Path = Path("var/hwc-gateway.sqlite3")
 
 
 @dataclass(frozen=True)
 class KeysSection:
-    dir: Path
+    dir: Path = Path("keys")
     gpg_binary: str = "gpg"
     gpg_timeout_seconds: int = 30
     passphrase_file: Path | None = None
@@ -143,104 +142,96 @@ class Config:
         return self.keys.dir / "secrets"
 
 
-T = TypeVar("T")
-
-
-class _Reader:
-    """Collects problems instead of stopping at the first, so an operator fixes them in one go."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.problems: list[str] = []
-
-    def section(self, doc: dict[str, Any], name: str, cls: type[Any]) -> dict[str, Any]:
-        raw = doc.get(name, {})
-        if not isinstance(raw, dict):
-            self.problems.append(f"{name}: must be a table")
-            return {}
-        allowed = {f.name for f in fields(cls)}
-        for key in raw:
-            if key not in allowed:
-                self.problems.append(f"{name}.{key}: unknown key")
-        return raw
-
-    def get(
-        self,
-        table: dict[str, Any],
-        path: str,
-        kind: type[T],
-        default: T | None = None,
-        check: Callable[[T], str | None] | None = None,
-    ) -> T:
-        key = path.rsplit(".", 1)[-1]
-        if key not in table:
-            if default is None:
-                self.problems.append(f"{path}: missing")
-            return default  # type: ignore[return-value]
-        value = table[key]
-        # bool is an int in Python; a TOML `true` where a number belongs is a mistake.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.problems.append(f"{path}: must be {kind.__name__}, got {type(value).__name__}")
-            return default  # type: ignore[return-value]
-        if check is not None:
-            problem = check(value)
-            if problem:
-                self.problems.append(f"{path}: {problem}")
-        return value
-
-    def path(self, text: str) -> Path:
-        p = Path(text)
-        return p if p.is_absolute() else (self.base / p).resolve()
-
-    def hostport(self, text: str, path: str) -> HostPort | None:
-        host, sep, port = text.rpartition(":")
-        # An IPv6 address must be bracketed ("[::1]:25"), or its last group reads as a port.
-        bad_v6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
-        if not sep or not host or bad_v6 or not port.isdigit() or not 0 < int(port) < 65536:
-            self.problems.append(f"{path}: must be \"host:port\"")
-            return None
-        return HostPort(host.strip("[]"), int(port))
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def _positive(value: int) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
 def _address(value: str) -> str | None:
-    local, at, domain = value.partition("@")
-    ok = at and local and "." in domain and not any(c in value for c in " <>\r\n\t")
-    return None if ok else "must be an e-mail address like name@example.nl"
+    return None if is_address(value) else "must be an e-mail address like name@example.nl"
 
 
-def _timezone(value: str) -> str | None:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return "unknown time zone"
-    return None
+def _gateway(t: Table) -> GatewaySection:
+    return GatewaySection(address=t.value("address", str, _address),
+                          teacher_text=t.value("teacher_text", str))
+
+
+def _smtp(t: Table) -> SmtpSection:
+    smtp = SmtpSection(
+        listen=t.hostport("listen"),
+        tls_cert=t.path("tls_cert"),
+        tls_key=t.path("tls_key"),
+        hostname=t.value("hostname", str) or t.default("hostname"),
+        require_tls=t.value("require_tls", bool),
+        max_message_bytes=t.value("max_message_bytes", int, positive),
+        timeout_seconds=t.value("timeout_seconds", int, positive),
+        max_sessions=t.value("max_sessions", int, positive),
+        max_sessions_per_client=t.value("max_sessions_per_client", int, positive),
+        shutdown_grace_seconds=t.value("shutdown_grace_seconds", int, positive),
+        max_session_seconds=t.value("max_session_seconds", int, positive),
+        max_stalling_commands=t.value("max_stalling_commands", int, positive),
+        max_refusals_per_client=t.value("max_refusals_per_client", int, positive),
+        refusal_block_seconds=t.value("refusal_block_seconds", int, positive),
+        client_ca_file=t.path("client_ca_file"),
+    )
+    if smtp.max_session_seconds < smtp.timeout_seconds:
+        # One DATA may take timeout_seconds: a shorter lifetime would cut every slow one.
+        t.problem("max_session_seconds", "must not be below timeout_seconds")
+    return smtp
+
+
+def _delivery(t: Table) -> DeliverySection:
+    delivery = DeliverySection(
+        relay=t.hostport("relay"),
+        ca_file=t.path("ca_file"),
+        require_tls=t.value("require_tls", bool),
+        retry_min_seconds=t.value("retry_min_seconds", int, positive),
+        retry_max_seconds=t.value("retry_max_seconds", int, positive),
+        give_up_after_hours=t.value("give_up_after_hours", int, positive),
+        timeout_seconds=t.value("timeout_seconds", int, positive),
+    )
+    if delivery.retry_max_seconds < delivery.retry_min_seconds:
+        t.problem("retry_max_seconds", "must not be below retry_min_seconds")
+    if not delivery.require_tls:
+        # Notices never travel in plaintext (README.md, SECURITY.md); the key exists so that
+        # the file says so explicitly.
+        t.problem("require_tls", "must be true (notices never travel without TLS)")
+    return delivery
+
+
+def _keys(t: Table) -> KeysSection:
+    return KeysSection(dir=t.path("dir"), gpg_binary=t.value("gpg_binary", str),
+                       gpg_timeout_seconds=t.value("gpg_timeout_seconds", int, positive),
+                       passphrase_file=t.path("passphrase_file"),
+                       allow_no_passphrase=t.value("allow_no_passphrase", bool))
+
+
+def _schedule(t: Table) -> ScheduleSection:
+    start = t.parsed("school_day_start", dt.time.fromisoformat, 'must be "HH:MM"')
+    holidays = date_ranges(t.value("holidays", list), "schedule.holidays", t.problems)
+    holidays_file = t.path("holidays_file")
+    region = t.value("region", str)
+    if holidays_file is not None:
+        holidays += _regional_holidays(holidays_file, region, t.problems)
+    elif region:
+        t.problem("region", "only meaningful with schedule.holidays_file")
+    return ScheduleSection(timezone=t.value("timezone", str, timezone_problem),
+                           school_day_start=start,
+                           escalate_before_minutes=t.value("escalate_before_minutes", int),
+                           holidays=tuple(holidays), holidays_file=holidays_file, region=region)
+
+
+def _alerts(t: Table) -> AlertsSection:
+    alerts = AlertsSection(address=t.value("address", str), key=t.value("key", str))
+    if alerts.address and not is_address(alerts.address):
+        t.problem("address", 'must be an e-mail address or ""')
+    return alerts
+
+
+def _metrics(t: Table) -> MetricsSection:
+    metrics = MetricsSection(listen=t.hostport("listen"))
+    if metrics.listen is not None and not is_loopback(metrics.listen.host):
+        # The endpoint has no authentication: it must not be reachable from the network.
+        t.problem("listen", "must be a loopback address (127.0.0.1 or [::1])")
+    return metrics
 
 
 REGIONS = ("noord", "midden", "zuid")
-
-
-def _date_ranges(items: list[Any], path: str, problems: list[str]) -> list[tuple[dt.date, dt.date]]:
-    ranges = []
-    for i, item in enumerate(items):
-        try:
-            first, last = (dt.date.fromisoformat(x) for x in item)
-            if last < first:
-                raise ValueError
-            ranges.append((first, last))
-        except (TypeError, ValueError):
-            problems.append(f"{path}[{i}]: must be [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]")
-    return ranges
 
 
 def _regional_holidays(path: Path, region: str, problems: list[str]) -> list[tuple[dt.date,
@@ -261,130 +252,35 @@ def _regional_holidays(path: Path, region: str, problems: list[str]) -> list[tup
         if not isinstance(section, dict) or not isinstance(section.get("holidays", []), list):
             problems.append(f"schedule.holidays_file: [{table}] must hold holidays = [...]")
             continue
-        ranges += _date_ranges(section.get("holidays", []),
-                               f"schedule.holidays_file {table}.holidays", problems)
+        ranges += date_ranges(section.get("holidays", []),
+                              f"schedule.holidays_file {table}.holidays", problems)
     return ranges
 
 
 def parse_config(doc: dict[str, Any], path: Path) -> Config:
-    """Validate a parsed TOML document; raise ConfigError listing every problem."""
-    r = _Reader(path.parent)
+    """Validate a parsed TOML document; raise ConfigError listing every problem (in the order of
+    the sections and keys below, each section's unknown keys first)."""
+    problems: list[str] = []
     for key in doc:
         if key not in {f.name for f in fields(Config)} - {"path"}:
-            r.problems.append(f"{key}: unknown section")
+            problems.append(f"{key}: unknown section")
 
-    g = r.section(doc, "gateway", GatewaySection)
-    gateway = GatewaySection(
-        address=r.get(g, "gateway.address", str, check=_address),
-        teacher_text=r.get(g, "gateway.teacher_text", str, DEFAULT_TEACHER_TEXT),
-    )
+    def table(name: str, cls: type[Any]) -> Table:
+        return Table(doc, name, cls, path.parent, problems)
 
-    s = r.section(doc, "smtp", SmtpSection)
-    listen = r.hostport(r.get(s, "smtp.listen", str, "127.0.0.1:2525"), "smtp.listen")
-    smtp = SmtpSection(
-        listen=listen or HostPort("127.0.0.1", 2525),
-        tls_cert=r.path(r.get(s, "smtp.tls_cert", str, "keys/tls/server.pem")),
-        tls_key=r.path(r.get(s, "smtp.tls_key", str, "keys/tls/server.key")),
-        hostname=r.get(s, "smtp.hostname", str, "") or socket.getfqdn(),
-        require_tls=r.get(s, "smtp.require_tls", bool, True),
-        max_message_bytes=r.get(s, "smtp.max_message_bytes", int, 1048576, _positive),
-        timeout_seconds=r.get(s, "smtp.timeout_seconds", int, 60, _positive),
-        max_sessions=r.get(s, "smtp.max_sessions", int, 100, _positive),
-        max_sessions_per_client=r.get(s, "smtp.max_sessions_per_client", int, 10, _positive),
-        shutdown_grace_seconds=r.get(s, "smtp.shutdown_grace_seconds", int, 30, _positive),
-        max_session_seconds=r.get(s, "smtp.max_session_seconds", int, 600, _positive),
-        max_stalling_commands=r.get(s, "smtp.max_stalling_commands", int, 10, _positive),
-        max_refusals_per_client=r.get(s, "smtp.max_refusals_per_client", int, 10, _positive),
-        refusal_block_seconds=r.get(s, "smtp.refusal_block_seconds", int, 900, _positive),
-        client_ca_file=(r.path(client_ca) if (client_ca := r.get(s, "smtp.client_ca_file", str, ""))
-                        else None),
-    )
-
-    if smtp.max_session_seconds < smtp.timeout_seconds:
-        # One DATA may take timeout_seconds: a shorter lifetime would cut every slow one.
-        r.problems.append("smtp.max_session_seconds: must not be below timeout_seconds")
-
-    d = r.section(doc, "delivery", DeliverySection)
-    relay_text = r.get(d, "delivery.relay", str, "")
-    ca_text = r.get(d, "delivery.ca_file", str, "")
-    delivery = DeliverySection(
-        relay=r.hostport(relay_text, "delivery.relay") if relay_text else None,
-        ca_file=r.path(ca_text) if ca_text else None,
-        require_tls=r.get(d, "delivery.require_tls", bool, True),
-        retry_min_seconds=r.get(d, "delivery.retry_min_seconds", int, 60, _positive),
-        retry_max_seconds=r.get(d, "delivery.retry_max_seconds", int, 1800, _positive),
-        give_up_after_hours=r.get(d, "delivery.give_up_after_hours", int, 48, _positive),
-        timeout_seconds=r.get(d, "delivery.timeout_seconds", int, 60, _positive),
-    )
-    if delivery.retry_max_seconds < delivery.retry_min_seconds:
-        r.problems.append("delivery.retry_max_seconds: must not be below retry_min_seconds")
-    if not delivery.require_tls:
-        # Never plaintext (docs/protocol.md §9); the key exists so that the file says so.
-        r.problems.append("delivery.require_tls: must be true (notices never travel without TLS)")
-
-    st = r.section(doc, "storage", StorageSection)
-    storage = StorageSection(path=r.path(r.get(st, "storage.path", str, "var/hwc-gateway.sqlite3")))
-
-    k = r.section(doc, "keys", KeysSection)
-    keys = KeysSection(
-        dir=r.path(r.get(k, "keys.dir", str, "keys")),
-        gpg_binary=r.get(k, "keys.gpg_binary", str, "gpg"),
-        gpg_timeout_seconds=r.get(k, "keys.gpg_timeout_seconds", int, 30, _positive),
-        passphrase_file=(r.path(pf) if (pf := r.get(k, "keys.passphrase_file", str, ""))
-                         else None),
-        allow_no_passphrase=r.get(k, "keys.allow_no_passphrase", bool, False),
-    )
-
-    sc = r.section(doc, "schedule", ScheduleSection)
-    start_text = r.get(sc, "schedule.school_day_start", str, "08:30")
-    try:
-        start = dt.time.fromisoformat(start_text)
-    except ValueError:
-        r.problems.append('schedule.school_day_start: must be "HH:MM"')
-        start = dt.time(8, 30)
-    holidays = _date_ranges(r.get(sc, "schedule.holidays", list, []), "schedule.holidays",
-                            r.problems)
-    file_text = r.get(sc, "schedule.holidays_file", str, "")
-    region = r.get(sc, "schedule.region", str, "")
-    holidays_file = r.path(file_text) if file_text else None
-    if holidays_file is not None:
-        holidays += _regional_holidays(holidays_file, region, r.problems)
-    elif region:
-        r.problems.append("schedule.region: only meaningful with schedule.holidays_file")
-    schedule = ScheduleSection(
-        timezone=r.get(sc, "schedule.timezone", str, "Europe/Amsterdam", _timezone),
-        school_day_start=start,
-        escalate_before_minutes=r.get(sc, "schedule.escalate_before_minutes", int, 60),
-        holidays=tuple(holidays),
-        holidays_file=holidays_file,
-        region=region,
-    )
-
-    a = r.section(doc, "alerts", AlertsSection)
-    alerts = AlertsSection(
-        address=r.get(a, "alerts.address", str, ""),
-        key=r.get(a, "alerts.key", str, ""),
-    )
-    if alerts.address and _address(alerts.address):
-        r.problems.append("alerts.address: must be an e-mail address or \"\"")
-
-    rt = r.section(doc, "retention", RetentionSection)
-    retention = RetentionSection(
-        receipts_days=r.get(rt, "retention.receipts_days", int, 730, _positive),
-        held_days=r.get(rt, "retention.held_days", int, 14, _positive),
-    )
-
-    m = r.section(doc, "metrics", MetricsSection)
-    metrics_text = r.get(m, "metrics.listen", str, "")
-    metrics = MetricsSection(
-        listen=r.hostport(metrics_text, "metrics.listen") if metrics_text else None
-    )
-    if metrics.listen is not None and not _loopback(metrics.listen.host):
-        # The endpoint has no authentication: it must not be reachable from the network.
-        r.problems.append("metrics.listen: must be a loopback address (127.0.0.1 or [::1])")
-
-    if r.problems:
-        raise ConfigError(r.problems)
+    gateway = _gateway(table("gateway", GatewaySection))
+    smtp = _smtp(table("smtp", SmtpSection))
+    delivery = _delivery(table("delivery", DeliverySection))
+    storage = StorageSection(path=table("storage", StorageSection).path("path"))
+    keys = _keys(table("keys", KeysSection))
+    schedule = _schedule(table("schedule", ScheduleSection))
+    alerts = _alerts(table("alerts", AlertsSection))
+    rt = table("retention", RetentionSection)
+    retention = RetentionSection(receipts_days=rt.value("receipts_days", int, positive),
+                                 held_days=rt.value("held_days", int, positive))
+    metrics = _metrics(table("metrics", MetricsSection))
+    if problems:
+        raise ConfigError(problems)
     return Config(path, gateway, smtp, delivery, storage, keys, schedule, alerts, retention,
                   metrics)
 

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import gnupg
 
+from gateway.core.validate import is_fingerprint
 from gateway.observe.metrics import GPG_SECONDS
 
 # gpg must never look a key up anywhere (docs/libraries.md §2: an unknown recipient triggers WKD).
@@ -219,22 +220,10 @@ class Gpg:
 
 
 def _check_fingerprints(fprs: Sequence[str]) -> None:
-    """Keys are always chosen by full fingerprint (docs/architecture.md invariant 6)."""
+    """Keys are always chosen by full fingerprint (`gateway.core.validate.is_fingerprint`)."""
     for fpr in fprs:
         if not is_fingerprint(fpr):
             raise GpgError("not a full fingerprint")
-
-
-def is_fingerprint(text: str) -> bool:
-    """A v4 (40 hex) or v5 (64 hex) fingerprint, upper case, nothing else."""
-    return len(text) in (40, 64) and all(c in "0123456789ABCDEF" for c in text)
-
-
-def normalise_fingerprint(text: str) -> str | None:
-    """Accept the common spellings (spaces, lower case, 0x prefix); None if not a fingerprint."""
-    cleaned = text.replace(" ", "").replace(":", "").upper()
-    cleaned = cleaned.removeprefix("0X")
-    return cleaned if is_fingerprint(cleaned) else None
 
 
 @contextlib.contextmanager

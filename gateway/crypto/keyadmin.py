@@ -26,7 +26,8 @@ from gateway.core.keyinfo import (
     self_signatures_in_use,
     weak_hashes,
 )
-from gateway.crypto.gpg import NO_PROMPT, SAFE_OPTIONS, Gpg, normalise_fingerprint
+from gateway.core.validate import normalise_fingerprint
+from gateway.crypto.gpg import NO_PROMPT, SAFE_OPTIONS, Gpg
 
 
 class KeyRefused(Exception):

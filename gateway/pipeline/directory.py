@@ -16,9 +16,9 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.config import HostPort
 from gateway.core.keyinfo import KeyInfo, key_info
 from gateway.core.model import Contact, School, Sender
+from gateway.core.validate import HostPort, parse_hostport
 from gateway.crypto.gpg import Gpg
 from gateway.store.db import Store, from_iso
 
@@ -39,10 +39,8 @@ class Snapshot:
 
 
 def parse_route(text: str | None) -> HostPort | None:
-    if not text:
-        return None
-    host, _, port = text.rpartition(":")
-    return HostPort(host.strip("[]"), int(port)) if host and port.isdigit() else None
+    """A school's stored route (`schools add --route`, checked by the same parser), or None."""
+    return parse_hostport(text) if text else None
 
 
 def key_infos(gpg: Gpg, fingerprints: list[str], secret: bool = False) -> dict[str, KeyInfo]:
