@@ -241,7 +241,7 @@ class Harness:
         return [(*read_notice(item, school), item) for item in self.inboxes[code].received]
 
     async def receipts(self) -> list[Any]:
-        return await self.ctx.store.receipts()
+        return await self.ctx.store.receipts.all()
 
 
 async def onboard(ctx: Context, ids: Identities, ports: dict[str, int],

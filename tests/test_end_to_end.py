@@ -114,7 +114,7 @@ async def test_held_child_is_routed_by_hand(harness: Harness) -> None:
     assert "Naam: Noor Bakker" in text
     events = _events(await harness.receipts())
     assert "held" in events and "held.shown" in events and "routed_by_hand" in events
-    row = await harness.ctx.store.child(ref, 1)
+    row = await harness.ctx.store.children.get(ref, 1)
     assert row is not None and row["state"] == "delivered" and row["blob"] is None
 
 
@@ -123,7 +123,7 @@ async def test_held_child_dropped_is_erased(harness: Harness) -> None:
     payload = json_payload([{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}])
     ref = (await harness.send(harness.signal(payload))).text.rsplit(" ", 1)[1]
     await admin.held_drop(harness.ctx, f"{ref}-1", "not a pupil in this municipality")
-    row = await harness.ctx.store.child(ref, 1)
+    row = await harness.ctx.store.children.get(ref, 1)
     assert row is not None and row["state"] == "dropped" and row["blob"] is None
 
 
@@ -414,7 +414,7 @@ async def test_child_held_for_a_school_without_key_is_released_when_it_has_one(
     assert "Naam: Noor Bakker" in text and item.rcpt_tos == ["hwc@jozef.example.nl"]
     assert "released" in _events(await harness.receipts())
     assert await admin.held_list(harness.ctx) == []
-    row = await harness.ctx.store.child(ref, 1)
+    row = await harness.ctx.store.children.get(ref, 1)
     assert row is not None and row["state"] == "delivered"
 
 
@@ -553,8 +553,11 @@ async def test_ack_token_of_an_earlier_notice_is_still_taken(harness: Harness) -
     """A token stored before the address moved inside (notices already sent) still acknowledges."""
     ref, _ = await _notice_ack(harness)
     token = "q" * 26
-    async with harness.ctx.store.transaction() as tx:
+
+    async def body(tx: Tx) -> None:
         await tx.execute("UPDATE notices SET ack_digest = ? WHERE ref = ?",
                          (harness.ctx.vault.digest("ack", token), ref))
+
+    await harness.ctx.store.write(body)
     replies = await _ack_session(harness, [f"ack+{token}@hwc.example.nl"])
     assert replies[-1][0] == 250 and await _acknowledged(harness, ref)

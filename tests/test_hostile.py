@@ -334,8 +334,11 @@ async def refuse(h: Harness, forge: Forge, name: str) -> Reply:
 async def pin_sender_key(h: Harness, public: bytes, fpr: str) -> None:
     """What `senders add-key` would do, minus its checks: import the key and pin it."""
     h.ctx.gpg.call_sync(lambda g: g.import_keys(public))
-    async with h.ctx.store.transaction() as tx:
-        await tx.add_sender_key(SENDER, fpr, h.ctx.clock())
+
+    async def body(tx: Tx) -> None:
+        await tx.directory.add_sender_key(SENDER, fpr, h.ctx.clock())
+
+    await h.ctx.store.write(body)
     await h.ctx.refresh(force=True)
 
 

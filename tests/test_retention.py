@@ -45,7 +45,7 @@ async def test_held_child_expires_after_held_days(harness: Harness) -> None:
     harness.clock.advance(days=2)
     report = await retention.purge(harness.ctx, harness.clock())
     assert report.expired == [f"{held_ref}-1"]
-    row = await harness.ctx.store.child(held_ref, 1)
+    row = await harness.ctx.store.children.get(held_ref, 1)
     assert row is not None and row["state"] == "dropped" and row["blob"] is None
     assert "expired" in [r.event for r in await harness.receipts()]
 

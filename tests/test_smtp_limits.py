@@ -427,9 +427,12 @@ async def test_ack_lookup_uses_an_index_on_an_upgraded_database(tmp_path: Path) 
         statements: list[str] = []
         await store.db.set_trace_callback(statements.append)
         known = f"{1:064d}"
-        assert not await store.ack_pending("f" * 64) and await store.ack_pending(known)
-        async with store.transaction() as tx:
-            assert await tx.acknowledge(known, dt.datetime.now(dt.UTC)) is not None
+        assert not await store.notices.ack_pending("f" * 64) and await store.notices.ack_pending(known)
+
+        async def body(tx: Tx) -> None:
+            assert await tx.notices.acknowledge(known, dt.datetime.now(dt.UTC)) is not None
+
+        await store.write(body)
         await store.db.set_trace_callback(None)  # type: ignore[arg-type]
         lookups = [s for s in statements if "WHERE ack_digest" in s and "notices" in s]
         assert len(lookups) == 3, statements

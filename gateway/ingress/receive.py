@@ -46,6 +46,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from gateway.core.model import RejectClass, Rejection
+from gateway.core.records import NoticeRecord
 from gateway.crypto.gpg import GpgError
 from gateway.crypto.passwords import VerifiedCache, check_password, hash_password
 from gateway.ingress.throttle import (
@@ -59,7 +60,7 @@ from gateway.observe import metrics
 from gateway.observe.logs import get_logger, safe_exception
 from gateway.pipeline.context import Context
 from gateway.pipeline.intake import Accepted, accept
-from gateway.store.db import Tx
+from gateway.store.api import Tx
 
 log = get_logger("receive")
 
@@ -460,7 +461,7 @@ class IntakeHandler:
     async def take_unlocks(self) -> bool:
         """Let go of the lockouts `senders unlock` lifted; True when there were any. Asked only
         while refusing, so a login that is not locked out costs no look-up."""
-        if not await self.ctx.store.lockouts_lifted():
+        if not await self.ctx.store.lockouts.any_lifted():
             return False
         lifted = await self.ctx.store.write(_take_lifted)
         for scope, subject in lifted:
@@ -559,7 +560,7 @@ class IntakeHandler:
         if len(tried) >= MAX_ACK_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
         tried.add(token)
-        if not await self.ctx.store.ack_pending(self.ctx.vault.digest("ack", token)):
+        if not await self.ctx.store.notices.ack_pending(self.ctx.vault.digest("ack", token)):
             self.refused(peer)  # guessing tokens costs the guesser its address for a while
             return UNKNOWN_ACK
         envelope.rcpt_tos.append(address)
@@ -611,14 +612,11 @@ class IntakeHandler:
             token = ack_token(address)
             if token is None:
                 continue
-            async with self.ctx.store.transaction() as tx:
-                notice = await tx.acknowledge(self.ctx.vault.digest("ack", token), now)
-                if notice is not None:
-                    await tx.receipt("acknowledged", at=now, ref=notice["ref"],
-                                     school=notice["school"], notice=notice["id"])
+            notice = await self.ctx.store.write(functools.partial(
+                _record_acknowledgement, self.ctx.vault.digest("ack", token), now))
             if notice is not None:
-                log.info("notice.acknowledged", ref=notice["ref"], school=notice["school"],
-                         notice=notice["id"])
+                log.info("notice.acknowledged", ref=notice.ref, school=notice.school,
+                         notice=notice.id)
         return "250 2.0.0 Acknowledgement recorded, thank you"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -629,11 +627,20 @@ class IntakeHandler:
 
 async def _record_lockout(scope: str, subject: str, login: str, since: dt.datetime,
                           until: dt.datetime, tx: Tx) -> None:
-    await tx.record_lockout(scope, subject, login, since, until)
+    await tx.lockouts.record(scope, subject, login, since, until)
+
+
+async def _record_acknowledgement(ack_digest: str, now: dt.datetime,
+                                  tx: Tx) -> NoticeRecord | None:
+    notice = await tx.notices.acknowledge(ack_digest, now)
+    if notice is not None:
+        await tx.receipts.append("acknowledged", at=now, ref=notice.ref, school=notice.school,
+                                 notice=notice.id)
+    return notice
 
 
 async def _take_lifted(tx: Tx) -> list[tuple[str, str]]:
-    return await tx.take_lifted_lockouts()
+    return await tx.lockouts.take_lifted()
 
 
 def ack_token(address: str) -> str | None:
@@ -701,7 +708,7 @@ def _peer_host(session: Session | None) -> str:
 
 
 async def _clear_lockouts(tx: Tx) -> None:
-    await tx.clear_lockouts()
+    await tx.lockouts.clear()
 
 
 def server_tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
