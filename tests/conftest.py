@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -342,3 +343,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 def cfg(template: Template, tmp_path: Path) -> str:
     """A copy of the onboarded gateway state; its config file's path."""
     return str(copy_gateway_state(template, tmp_path).path)
+
+
+def raw_sql(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """`sql` run through a second, plain connection to the gateway's database file (autocommit),
+    as an operator or an intruder would: what no record of the store shows, or an older
+    gateway's or an attacker's change. Its rows."""
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.row_factory = sqlite3.Row
+        return list(con.execute(sql, params).fetchall())
+    finally:
+        con.close()

@@ -59,6 +59,7 @@ from hostile import (
 
 from gateway.crypto.keyadmin import stop_agent
 from gateway.devkit.demokit import Reply, encrypted_envelope, json_payload, signed_multipart
+from gateway.store.api import Tx
 
 BSN = "123456782"
 PERSONAL = ("Sanne", "Vries", "Daan", BSN, SANNE_BIRTH.isoformat(), f"{SANNE_BIRTH:%d-%m-%Y}",

@@ -29,6 +29,7 @@ from gateway.core.keyinfo import SelfSignature, self_signatures_in_use, weak_has
 from gateway.crypto.gpg import SAFE_OPTIONS, Gpg, GpgError
 from gateway.crypto.keyadmin import stop_agent
 from gateway.pipeline.context import open_context
+from gateway.store.api import Tx
 
 
 @dataclass(frozen=True)
@@ -266,8 +267,8 @@ async def test_set_key_and_add_key_refuse_expired_revoked_and_unfit_keys(
             await admin.senders_add_key(ctx, "vt", identities.other_sender.public_key(),
                                         identities.other_sender.fingerprint[-16:])
         [contact] = await ctx.store.directory.contacts(SCHOOL_A)
-        assert contact["fingerprint"] == school_fpr
-        assert [r["fingerprint"] for r in await ctx.store.directory.sender_keys()] == [sender_fpr]
+        assert contact.fingerprint == school_fpr
+        assert [r.fingerprint for r in await ctx.store.directory.sender_keys()] == [sender_fpr]
         for key in (bad_keys.expired, bad_keys.revoked, bad_keys.sign_only,
                     bad_keys.stale_subkey, bad_keys.encrypt_only):
             assert not in_keyring(config, key.fingerprint)
@@ -474,8 +475,8 @@ async def test_set_key_and_add_key_refuse_a_key_bound_by_sha1(
             await admin.senders_add_key(ctx, "vt", weak_keys.weak.armored,
                                         weak_keys.weak.fingerprint)
         [contact] = await ctx.store.directory.contacts(SCHOOL_A)
-        assert contact["fingerprint"] == school_fpr
-        assert [r["fingerprint"] for r in await ctx.store.directory.sender_keys()] == [sender_fpr]
+        assert contact.fingerprint == school_fpr
+        assert [r.fingerprint for r in await ctx.store.directory.sender_keys()] == [sender_fpr]
         assert not in_keyring(config, weak_keys.weak.fingerprint)
     finally:
         await ctx.close()

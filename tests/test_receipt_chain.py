@@ -12,14 +12,14 @@ import pytest
 from conftest import Template, copy_gateway_state
 
 from gateway.admin.cli import main
-from gateway.store.chainkey import RECEIPTS_KEY, ChainKeyError, open_store
-from gateway.store.db import (
+from gateway.store.api import Store, Tx
+from gateway.store.chain import (
     GENESIS,
-    Store,
     chain_problems,
     legacy_receipt_hash,
     receipt_hash,
 )
+from gateway.store.chainkey import RECEIPTS_KEY, ChainKeyError, open_store
 
 T0 = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
 

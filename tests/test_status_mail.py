@@ -18,6 +18,7 @@ from conftest import (
     SENDER_ADDRESS,
     Harness,
     HarnessFactory,
+    raw_sql,
     start_relay,
 )
 from structlog.testing import capture_logs
@@ -81,8 +82,8 @@ async def test_status_mail_arrives_once_after_the_relay_recovers(
         await h.drain()
     assert relay.received == []
     [mail_row] = await h.ctx.store.status_mails.all(ref)
-    assert (mail_row["state"], mail_row["attempts"]) == ("queued", 1)
-    assert mail_row["last_reply"].startswith("451")
+    assert (mail_row.state, mail_row.attempts) == ("queued", 1)
+    assert mail_row.last_reply is not None and mail_row.last_reply.startswith("451")
     # At rest only as the sealed mail: no case reference, no text of the mail.
     assert b"VT-RELAY-1" not in database_bytes(h.ctx.config.storage.path)
     assert b"Kind 1" not in database_bytes(h.ctx.config.storage.path)
@@ -103,7 +104,7 @@ async def test_status_mail_arrives_once_after_the_relay_recovers(
     assert [r.event for r in await receipts_of(h, "status_")] == [
         "status_queued", "status_deferred", "status_sent"]
     [sent] = await h.ctx.store.status_mails.all(ref)
-    assert sent["state"] == "sent" and sent["attempts"] == 2
+    assert sent.state == "sent" and sent.attempts == 2
     assert status_events(logged + later) == [
         "status_mail.queued", "status_mail.deferred", "status_mail.sent"]
 
@@ -124,7 +125,7 @@ async def test_refused_status_mail_fails_with_a_receipt_and_an_alert(
     [failed] = await receipts_of(h, "status_failed")
     assert failed.ref == ref and failed.detail["reply"].startswith("550 5.1.1")
     [row] = await h.ctx.store.status_mails.all(ref)
-    assert row["state"] == "failed"
+    assert row.state == "failed"
     [alert] = to_admin(relay)
     assert ref.encode() in alert.data and b"550 5.1.1" in alert.data
     for secret in (b"VT-REFUSED-1", b"Sanne", SANNE_BIRTH.isoformat().encode()):
@@ -247,7 +248,7 @@ async def test_follow_up_waits_for_the_first_status_mail(harness_factory: Harnes
     await h.drain()
     print(await admin.held_drop(h.ctx, f"{ref}-1", "geen leerling hier"))
     await h.drain()
-    assert [r["child"] for r in await h.ctx.store.status_mails.all(ref)] == [0]
+    assert [r.child for r in await h.ctx.store.status_mails.all(ref)] == [0]
     h.clock.advance(seconds=61)
     await h.drain()
     texts = [read_notice(m, h.ids.sender)[0] for m in relay.received]
@@ -265,7 +266,7 @@ async def test_signals_reported_before_the_upgrade_get_no_second_mail(
     await h.drain()
     assert len(relay.received) == 1
     # What an older gateway left: the signal reported, and no table of status mails.
-    await h.ctx.store.db.execute("DROP TABLE status_mails")
+    raw_sql(h.ctx.config.storage.path, "DROP TABLE status_mails")
     upgraded = await open_store(h.ctx.config.storage.path, h.ctx.config.secrets_dir)
     await upgraded.close()
     print(await admin.held_route(h.ctx, f"{ref}-1", SCHOOL_A))
@@ -321,7 +322,7 @@ async def test_status_mail_waits_for_a_relay_to_be_configured(
     ref = await accept(h, SANNE, reference="VT-NORELAY-1")
     await h.drain()
     [waiting] = await h.ctx.store.status_mails.all(ref)
-    assert waiting["state"] == "queued" and "no [delivery] relay" in waiting["last_reply"]
+    assert waiting.state == "queued" and "no [delivery] relay" in (waiting.last_reply or "")
     assert [r.event for r in await receipts_of(h, "status_")] == [
         "status_queued", "status_deferred"]
     relay = await start_relay(h)
