@@ -13,7 +13,6 @@ import datetime as dt
 import getpass
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from gateway.observe.logs import configure
 from gateway.pipeline.context import Context, open_context, utc_now
 from gateway.service import preflight, retention
 from gateway.service.statelock import StateLock, StateLocked
+from gateway.store.api import StoreError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -300,7 +300,7 @@ async def _open_context(config: Config) -> Context:
         return await open_context(config)
     except (VaultError, CustodyError) as exc:
         raise Refused(str(exc)) from None
-    except sqlite3.DatabaseError as exc:
+    except StoreError as exc:
         # What storage_problem cannot see beforehand (a database damaged past its header).
         raise Refused(f"cannot open the database {config.storage.path}: {exc}") from None
     except OSError as exc:

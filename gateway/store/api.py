@@ -74,6 +74,10 @@ class Conflict(Exception):
     """A row changed under a transaction; it was rolled back and may be retried."""
 
 
+class StoreError(Exception):
+    """The database failed (damaged, not a database, locked too long); its message says how."""
+
+
 class SignalReads(Protocol):
     async def get(self, ref: str) -> SignalRecord | None: ...
 

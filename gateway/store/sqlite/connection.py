@@ -5,8 +5,9 @@ deployment's); produces a `gateway.store.api.Store`. The file is in WAL mode wit
 `synchronous=FULL`, so a committed transaction survives power loss: the receive stage answers
 250 only after `write` returns. Writers take `BEGIN IMMEDIATE`, so the daemon and the command
 line (two processes on one file) can both write; SQLite serialises them and `busy_timeout`
-waits. Reads outside a transaction run in autocommit, each on its own. Opening fails with
-`sqlite3.Error` (or `OSError`) when the file cannot be made, read or upgraded.
+waits. Reads outside a transaction run in autocommit, each on its own. SQLite's errors come out
+as `StoreError` (with SQLite's message); opening fails with it, or `OSError`, when the file
+cannot be made, read or upgraded.
 
 Why a thread of our own: a transaction must run whole in the database's thread in one hop. Under
 load every hop waits its turn on the busy event loop, and a transaction held across a dozen hops
@@ -44,6 +45,7 @@ from gateway.store.api import (
     Signals,
     StatusMailReads,
     StatusMails,
+    StoreError,
     Tx,
     node_id,
 )
@@ -152,6 +154,9 @@ class SqliteStore:
         try:
             conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, path)
             await asyncio.to_thread(path.chmod, 0o600)
+        except sqlite3.DatabaseError as exc:
+            executor.shutdown(wait=False)
+            raise StoreError(str(exc)) from exc
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -162,7 +167,11 @@ class SqliteStore:
 
     async def in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn(connection)` in the database thread: one hop. For this package (and tests)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn,
+                                                                    self._conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(str(exc)) from exc
 
     def _transaction(self, conn: sqlite3.Connection, fn: Callable[[Session], T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
