@@ -9,9 +9,12 @@ Before each attempt the notice's recipients and fingerprints are checked against
 as it is then: a notice sealed to a contact or key no longer pinned and usable (removed,
 replaced, revoked, expired) never goes out; it is superseded and its children are sealed again.
 
-State lives only in the store: a notice is claimed with a lease, so after a crash a stale lease
-simply expires and the notice is tried again, with the same bytes and the same Message-ID
-(DESIGN invariant 2). Nothing is deleted on error; one failing notice never stops the others.
+State lives only in the store: a notice is claimed with a lease naming this node, so after a
+crash a dead lease is taken back (`recover_leases`, the rule in `gateway.store.api`) or simply
+expires, and the notice is tried again, with the same bytes and the same Message-ID. Nothing is
+deleted on error; one failing notice never stops the others. What becomes of a notice after an
+attempt (parked after too many crashes, erased once delivered) is decided here with
+`gateway.core.queuepolicy`; the store only records it.
 """
 
 from __future__ import annotations

@@ -91,9 +91,8 @@ class SignalReads(Protocol):
 class Signals(SignalReads, Protocol):
     async def find_duplicate(self, sender: str, message_id: str | None, digest: str,
                              since: dt.datetime) -> tuple[str, bool] | None:
-        """An earlier signal of this sender since `since` with the same signed content or the
-        same Message-ID: its reference, and whether its content is the same (a content match
-        is preferred). The sender's case reference plays no part."""
+        """An earlier signal of this sender since `since` with the same signed content (preferred)
+        or Message-ID: its reference, and whether the content is the same. Never by case ref."""
 
     async def find_sender_ref(self, sender: str, sender_ref_digest: str) -> str | None:
         """The first signal still stored of this sender with the same case reference digest."""
@@ -106,8 +105,7 @@ class Signals(SignalReads, Protocol):
         """The status mail of these signals was dealt with: their sealed case reference goes."""
 
     async def purge_finished_before(self, cutoff: dt.datetime) -> int:
-        """Forget signals older than `cutoff` of which nothing is waiting any more (their
-        children, notices and status mails with them); how many."""
+        """Forget signals older than `cutoff` with nothing waiting (and their rows); how many."""
 
 
 class ChildReads(Protocol):
@@ -132,8 +130,7 @@ class Children(ChildReads, Protocol):
     async def set_state(self, ref: str, n: int, state: str, at: dt.datetime, *,
                         school: str | None = None, reason: str | None = None,
                         erase: bool = False, expect: Sequence[str] = ()) -> bool:
-        """Move one child on (erasing its blob with `erase`); with `expect`, only from one of
-        those states (else False)."""
+        """Move one child on (its blob erased with `erase`); with `expect`, only from those."""
 
 
 class NoticeReads(Protocol):
@@ -259,9 +256,7 @@ class DirectoryReads(Protocol):
     async def senders(self) -> list[SenderRecord]: ...
 
     async def sender_keys(self) -> list[SenderKeyRecord]: ...
-
     async def sender_addresses(self) -> list[SenderAddressRecord]: ...
-
     async def sender_certs(self) -> list[SenderCertRecord]: ...
 
     async def status_mail_senders(self) -> list[str]: ...
@@ -279,15 +274,12 @@ class Directory(DirectoryReads, Protocol):
     """Every change also changes `version`, so that a running daemon reloads."""
 
     async def bump_version(self) -> None: ...
-
     async def add_sender(self, name: str, password_hash: str, fingerprint: str,
                          allow_from: Sequence[str], client_certs: Sequence[str],
                          at: dt.datetime, status_mail: bool = True) -> None: ...
 
     async def add_sender_key(self, name: str, fingerprint: str, at: dt.datetime) -> None: ...
-
     async def remove_sender_key(self, name: str, fingerprint: str) -> int: ...
-
     async def remove_sender(self, name: str) -> int: ...
 
     async def upsert_school(self, code: str, name: str, place: str) -> bool:
@@ -298,7 +290,7 @@ class Directory(DirectoryReads, Protocol):
     async def remove_school(self, code: str) -> int: ...
 
     async def set_contact(self, school: str, email: str, fingerprint: str) -> str | None:
-        """Add a contact or replace its key; the previous fingerprint, if there was one."""
+        """Add a contact or replace its key; the previous fingerprint, if any."""
 
     async def rename_contact(self, school: str, email: str, new_email: str) -> bool: ...
 
