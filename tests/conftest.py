@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ class Harness:
         return [(*read_notice(item, school), item) for item in self.inboxes[code].received]
 
     async def receipts(self) -> list[Any]:
-        return await self.ctx.store.receipts()
+        return await self.ctx.store.receipts.all()
 
 
 async def onboard(ctx: Context, ids: Identities, ports: dict[str, int],
@@ -375,3 +376,15 @@ def forge(identities: Identities, template: Template,
         yield f
     finally:
         w.stop_agents()
+
+
+def raw_sql(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """`sql` run through a second, plain connection to the gateway's database file (autocommit),
+    as an operator or an intruder would: what no record of the store shows, or an older
+    gateway's or an attacker's change. Its rows."""
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.row_factory = sqlite3.Row
+        return list(con.execute(sql, params).fetchall())
+    finally:
+        con.close()

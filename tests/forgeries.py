@@ -39,6 +39,7 @@ from hostile import (
 
 from gateway.crypto.keyadmin import stop_agent
 from gateway.devkit.demokit import Reply, encrypted_envelope, json_payload
+from gateway.store.api import Tx
 
 BSN = "123456782"
 PERSONAL = ("Sanne", "Vries", "Daan", BSN, SANNE_BIRTH.isoformat(), f"{SANNE_BIRTH:%d-%m-%Y}",
@@ -205,8 +206,11 @@ async def refuse(h: Harness, forge: Forge, name: str) -> Reply:
 async def pin_sender_key(h: Harness, public: bytes, fpr: str) -> None:
     """What `senders add-key` would do, minus its checks: import the key and pin it."""
     h.ctx.gpg.call_sync(lambda g: g.import_keys(public))
-    async with h.ctx.store.transaction() as tx:
-        await tx.add_sender_key(SENDER, fpr, h.ctx.clock())
+
+    async def body(tx: Tx) -> None:
+        await tx.directory.add_sender_key(SENDER, fpr, h.ctx.clock())
+
+    await h.ctx.store.write(body)
     await h.ctx.refresh(force=True)
 
 

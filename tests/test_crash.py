@@ -46,6 +46,7 @@ from test_process import Process, _wait_for, free_port
 from gateway.admin import verbs as admin
 from gateway.core import faults
 from gateway.core.config import Config
+from gateway.core.queuepolicy import MAX_CRASHES
 from gateway.crypto.keyadmin import stop_agent
 from gateway.crypto.vault import Vault
 from gateway.devkit.demokit import (
@@ -58,8 +59,8 @@ from gateway.devkit.demokit import (
     submit,
 )
 from gateway.pipeline.context import open_context
+from gateway.store.api import Tx
 from gateway.store.chainkey import open_store
-from gateway.store.db import MAX_CRASHES
 
 SANNE = {"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat(), "bsn": "123456782"}
 DAAN = {"name": "Daan de Vries", "birthdate": DAAN_BIRTH.isoformat()}
@@ -450,36 +451,38 @@ async def test_notice_that_keeps_crashing_is_parked_and_kept(harness: Harness) -
     # A route the directory takes but no socket can (port 99999, as an old or hand-edited
     # database can hold): aiosmtplib raises OverflowError, which the deliver stage does not
     # classify, so every attempt of this notice crashes the delivery stage for real.
-    async with store.transaction() as tx:
-        await tx.set_school_route(SCHOOL_A, "127.0.0.1:99999")
-        await tx.bump_directory_version()
+    async def body(tx: Tx) -> None:
+        await tx.directory.set_school_route(SCHOOL_A, "127.0.0.1:99999")
+        await tx.directory.bump_version()
+
+    await store.write(body)
     reply = await harness.send(harness.signal(json_payload([SANNE], reference="VT-PARK-1")))
     assert reply.code == 250
     ref = reply.text.rsplit(" ", 1)[-1]
 
     await harness.drain()
-    [first] = await store.notices()
-    crashed_once = await store.notice(first["id"])
-    assert crashed_once is not None and crashed_once["crashes"] == 1, \
+    [first] = await store.notices.all()
+    crashed_once = await store.notices.get(first.id)
+    assert crashed_once is not None and crashed_once.crashes == 1, \
         "the bad route no longer crashes the delivery stage: this test needs another trigger"
     for _ in range(MAX_CRASHES - 1):
         harness.clock.advance(seconds=700)  # past the longest backoff (retry_max 600 s)
         await harness.drain()
-    [notice] = await store.notices()
-    assert notice["ref"] == ref and notice["state"] == "parked"
-    assert notice["attempts"] == MAX_CRASHES and notice["lease_until"] is None
-    row = await store.notice(notice["id"])
-    assert row is not None and row["crashes"] == MAX_CRASHES
-    parked = [r for r in await store.receipts(ref=ref) if r.event == "parked"]
-    assert len(parked) == 1 and parked[0].detail["notice"] == notice["id"]
+    [notice] = await store.notices.all()
+    assert notice.ref == ref and notice.state == "parked"
+    assert notice.attempts == MAX_CRASHES and notice.lease_until is None
+    row = await store.notices.get(notice.id)
+    assert row is not None and row.crashes == MAX_CRASHES
+    parked = [r for r in await store.receipts.all(ref=ref) if r.event == "parked"]
+    assert len(parked) == 1 and parked[0].detail["notice"] == notice.id
     assert parked[0].school == SCHOOL_A
 
     # Parked means left alone: the runner claims it no more, however much time passes.
     harness.clock.advance(seconds=7200)
-    assert await store.due_notices(harness.ctx.clock()) == []
+    assert await store.notices.due(harness.ctx.clock()) == []
     await harness.drain()
-    row = await store.notice(notice["id"])
-    assert row is not None and (row["state"], row["attempts"]) == ("parked", MAX_CRASHES)
+    row = await store.notices.get(notice.id)
+    assert row is not None and (row.state, row.attempts) == ("parked", MAX_CRASHES)
 
     # Other notices still flow.
     other = await harness.send(harness.signal(json_payload([DAAN], reference="VT-PARK-2")))
@@ -491,9 +494,9 @@ async def test_notice_that_keeps_crashing_is_parked_and_kept(harness: Harness) -
     assert harness.inboxes[SCHOOL_A].received == []
 
     # Nothing was deleted: the parked notice keeps its sealed bytes, its child its vault blob.
-    assert row["message"] and row["message_id"] and row["recipients"]
-    [child] = await store.children(ref=ref)
-    assert (child["state"], child["notice_id"]) == ("sealed", notice["id"])
-    assert child["blob"] is not None
-    assert await store.signal(ref) is not None
+    assert row.message and row.message_id and row.recipients
+    [child] = await store.children.all(ref=ref)
+    assert (child.state, child.notice_id) == ("sealed", notice.id)
+    assert child.blob is not None
+    assert await store.signals.get(ref) is not None
     assert (await admin.receipts_verify(store))[1] == []

@@ -203,14 +203,14 @@ async def test_failed_notice_is_retried_and_delivered(harness: Harness) -> None:
     assert code == 0 and f"notice {notice} (" in out and "queued again (was failed: 554" in out
     [requeued] = events(out, "notice.requeued")
     assert requeued["previous"] == "failed" and requeued["school"] == SCHOOL_A
-    row = await h.ctx.store.notice(int(notice))
-    assert row is not None and (row["state"], row["attempts"]) == ("queued", 0)
-    assert {c["state"] for c in await h.ctx.store.children(ref=row["ref"])} == {"sealed"}
+    row = await h.ctx.store.notices.get(int(notice))
+    assert row is not None and (row.state, row.attempts) == ("queued", 0)
+    assert {c.state for c in await h.ctx.store.children.all(ref=row.ref)} == {"sealed"}
     [receipt] = [r for r in await h.receipts() if r.event == "requeued"]
     assert receipt.detail["previous"] == "failed" and "uid" in receipt.detail["operator"]
     await h.drain()
     assert len(h.inboxes[SCHOOL_A].received) == 1
-    assert {c["state"] for c in await h.ctx.store.children(ref=row["ref"])} == {"delivered"}
+    assert {c.state for c in await h.ctx.store.children.all(ref=row.ref)} == {"delivered"}
     code, _, err = await cli("--config", cfg, "queue", "retry", notice)
     assert code == 1 and err.count("\n") == 1 and "was delivered" in err
     for bad, why in (("999999", "there is no notice 999999"), ("HWC-1", "notice number")):
@@ -376,8 +376,8 @@ async def test_guesses_at_unknown_logins_store_no_login_text(harness: Harness) -
         await client.reply()
         await client.login(h, user="Tr0ub4dor-secret", password=f"guess-{i}-password")
         await client.close()
-    rows = await h.ctx.store.lockouts(h.ctx.clock())
-    assert [(r["scope"], r["subject"], r["login"]) for r in rows] == [
+    rows = await h.ctx.store.lockouts.running(h.ctx.clock())
+    assert [(r.scope, r.subject, r.login) for r in rows] == [
         ("address", "127.0.0.2", "(unknown)"), ("address", "127.0.0.3", "(unknown)")]
     db = h.ctx.config.storage.path
     for path in (db, db.with_name(db.name + "-wal")):
@@ -392,10 +392,10 @@ async def test_a_restarted_daemon_forgets_old_lockouts(harness: Harness) -> None
     is empty, so `status` must not show them."""
     h = harness
     await lock_out(h)
-    assert await h.ctx.store.lockouts(h.ctx.clock())
+    assert await h.ctx.store.lockouts.running(h.ctx.clock())
     await h.daemon.shutdown()
     await h.daemon.start()
-    assert await h.ctx.store.lockouts(h.ctx.clock()) == []
+    assert await h.ctx.store.lockouts.running(h.ctx.clock()) == []
 
 
 # -- point 6: the EHLO name -------------------------------------------------------------------

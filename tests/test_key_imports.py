@@ -29,6 +29,7 @@ from gateway.core.keyinfo import SelfSignature, self_signatures_in_use, weak_has
 from gateway.crypto.gpg import SAFE_OPTIONS, Gpg, GpgError
 from gateway.crypto.keyadmin import stop_agent
 from gateway.pipeline.context import open_context
+from gateway.store.api import Tx
 
 
 @dataclass(frozen=True)
@@ -265,9 +266,9 @@ async def test_set_key_and_add_key_refuse_expired_revoked_and_unfit_keys(
         with pytest.raises(admin.Refused, match="full fingerprint"):
             await admin.senders_add_key(ctx, "vt", identities.other_sender.public_key(),
                                         identities.other_sender.fingerprint[-16:])
-        [contact] = await ctx.store.contacts(SCHOOL_A)
-        assert contact["fingerprint"] == school_fpr
-        assert [r["fingerprint"] for r in await ctx.store.sender_keys()] == [sender_fpr]
+        [contact] = await ctx.store.directory.contacts(SCHOOL_A)
+        assert contact.fingerprint == school_fpr
+        assert [r.fingerprint for r in await ctx.store.directory.sender_keys()] == [sender_fpr]
         for key in (bad_keys.expired, bad_keys.revoked, bad_keys.sign_only,
                     bad_keys.stale_subkey, bad_keys.encrypt_only):
             assert not in_keyring(config, key.fingerprint)
@@ -473,9 +474,9 @@ async def test_set_key_and_add_key_refuse_a_key_bound_by_sha1(
         with pytest.raises(admin.Refused, match="self-signatures over SHA-1"):
             await admin.senders_add_key(ctx, "vt", weak_keys.weak.armored,
                                         weak_keys.weak.fingerprint)
-        [contact] = await ctx.store.contacts(SCHOOL_A)
-        assert contact["fingerprint"] == school_fpr
-        assert [r["fingerprint"] for r in await ctx.store.sender_keys()] == [sender_fpr]
+        [contact] = await ctx.store.directory.contacts(SCHOOL_A)
+        assert contact.fingerprint == school_fpr
+        assert [r.fingerprint for r in await ctx.store.directory.sender_keys()] == [sender_fpr]
         assert not in_keyring(config, weak_keys.weak.fingerprint)
     finally:
         await ctx.close()
@@ -527,8 +528,11 @@ async def test_keys_update_takes_in_a_revocation_of_a_key_pinned_with_sha1(
                                 identities.sender.fingerprint, "a long enough password", [])
         key = weak_keys.weak  # pinned the way an older gateway did, without the hash check
         gpg(config.gnupg_home, "--import", data=key.armored)
-        async with ctx.store.transaction() as tx:
-            await tx.add_sender_key("vt", key.fingerprint, ctx.clock())
+
+        async def body(tx: Tx) -> None:
+            await tx.directory.add_sender_key("vt", key.fingerprint, ctx.clock())
+
+        await ctx.store.write(body)
         with pytest.raises(admin.Refused, match="brings self-signatures over SHA-1"):
             await admin.keys_update(ctx, weak_keys.renewed_plainly.armored)
         out = await admin.keys_update(ctx, key.armored)

@@ -105,7 +105,7 @@ async def test_overlap_end_refuses_the_old_key_and_the_watch_retires_it(
     assert reply.code == 554 and reply.text.startswith("5.7.5")
     retired = await watch.retire_ended_overlaps(harness.ctx, harness.clock())
     assert retired == [old]
-    states = {r["fingerprint"]: r["state"] for r in await harness.ctx.store.gateway_keys()}
+    states = {r.fingerprint: r.state for r in await harness.ctx.store.directory.gateway_keys()}
     assert states[old] == "retired"
     assert "key.retired" in [r.event for r in await harness.receipts()]
 
@@ -269,10 +269,10 @@ async def test_queued_notice_is_never_sent_to_a_key_revoked_while_it_waited(
     assert superseded.detail["children"] == [f"{ref}-1"]
     events = [r.event for r in receipts if r.ref in (ref, f"{ref}-1")]
     assert events.index("superseded") < len(events) - 1 - events[::-1].index("held")
-    [notice] = [n for n in await harness.ctx.store.notices() if n["ref"] == ref]
-    assert notice["state"] == "superseded"
-    stored = await harness.ctx.store.notice(int(notice["id"]))
-    assert stored is not None and stored["message"] == b"", "the stale ciphertext is kept"
+    [notice] = [n for n in await harness.ctx.store.notices.all() if n.ref == ref]
+    assert notice.state == "superseded"
+    stored = await harness.ctx.store.notices.get(int(notice.id))
+    assert stored is not None and stored.message == b"", "the stale ciphertext is kept"
     await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
                                 harness.ids.school_a.public_key(),
                                 harness.ids.school_a.fingerprint)
@@ -306,8 +306,8 @@ async def test_queued_notice_is_sealed_again_after_set_key(harness: Harness,
     assert sealed == [[harness.ids.school_a.fingerprint], [lost.fingerprint]]
     [delivered] = [r for r in receipts if r.event == "delivered"]
     assert delivered.detail["notice"] != superseded.detail["notice"]
-    child = await harness.ctx.store.child(ref, 1)
-    assert child is not None and child["state"] == "delivered" and child["blob"] is None
+    child = await harness.ctx.store.children.get(ref, 1)
+    assert child is not None and child.state == "delivered" and child.blob is None
 
 
 

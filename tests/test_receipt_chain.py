@@ -12,23 +12,25 @@ import pytest
 from conftest import Template, copy_gateway_state
 
 from gateway.admin.cli import main
-from gateway.store.chainkey import RECEIPTS_KEY, ChainKeyError, open_store
-from gateway.store.db import (
+from gateway.store.api import Store, Tx
+from gateway.store.chain import (
     GENESIS,
-    Store,
     chain_problems,
     legacy_receipt_hash,
     receipt_hash,
 )
+from gateway.store.chainkey import RECEIPTS_KEY, ChainKeyError, open_store
 
 T0 = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
 
 
 async def fill(store: Store, count: int) -> None:
-    async with store.transaction() as tx:
+    async def body(tx: Tx) -> None:
         for i in range(count):
-            await tx.receipt("delivered", at=T0, ref=f"HWC-{i}", school="12AB00",
-                             reply="250 2.0.0 ok", attempt=1)
+            await tx.receipts.append("delivered", at=T0, ref=f"HWC-{i}", school="12AB00",
+                                     reply="250 2.0.0 ok", attempt=1)
+
+    await store.write(body)
 
 
 def relink(db_path: Path, link: object, start_seq: int = 1) -> None:
@@ -60,8 +62,8 @@ def edit_detail(db_path: Path, seq: int) -> None:
 async def problems_of(db_path: Path, secrets_dir: Path) -> list[str]:
     store = await open_store(db_path, secrets_dir)
     try:
-        anchor = await store.chain_anchor()
-        return chain_problems(await store.receipts(), store.chain_key, anchor)
+        anchor = await store.receipts.anchor()
+        return chain_problems(await store.receipts.all(), store.chain_key, anchor)
     finally:
         await store.close()
 
@@ -129,7 +131,7 @@ async def test_chain_from_before_the_key_is_relinked_once(tmp_path: Path) -> Non
     store = await open_store(db, secrets_dir)
     try:
         await fill(store, 2)
-        assert chain_problems(await store.receipts(), store.chain_key) == []
+        assert chain_problems(await store.receipts.all(), store.chain_key) == []
     finally:
         await store.close()
     with sqlite3.connect(db) as raw, pytest.raises(sqlite3.IntegrityError,

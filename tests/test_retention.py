@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import EVA_BIRTH, SANNE_BIRTH, Harness
+from conftest import EVA_BIRTH, SANNE_BIRTH, Harness, raw_sql
 
 from gateway.admin import verbs as admin
 from gateway.devkit.demokit import json_payload
@@ -21,8 +21,9 @@ async def _one_delivered_and_one_held(harness: Harness) -> tuple[str, str]:
 async def test_delivered_notice_keeps_no_ciphertext(harness: Harness) -> None:
     """Once delivered, the notice's ciphertext is deleted from the database."""
     ref, _ = await _one_delivered_and_one_held(harness)
-    row = await harness.ctx.store.one("SELECT message, state FROM notices WHERE ref = ?", (ref,))
-    assert row is not None and row["state"] == "delivered" and row["message"] == b""
+    [row] = raw_sql(harness.ctx.config.storage.path,
+                    "SELECT message, state FROM notices WHERE ref = ?", (ref,))
+    assert row["state"] == "delivered" and row["message"] == b""
 
 
 async def test_dry_run_changes_nothing(harness: Harness) -> None:
@@ -45,8 +46,8 @@ async def test_held_child_expires_after_held_days(harness: Harness) -> None:
     harness.clock.advance(days=2)
     report = await retention.purge(harness.ctx, harness.clock())
     assert report.expired == [f"{held_ref}-1"]
-    row = await harness.ctx.store.child(held_ref, 1)
-    assert row is not None and row["state"] == "dropped" and row["blob"] is None
+    row = await harness.ctx.store.children.get(held_ref, 1)
+    assert row is not None and row.state == "dropped" and row.blob is None
     assert "expired" in [r.event for r in await harness.receipts()]
 
 
@@ -64,7 +65,7 @@ async def test_old_receipts_are_purged_and_the_chain_still_verifies(harness: Har
     await retention.purge(harness.ctx, harness.clock())
     count, problems = await admin.receipts_verify(harness.ctx.store)
     assert problems == [] and count == 1
-    await harness.ctx.store.db.execute("DELETE FROM receipts")
+    raw_sql(harness.ctx.config.storage.path, "DELETE FROM receipts")
     _, problems = await admin.receipts_verify(harness.ctx.store)
     assert problems == ["the chain's starting point does not match the last purge receipt"]
 

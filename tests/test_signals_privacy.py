@@ -16,6 +16,7 @@ from conftest import (
     Identities,
     Template,
     copy_gateway_state,
+    raw_sql,
     start_relay,
 )
 
@@ -55,7 +56,8 @@ async def test_case_reference_is_never_stored_in_clear(harness_factory: HarnessF
     texts = [read_notice(mail, h.ids.sender)[0] for mail in relay.received]
     assert len(texts) == 2 and all(f"Status van uw signaal {CASE}" in t for t in texts)
     assert CASE.encode() not in b"".join(mail.data for mail in relay.received)
-    rows = await h.ctx.store.all("SELECT sender_ref_digest, sender_ref_blob FROM signals")
+    rows = raw_sql(h.ctx.config.storage.path,
+                   "SELECT sender_ref_digest, sender_ref_blob FROM signals")
     assert [r["sender_ref_blob"] for r in rows] == [None, None]  # reported: the seal is gone
     assert {r["sender_ref_digest"] for r in rows} == {h.ctx.vault.digest("sender-ref", CASE)}
 
@@ -95,16 +97,16 @@ async def test_old_database_with_clear_case_references_is_migrated_at_start(
     ctx = await open_context(config)
     try:
         assert CASE[:-6].encode() not in database_bytes(db)
-        rows = await ctx.store.all("SELECT * FROM signals ORDER BY ref LIMIT 2")
-        assert await ctx.store.all("SELECT name FROM pragma_table_info('signals')"
-                                   " WHERE name = 'sender_ref'") == []
+        rows = raw_sql(db, "SELECT * FROM signals ORDER BY ref LIMIT 2")
+        assert raw_sql(db, "SELECT name FROM pragma_table_info('signals')"
+                           " WHERE name = 'sender_ref'") == []
         digest = ctx.vault.digest("sender-ref", CASE)
         assert [r["sender_ref_digest"] for r in rows] == [digest, digest]
         assert ctx.vault.open(rows[0]["sender_ref_blob"],
                               f"sender-ref:{rows[0]['ref']}") == {"reference": CASE}
         assert rows[1]["sender_ref_blob"] is None  # its status mail was dealt with already
-        assert await ctx.store.all("SELECT name FROM sqlite_master WHERE name ="
-                                   " 'signals_sender_ref'") == []
+        assert raw_sql(db, "SELECT name FROM sqlite_master WHERE name ="
+                           " 'signals_sender_ref'") == []
         # A second start finds nothing left to move.
         assert await ctx.store.protect_sender_refs(
             lambda ref, value, seal: protect_sender_ref(ctx.vault, ref, value, seal)) == 0

@@ -37,7 +37,9 @@ from gateway.ingress.throttle import (
     Lockout,
     StallCounter,
 )
-from gateway.store.db import SCHEMA, Store
+from gateway.store.api import Tx
+from gateway.store.sqlite.connection import SqliteStore
+from gateway.store.sqlite.schema import SCHEMA
 
 
 class RawClient:
@@ -420,22 +422,29 @@ async def test_ack_lookup_uses_an_index_on_an_upgraded_database(tmp_path: Path) 
             " state, next_attempt_at, created_at) VALUES (?, '12AB00', ?, '[]', '[]', X'',"
             " 'delivered', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
             ((f"HWC-{i}", f"<{i}@x>") for i in range(30_000)))
-    store = await Store.open(path, b"k" * 32)
+    store = await SqliteStore.open(path, b"k" * 32)
     try:
-        await store.db.execute("UPDATE notices SET ack_digest = printf('%064d', id)")
-        await store.db.commit()
+        await store.in_thread(
+            lambda db: db.execute("UPDATE notices SET ack_digest = printf('%064d', id)"))
         statements: list[str] = []
-        await store.db.set_trace_callback(statements.append)
+        await store.in_thread(lambda db: db.set_trace_callback(statements.append))
         known = f"{1:064d}"
-        assert not await store.ack_pending("f" * 64) and await store.ack_pending(known)
-        async with store.transaction() as tx:
-            assert await tx.acknowledge(known, dt.datetime.now(dt.UTC)) is not None
-        await store.db.set_trace_callback(None)  # type: ignore[arg-type]
+        assert not await store.notices.ack_pending("f" * 64)
+        assert await store.notices.ack_pending(known)
+
+        async def body(tx: Tx) -> None:
+            assert await tx.notices.acknowledge(known, dt.datetime.now(dt.UTC)) is not None
+
+        await store.write(body)
+        await store.in_thread(lambda db: db.set_trace_callback(None))
         lookups = [s for s in statements if "WHERE ack_digest" in s and "notices" in s]
         assert len(lookups) == 3, statements
         for statement in lookups:
-            async with store.db.execute("EXPLAIN QUERY PLAN " + statement) as cur:
-                plan = " | ".join(str(row[3]) for row in await cur.fetchall())
+            def explain(db: sqlite3.Connection, s: str = statement) -> list[sqlite3.Row]:
+                return list(db.execute("EXPLAIN QUERY PLAN " + s).fetchall())
+
+            found = await store.in_thread(explain)
+            plan = " | ".join(str(row[3]) for row in found)
             assert "USING INDEX notices_ack" in plan, (statement, plan)
     finally:
         await store.close()

@@ -18,6 +18,7 @@ from conftest import (
     SENDER_ADDRESS,
     Harness,
     HarnessFactory,
+    raw_sql,
     start_relay,
 )
 from structlog.testing import capture_logs
@@ -80,9 +81,9 @@ async def test_status_mail_arrives_once_after_the_relay_recovers(
     with capture_logs() as logged:
         await h.drain()
     assert relay.received == []
-    [mail_row] = await h.ctx.store.status_mails(ref)
-    assert (mail_row["state"], mail_row["attempts"]) == ("queued", 1)
-    assert mail_row["last_reply"].startswith("451")
+    [mail_row] = await h.ctx.store.status_mails.all(ref)
+    assert (mail_row.state, mail_row.attempts) == ("queued", 1)
+    assert mail_row.last_reply is not None and mail_row.last_reply.startswith("451")
     # At rest only as the sealed mail: no case reference, no text of the mail.
     assert b"VT-RELAY-1" not in database_bytes(h.ctx.config.storage.path)
     assert b"Kind 1" not in database_bytes(h.ctx.config.storage.path)
@@ -102,8 +103,8 @@ async def test_status_mail_arrives_once_after_the_relay_recovers(
     assert "Kind 1: afgeleverd bij de school" in text
     assert [r.event for r in await receipts_of(h, "status_")] == [
         "status_queued", "status_deferred", "status_sent"]
-    [sent] = await h.ctx.store.status_mails(ref)
-    assert sent["state"] == "sent" and sent["attempts"] == 2
+    [sent] = await h.ctx.store.status_mails.all(ref)
+    assert sent.state == "sent" and sent.attempts == 2
     assert status_events(logged + later) == [
         "status_mail.queued", "status_mail.deferred", "status_mail.sent"]
 
@@ -123,8 +124,8 @@ async def test_refused_status_mail_fails_with_a_receipt_and_an_alert(
     assert to_sender(relay) == [], "a refused status mail was tried again"
     [failed] = await receipts_of(h, "status_failed")
     assert failed.ref == ref and failed.detail["reply"].startswith("550 5.1.1")
-    [row] = await h.ctx.store.status_mails(ref)
-    assert row["state"] == "failed"
+    [row] = await h.ctx.store.status_mails.all(ref)
+    assert row.state == "failed"
     [alert] = to_admin(relay)
     assert ref.encode() in alert.data and b"550 5.1.1" in alert.data
     for secret in (b"VT-REFUSED-1", b"Sanne", SANNE_BIRTH.isoformat().encode()):
@@ -247,7 +248,7 @@ async def test_follow_up_waits_for_the_first_status_mail(harness_factory: Harnes
     await h.drain()
     print(await admin.held_drop(h.ctx, f"{ref}-1", "geen leerling hier"))
     await h.drain()
-    assert [r["child"] for r in await h.ctx.store.status_mails(ref)] == [0]
+    assert [r.child for r in await h.ctx.store.status_mails.all(ref)] == [0]
     h.clock.advance(seconds=61)
     await h.drain()
     texts = [read_notice(m, h.ids.sender)[0] for m in relay.received]
@@ -265,7 +266,7 @@ async def test_signals_reported_before_the_upgrade_get_no_second_mail(
     await h.drain()
     assert len(relay.received) == 1
     # What an older gateway left: the signal reported, and no table of status mails.
-    await h.ctx.store.db.execute("DROP TABLE status_mails")
+    raw_sql(h.ctx.config.storage.path, "DROP TABLE status_mails")
     upgraded = await open_store(h.ctx.config.storage.path, h.ctx.config.secrets_dir)
     await upgraded.close()
     print(await admin.held_route(h.ctx, f"{ref}-1", SCHOOL_A))
@@ -274,7 +275,7 @@ async def test_signals_reported_before_the_upgrade_get_no_second_mail(
     await h.drain()
     assert len(h.inboxes[SCHOOL_A].received) == 1
     assert len(relay.received) == 1, "a signal reported before the upgrade was mailed again"
-    assert await h.ctx.store.status_mails(ref) == []
+    assert await h.ctx.store.status_mails.all(ref) == []
 
 
 async def test_status_mail_of_a_removed_sender_is_not_sent(
@@ -307,10 +308,10 @@ async def test_expired_child_is_followed_up_and_old_status_mails_are_purged(
     await h.drain()
     [_, follow_up] = relay.received
     assert "Kind 1: afgehandeld door leerplicht" in read_notice(follow_up, h.ids.sender)[0]
-    assert len(await h.ctx.store.status_mails(ref)) == 2
+    assert len(await h.ctx.store.status_mails.all(ref)) == 2
     h.clock.advance(days=800)
     assert (await retention.purge(h.ctx, h.clock())).signals == 1
-    assert await h.ctx.store.status_mails(ref) == []
+    assert await h.ctx.store.status_mails.all(ref) == []
 
 
 async def test_status_mail_waits_for_a_relay_to_be_configured(
@@ -320,8 +321,8 @@ async def test_status_mail_waits_for_a_relay_to_be_configured(
     h = await harness_factory()
     ref = await accept(h, SANNE, reference="VT-NORELAY-1")
     await h.drain()
-    [waiting] = await h.ctx.store.status_mails(ref)
-    assert waiting["state"] == "queued" and "no [delivery] relay" in waiting["last_reply"]
+    [waiting] = await h.ctx.store.status_mails.all(ref)
+    assert waiting.state == "queued" and "no [delivery] relay" in (waiting.last_reply or "")
     assert [r.event for r in await receipts_of(h, "status_")] == [
         "status_queued", "status_deferred"]
     relay = await start_relay(h)

@@ -1,8 +1,8 @@
-"""Tests for store.db: durability settings, the receipt chain, transactions and the queue."""
+"""Tests for the SQLite store: durability settings, the receipt chain, transactions and the
+queue."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 import json
@@ -13,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.db import (
-    GENESIS,
-    Conflict,
-    ProtectedRef,
-    Store,
-    Tx,
-    chain_problems,
-    from_iso,
-    iso,
-    receipt_hash,
-)
+from gateway.core.records import ProtectedRef, Receipt, from_iso, iso
+from gateway.store.api import Tx
+from gateway.store.chain import GENESIS, chain_problems, receipt_hash
+from gateway.store.sqlite.connection import SqliteStore as Store
 
 T0 = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
 KEY = b"k" * 32  # the receipt key of these tests
@@ -40,10 +33,18 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 async def append_receipts(store: Store, count: int) -> None:
     for i in range(count):
-        async with store.transaction() as tx:
-            await tx.receipt("signal.accepted", at=T0 + dt.timedelta(minutes=i),
-                             ref=f"HWC-{i}", school="12AB00", pseudonym=f"p{i}",
-                             children=i, reply="250 2.0.0 ok", fingerprints=["AB", "CD"])
+        async def body(tx: Tx, i: int = i) -> None:
+            await tx.receipts.append("signal.accepted", at=T0 + dt.timedelta(minutes=i),
+                                     ref=f"HWC-{i}", school="12AB00", pseudonym=f"p{i}",
+                                     children=i, reply="250 2.0.0 ok", fingerprints=["AB", "CD"])
+
+        await store.write(body)
+
+
+async def one(store: Store, sql: str) -> sqlite3.Row | None:
+    """One row of `sql` on the store's own connection (a PRAGMA, a column the records omit)."""
+    row: sqlite3.Row | None = await store.in_thread(lambda conn: conn.execute(sql).fetchone())
+    return row
 
 
 def raw(store: Store) -> sqlite3.Connection:
@@ -61,9 +62,9 @@ def test_iso_round_trip_is_utc_and_fixed_width() -> None:
 
 async def test_open_sets_wal_and_full_sync(store: Store) -> None:
     """The database is in WAL mode with synchronous=FULL, foreign keys on, file mode 0600."""
-    journal = await store.one("PRAGMA journal_mode")
-    sync = await store.one("PRAGMA synchronous")
-    fks = await store.one("PRAGMA foreign_keys")
+    journal = await one(store, "PRAGMA journal_mode")
+    sync = await one(store, "PRAGMA synchronous")
+    fks = await one(store, "PRAGMA foreign_keys")
     assert journal is not None and journal[0] == "wal"
     assert sync is not None and sync[0] == 2  # FULL
     assert fks is not None and fks[0] == 1
@@ -81,8 +82,8 @@ async def test_open_twice_keeps_data(tmp_path: Path) -> None:
     await first.close()
     second = await Store.open(path, KEY)
     try:
-        assert len(await second.receipts()) == 2
-        row = await second.one("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert len(await second.receipts.all()) == 2
+        row = await one(second, "SELECT value FROM meta WHERE key = 'schema_version'")
         assert row is not None and row[0] == "1"
     finally:
         await second.close()
@@ -91,7 +92,7 @@ async def test_open_twice_keeps_data(tmp_path: Path) -> None:
 async def test_receipt_chain_of_appended_receipts_is_intact(store: Store) -> None:
     """Receipts appended in separate transactions form an unbroken chain from the genesis hash."""
     await append_receipts(store, 5)
-    rows = await store.receipts()
+    rows = await store.receipts.all()
     assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
     assert rows[0].prev == GENESIS
     assert all(b.prev == a.hash for a, b in itertools.pairwise(rows))
@@ -102,13 +103,15 @@ async def test_receipt_chain_of_appended_receipts_is_intact(store: Store) -> Non
 
 async def test_receipts_filter_by_ref_and_since(store: Store) -> None:
     """receipts(ref=) finds the signal and its children; since= drops older entries."""
-    async with store.transaction() as tx:
-        await tx.receipt("signal.accepted", at=T0, ref="HWC-7")
-        await tx.receipt("child.held", at=T0, ref="HWC-7-1")
-        await tx.receipt("signal.accepted", at=T0, ref="HWC-70")
-        await tx.receipt("purge", at=T0 + dt.timedelta(hours=1))
-    assert [r.ref for r in await store.receipts(ref="HWC-7")] == ["HWC-7", "HWC-7-1"]
-    assert [r.event for r in await store.receipts(since=T0 + dt.timedelta(minutes=1))] == \
+    async def body(tx: Tx) -> None:
+        await tx.receipts.append("signal.accepted", at=T0, ref="HWC-7")
+        await tx.receipts.append("child.held", at=T0, ref="HWC-7-1")
+        await tx.receipts.append("signal.accepted", at=T0, ref="HWC-70")
+        await tx.receipts.append("purge", at=T0 + dt.timedelta(hours=1))
+
+    await store.write(body)
+    assert [r.ref for r in await store.receipts.all(ref="HWC-7")] == ["HWC-7", "HWC-7-1"]
+    assert [r.event for r in await store.receipts.all(since=T0 + dt.timedelta(minutes=1))] == \
         ["purge"]
 
 
@@ -117,7 +120,7 @@ async def test_receipts_cannot_be_updated(store: Store) -> None:
     await append_receipts(store, 3)
     with raw(store) as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE receipts SET detail = '{}' WHERE seq = 2")
-    assert chain_problems(await store.receipts(), KEY) == []
+    assert chain_problems(await store.receipts.all(), KEY) == []
 
 
 async def test_edited_receipt_is_reported(store: Store) -> None:
@@ -129,21 +132,21 @@ async def test_edited_receipt_is_reported(store: Store) -> None:
                    (json.dumps({"children": 9, "fingerprints": ["AB", "CD"],
                                 "reply": "250 2.0.0 ok"}, sort_keys=True,
                                separators=(",", ":")),))
-    problems = chain_problems(await store.receipts(), KEY)
+    problems = chain_problems(await store.receipts.all(), KEY)
     assert problems == ["receipt 2: content does not match its hash"]
 
 
 async def test_edited_and_rehashed_receipt_is_reported_by_its_successor(store: Store) -> None:
     """Re-hashing an edited receipt does not help: the next receipt no longer follows it."""
     await append_receipts(store, 4)
-    rows = await store.receipts()
+    rows = await store.receipts.all()
     r = rows[1]
     detail = json.dumps({"children": 9}, sort_keys=True, separators=(",", ":"))
     forged = receipt_hash(KEY, r.prev, r.seq, r.at, r.event, r.ref, r.school, detail, r.pseudonym)
     with raw(store) as db:
         db.execute("DROP TRIGGER receipts_append_only")
         db.execute("UPDATE receipts SET detail = ?, hash = ? WHERE seq = 2", (detail, forged))
-    assert chain_problems(await store.receipts(), KEY) == \
+    assert chain_problems(await store.receipts.all(), KEY) == \
         ["receipt 3: does not follow the previous receipt"]
 
 
@@ -152,7 +155,7 @@ async def test_deleted_receipt_is_reported_missing(store: Store) -> None:
     await append_receipts(store, 5)
     with raw(store) as db:
         db.execute("DELETE FROM receipts WHERE seq = 3")
-    problems = chain_problems(await store.receipts(), KEY)
+    problems = chain_problems(await store.receipts.all(), KEY)
     assert "receipt 3: missing (next is 4)" in problems
     assert "receipt 4: does not follow the previous receipt" in problems
 
@@ -162,7 +165,7 @@ async def test_deleted_first_receipt_is_reported(store: Store) -> None:
     await append_receipts(store, 3)
     with raw(store) as db:
         db.execute("DELETE FROM receipts WHERE seq = 1")
-    assert chain_problems(await store.receipts(), KEY) == \
+    assert chain_problems(await store.receipts.all(), KEY) == \
         ["receipt 2: does not follow the previous receipt"]
 
 
@@ -174,7 +177,7 @@ async def test_inserted_forged_receipt_is_reported(store: Store) -> None:
         db.execute("INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev,"
                    " hash) VALUES (4, ?, 'notice.delivered', 'HWC-9', '12AB00', '{}', NULL,"
                    " ?, ?)", (iso(T0), "0" * 64, "f" * 64))
-    problems = chain_problems(await store.receipts(), KEY)
+    problems = chain_problems(await store.receipts.all(), KEY)
     assert problems == ["receipt 4: does not follow the previous receipt",
                         "receipt 4: content does not match its hash"]
 
@@ -182,7 +185,7 @@ async def test_inserted_forged_receipt_is_reported(store: Store) -> None:
 async def test_replaced_receipt_with_valid_hash_is_reported(store: Store) -> None:
     """A receipt replaced by a self-consistent forgery is caught by the one after it."""
     await append_receipts(store, 4)
-    rows = await store.receipts()
+    rows = await store.receipts.all()
     prev = rows[1].hash
     forged = receipt_hash(KEY, prev, 3, iso(T0), "notice.delivered", "HWC-9", "12AB00", "{}", None)
     with raw(store) as db:
@@ -190,34 +193,38 @@ async def test_replaced_receipt_with_valid_hash_is_reported(store: Store) -> Non
         db.execute("INSERT INTO receipts (seq, at, event, ref, school, detail, pseudonym, prev,"
                    " hash) VALUES (3, ?, 'notice.delivered', 'HWC-9', '12AB00', '{}', NULL,"
                    " ?, ?)", (iso(T0), prev, forged))
-    assert chain_problems(await store.receipts(), KEY) == \
+    assert chain_problems(await store.receipts.all(), KEY) == \
         ["receipt 4: does not follow the previous receipt"]
 
 
 async def test_transaction_rolls_back_on_exception(store: Store) -> None:
     """An exception inside a transaction leaves no signal, child or receipt behind."""
+    async def body(tx: Tx) -> None:
+        await tx.signals.insert("HWC-1", "vt", "<m@x>", ProtectedRef("r1", b"sealed"), "d1",
+                                1, T0)
+        await tx.children.insert("HWC-1", 1, "routed", "12AB00", None, b"blob", "p", T0)
+        await tx.receipts.append("signal.accepted", at=T0, ref="HWC-1")
+        raise RuntimeError("boom")
+
     with pytest.raises(RuntimeError, match="boom"):
-        async with store.transaction() as tx:
-            await tx.insert_signal("HWC-1", "vt", "<m@x>", ProtectedRef("r1", b"sealed"), "d1",
-                                   1, T0)
-            await tx.insert_child("HWC-1", 1, "routed", "12AB00", None, b"blob", "p", T0)
-            await tx.receipt("signal.accepted", at=T0, ref="HWC-1")
-            raise RuntimeError("boom")
-    assert await store.signal("HWC-1") is None
-    assert await store.children() == []
-    assert await store.receipts() == []
+        await store.write(body)
+    assert await store.signals.get("HWC-1") is None
+    assert await store.children.all() == []
+    assert await store.receipts.all() == []
     with raw(store) as db:
         assert db.execute("SELECT count(*) FROM receipts").fetchone()[0] == 0
     # The store is usable afterwards.
     await append_receipts(store, 1)
-    assert len(await store.receipts()) == 1
+    assert len(await store.receipts.all()) == 1
 
 
 async def test_committed_transaction_is_visible_to_another_connection(store: Store) -> None:
     """Once the transaction block ends, another connection sees the rows (committed)."""
-    async with store.transaction() as tx:
-        await tx.insert_signal("HWC-1", "vt", None, None, "d1", 1, T0)
-        await tx.receipt("signal.accepted", at=T0, ref="HWC-1")
+    async def body(tx: Tx) -> None:
+        await tx.signals.insert("HWC-1", "vt", None, None, "d1", 1, T0)
+        await tx.receipts.append("signal.accepted", at=T0, ref="HWC-1")
+
+    await store.write(body)
     with raw(store) as db:
         assert db.execute("SELECT ref FROM signals").fetchall() == [("HWC-1",)]
         assert db.execute("SELECT count(*) FROM receipts").fetchone()[0] == 1
@@ -225,8 +232,10 @@ async def test_committed_transaction_is_visible_to_another_connection(store: Sto
 
 async def add_signal(store: Store, ref: str, sender: str, message_id: str | None,
                      sender_ref: ProtectedRef | None, digest: str, at: dt.datetime) -> None:
-    async with store.transaction() as tx:
-        await tx.insert_signal(ref, sender, message_id, sender_ref, digest, 1, at)
+    async def body(tx: Tx) -> None:
+        await tx.signals.insert(ref, sender, message_id, sender_ref, digest, 1, at)
+
+    await store.write(body)
 
 
 @pytest.fixture
@@ -254,140 +263,52 @@ async def test_find_duplicate(signals: Store, sender: str, message_id: str | Non
                               expected: tuple[str, bool] | None) -> None:
     """Same sender and content digest, or same sender and Message-ID, finds the earlier
     signal, and says whether its content is the same; a content match comes first."""
-    async with signals.transaction() as tx:
-        found = await tx.find_duplicate(sender, message_id, digest, T0 - dt.timedelta(days=30))
-    assert found == expected
+
+    async def body(tx: Tx) -> tuple[str, bool] | None:
+        return await tx.signals.find_duplicate(sender, message_id, digest,
+                                               T0 - dt.timedelta(days=30))
+
+    assert await signals.write(body) == expected
 
 
 async def test_find_duplicate_ignores_signals_outside_the_window(signals: Store) -> None:
     """A signal accepted before the window start is not a duplicate any more."""
-    async with signals.transaction() as tx:
-        assert await tx.find_duplicate("vt", "<m1@vt>", "digest-1",
-                                       T0 + dt.timedelta(seconds=1)) is None
-        assert await tx.find_duplicate("vt", "<m1@vt>", "x", T0) == ("HWC-1", False)
+    async def body(tx: Tx) -> None:
+        assert await tx.signals.find_duplicate("vt", "<m1@vt>", "digest-1",
+                                               T0 + dt.timedelta(seconds=1)) is None
+        assert await tx.signals.find_duplicate("vt", "<m1@vt>", "x", T0) == ("HWC-1", False)
+
+    await signals.write(body)
 
 
 async def test_find_duplicate_does_not_match_null_message_ids(signals: Store) -> None:
     """A stored signal without Message-ID is not matched by another one without Message-ID."""
-    async with signals.transaction() as tx:
-        assert await tx.find_duplicate("vt", None, "x", T0 - dt.timedelta(days=1)) is None
+    async def body(tx: Tx) -> None:
+        assert await tx.signals.find_duplicate("vt", None, "x",
+                                               T0 - dt.timedelta(days=1)) is None
+
+    await signals.write(body)
 
 
 async def test_find_sender_ref_finds_the_same_senders_case_only(signals: Store) -> None:
     """A case reference seen before is found by its digest, for the same sender only."""
-    async with signals.transaction() as tx:
-        assert await tx.find_sender_ref("vt", "ref-digest-1") == "HWC-1"
-        assert await tx.find_sender_ref("politie", "ref-digest-1") is None
-        assert await tx.find_sender_ref("vt", "ref-digest-2") is None
+    async def body(tx: Tx) -> None:
+        assert await tx.signals.find_sender_ref("vt", "ref-digest-1") == "HWC-1"
+        assert await tx.signals.find_sender_ref("politie", "ref-digest-1") is None
+        assert await tx.signals.find_sender_ref("vt", "ref-digest-2") is None
+
+    await signals.write(body)
 
 
 async def test_reported_signal_keeps_no_sealed_case_reference(signals: Store) -> None:
     """Once the status mail is dealt with, the sealed case reference goes; its digest stays."""
-    async with signals.transaction() as tx:
-        await tx.mark_reported(["HWC-1"])
-    row = await signals.signal("HWC-1")
-    assert row is not None and row["sender_ref_blob"] is None
-    assert row["sender_ref_digest"] == "ref-digest-1"
+    async def body(tx: Tx) -> None:
+        await tx.signals.mark_reported(["HWC-1"])
 
-
-async def queued_signal(store: Store) -> None:
-    async with store.transaction() as tx:
-        await tx.insert_signal("HWC-1", "vt", None, None, "d", 3, T0)
-        await tx.insert_child("HWC-1", 1, "routed", "12AB00", None, b"b1", "p1", T0)
-        await tx.insert_child("HWC-1", 2, "routed", "12AB00", None, b"b2", "p2", T0)
-        await tx.insert_child("HWC-1", 3, "held", None, "no match", b"b3", "p3", T0)
-
-
-async def test_insert_notice_seals_routed_children(store: Store) -> None:
-    """A notice for routed children is queued and the children move to sealed, linked to it."""
-    await queued_signal(store)
-    async with store.transaction() as tx:
-        notice_id = await tx.insert_notice("HWC-1", "12AB00", "<n@gw>", ["a@school"], ["F" * 40],
-                                           b"sealed", [1, 2], T0)
-    notice = await store.notice(notice_id)
-    assert notice is not None and notice["state"] == "queued" and notice["attempts"] == 0
-    assert json.loads(notice["recipients"]) == ["a@school"]
-    states = [(c["n"], c["state"], c["notice_id"]) for c in await store.children(ref="HWC-1")]
-    assert states == [(1, "sealed", notice_id), (2, "sealed", notice_id), (3, "held", None)]
-
-
-async def test_insert_notice_conflict_commits_nothing(store: Store) -> None:
-    """A child no longer 'routed' raises Conflict and the whole transaction is rolled back."""
-    await queued_signal(store)
-    with pytest.raises(Conflict):
-        async with store.transaction() as tx:
-            await tx.receipt("notice.sealed", at=T0, ref="HWC-1")
-            await tx.insert_notice("HWC-1", "12AB00", "<n@gw>", ["a@school"], ["F" * 40],
-                                   b"sealed", [1, 3], T0)
-    assert await store.notices() == []
-    assert await store.receipts() == []
-    child = await store.child("HWC-1", 1)
-    assert child is not None and child["state"] == "routed" and child["notice_id"] is None
-
-
-async def test_insert_notice_twice_for_one_child_conflicts(store: Store) -> None:
-    """A child already sealed into one notice cannot be sealed into a second."""
-    await queued_signal(store)
-    async with store.transaction() as tx:
-        first = await tx.insert_notice("HWC-1", "12AB00", "<a@gw>", ["a@s"], ["F" * 40], b"m",
-                                       [1], T0)
-    with pytest.raises(Conflict):
-        async with store.transaction() as tx:
-            await tx.insert_notice("HWC-1", "12AB00", "<b@gw>", ["a@s"], ["F" * 40], b"m",
-                                   [2, 1], T0)
-    assert [n["id"] for n in await store.notices()] == [first]
-    child = await store.child("HWC-1", 2)
-    assert child is not None and child["state"] == "routed"
-
-
-async def one_notice(store: Store) -> int:
-    await queued_signal(store)
-    async with store.transaction() as tx:
-        return await tx.insert_notice("HWC-1", "12AB00", "<n@gw>", ["a@school"], ["F" * 40],
-                                      b"sealed", [1], T0)
-
-
-async def claim(store: Store, notice_id: int, now: dt.datetime,
-                seconds: int = 60) -> sqlite3.Row | None:
-    async with store.transaction() as tx:
-        return await tx.claim_notice(notice_id, now + dt.timedelta(seconds=seconds), now)
-
-
-async def test_claim_notice_lease(store: Store) -> None:
-    """A second claim fails while the lease holds and succeeds once it has run out."""
-    notice_id = await one_notice(store)
-    assert await claim(store, notice_id, T0)
-    assert not await claim(store, notice_id, T0 + dt.timedelta(seconds=30))
-    assert [r["id"] for r in await store.due_notices(T0 + dt.timedelta(seconds=30))] == []
-    later = T0 + dt.timedelta(seconds=61)
-    assert [r["id"] for r in await store.due_notices(later)] == [notice_id]
-    assert await claim(store, notice_id, later)
-    notice = await store.notice(notice_id)
-    assert notice is not None and notice["attempts"] == 2
-    assert notice["lease_until"] == iso(later + dt.timedelta(seconds=60))
-
-
-async def test_claim_after_finish_fails(store: Store) -> None:
-    """A delivered notice cannot be claimed again; its children are delivered and erased."""
-    notice_id = await one_notice(store)
-    assert await claim(store, notice_id, T0)
-    async with store.transaction() as tx:
-        await tx.finish_notice(notice_id, "delivered", "250 ok", T0, "delivered")
-    assert not await claim(store, notice_id, T0 + dt.timedelta(hours=1))
-    child = await store.child("HWC-1", 1)
-    assert child is not None and child["state"] == "delivered" and child["blob"] is None
-
-
-async def test_defer_notice_releases_the_lease(store: Store) -> None:
-    """A deferred notice is due again at its next attempt time and can be claimed then."""
-    notice_id = await one_notice(store)
-    assert await claim(store, notice_id, T0)
-    next_at = T0 + dt.timedelta(minutes=2)
-    async with store.transaction() as tx:
-        await tx.defer_notice(notice_id, "451 later", next_at)
-    assert await store.due_notices(T0 + dt.timedelta(minutes=1)) == []
-    assert [r["id"] for r in await store.due_notices(next_at)] == [notice_id]
-    assert await claim(store, notice_id, next_at)
+    await signals.write(body)
+    row = await signals.signals.get("HWC-1")
+    assert row is not None and row.sender_ref_blob is None
+    assert row.sender_ref_digest == "ref-digest-1"
 
 
 async def test_upgrade_marks_signals_already_reported(tmp_path: Path) -> None:
@@ -395,19 +316,22 @@ async def test_upgrade_marks_signals_already_reported(tmp_path: Path) -> None:
     signals whose status mail was already dealt with, so none is reported twice."""
     path = tmp_path / "old.sqlite3"
     s = await Store.open(path, KEY)
-    async with s.transaction() as tx:
+
+    async def body(tx: Tx) -> None:
         for ref in ("HWC-A", "HWC-B"):
-            await tx.insert_signal(ref, "vt", None, None, f"digest-{ref}", 0, T0)
-        await tx.receipt("status_sent", at=T0, ref="HWC-A", sender="vt")
+            await tx.signals.insert(ref, "vt", None, None, f"digest-{ref}", 0, T0)
+        await tx.receipts.append("status_sent", at=T0, ref="HWC-A", sender="vt")
+
+    await s.write(body)
     await s.close()
     with sqlite3.connect(path, isolation_level=None) as db:  # as an older gateway left it
         db.execute("DROP INDEX signals_unreported")
         db.execute("ALTER TABLE signals DROP COLUMN reported")
     s = await Store.open(path, KEY)
     try:
-        rows = await s.all("SELECT ref, reported FROM signals ORDER BY ref")
-        assert [(r["ref"], r["reported"]) for r in rows] == [("HWC-A", 1), ("HWC-B", 0)]
-        assert [r["ref"] for r in await s.finished_unreported()] == ["HWC-B"]
+        rows = [await s.signals.get(ref) for ref in ("HWC-A", "HWC-B")]
+        assert [(r.ref, r.reported) for r in rows if r] == [("HWC-A", True), ("HWC-B", False)]
+        assert [r.ref for r in await s.signals.finished_unreported()] == ["HWC-B"]
     finally:
         await s.close()
 
@@ -415,53 +339,17 @@ async def test_upgrade_marks_signals_already_reported(tmp_path: Path) -> None:
 async def test_receipts_of_one_transaction_follow_each_other(store: Store) -> None:
     """Several receipts in one transaction chain onto each other and onto the one before."""
     await append_receipts(store, 1)
-    async with store.transaction() as tx:
-        first = await tx.receipt("a", at=T0, ref="HWC-X")
-        second = await tx.receipt("b", at=T0, ref="HWC-X")
-    before = (await store.receipts())[0]
+
+    async def body(tx: Tx) -> tuple[Receipt, Receipt]:
+        first = await tx.receipts.append("a", at=T0, ref="HWC-X")
+        second = await tx.receipts.append("b", at=T0, ref="HWC-X")
+        return first, second
+
+    first, second = await store.write(body)
+    before = (await store.receipts.all())[0]
     assert (first.seq, first.prev) == (before.seq + 1, before.hash)
     assert (second.seq, second.prev) == (first.seq + 1, first.hash)
-    assert chain_problems(await store.receipts(), KEY) == []
-
-
-async def test_write_runs_a_whole_transaction_and_returns_its_result(store: Store) -> None:
-    """`Store.write` commits every statement of its body at once and returns what it returned;
-    its receipts chain onto those of ordinary transactions."""
-    await append_receipts(store, 1)
-
-    async def body(tx: Tx) -> int:
-        await tx.insert_signal("HWC-W", "vt", None, None, "digest-w", 1, T0)
-        return (await tx.receipt("accepted", at=T0, ref="HWC-W")).seq
-
-    assert await store.write(body) == 2
-    assert (await store.signal("HWC-W")) is not None
-    await append_receipts(store, 1)
-    assert chain_problems(await store.receipts(), KEY) == []
-
-
-async def test_write_rolls_back_on_an_exception(store: Store) -> None:
-    """An exception in a `Store.write` body undoes every statement of it and propagates."""
-    async def body(tx: Tx) -> None:
-        await tx.insert_signal("HWC-R", "vt", None, None, "digest-r", 1, T0)
-        await tx.receipt("accepted", at=T0, ref="HWC-R")
-        raise Conflict("changed meanwhile")
-
-    with pytest.raises(Conflict):
-        await store.write(body)
-    assert await store.signal("HWC-R") is None
-    assert await store.receipts() == []
-
-
-async def test_write_refuses_a_body_that_waits_on_anything_else(store: Store) -> None:
-    """A `Store.write` body may await only its transaction: one that waits on anything else
-    (and so would hold the database across the event loop) is refused and rolled back."""
-    async def body(tx: Tx) -> None:
-        await tx.insert_signal("HWC-S", "vt", None, None, "digest-s", 1, T0)
-        await asyncio.sleep(0)
-
-    with pytest.raises(RuntimeError, match="awaited something other"):
-        await store.write(body)
-    assert await store.signal("HWC-S") is None
+    assert chain_problems(await store.receipts.all(), KEY) == []
 
 
 async def test_rewrite_held_back_by_a_reader_is_finished_at_the_next_start(
@@ -485,20 +373,20 @@ async def test_rewrite_held_back_by_a_reader_is_finished_at_the_next_start(
     s = await Store.open(path, KEY)
     reader = sqlite3.connect(path, isolation_level=None)
     try:
-        await s.db.execute("PRAGMA busy_timeout=100")
+        await s.in_thread(lambda conn: conn.execute("PRAGMA busy_timeout=100"))
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM signals").fetchone()
         assert await s.protect_sender_refs(protect) == 1
-        assert await s.meta("sender_refs_vacuum") == "due"
+        assert await s.meta.get("sender_refs_vacuum") == "due"
     finally:
         reader.close()
         await s.close()
     s = await Store.open(path, KEY)
     try:
         assert await s.protect_sender_refs(protect) == 0
-        assert await s.meta("sender_refs_vacuum") is None
+        assert await s.meta.get("sender_refs_vacuum") is None
         assert b"VT-SECRET" not in stored()
-        row = await s.signal("HWC-1")
-        assert row is not None and row["sender_ref_digest"] == "digest-of-SECRET-1"
+        row = await s.signals.get("HWC-1")
+        assert row is not None and row.sender_ref_digest == "digest-of-SECRET-1"
     finally:
         await s.close()

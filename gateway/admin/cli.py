@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from gateway.observe.logs import configure
 from gateway.pipeline.context import Context, open_context, utc_now
 from gateway.service import preflight
 from gateway.service.statelock import StateLock, StateLocked
+from gateway.store.api import StoreError
 
 
 async def _open_context(config: Config) -> Context:
@@ -40,7 +40,7 @@ async def _open_context(config: Config) -> Context:
         return await open_context(config)
     except (VaultError, CustodyError) as exc:
         raise Refused(str(exc)) from None
-    except sqlite3.DatabaseError as exc:
+    except StoreError as exc:
         # What storage_problem cannot see beforehand (a database damaged past its header).
         raise Refused(f"cannot open the database {config.storage.path}: {exc}") from None
     except OSError as exc:

@@ -31,6 +31,7 @@ from gateway.core.inert import inert, inert_json
 from gateway.core.keyinfo import Purpose
 from gateway.core.model import Child
 from gateway.core.names import names_match, pseudonym_text
+from gateway.core.records import LockoutRecord, NoticeRecord, PupilRow, from_iso, iso
 from gateway.core.schedule import deadline, time_left
 from gateway.core.timetext import local_time_text
 from gateway.core.validate import (
@@ -58,8 +59,10 @@ from gateway.delivery.deliver import FIXES
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.pipeline.intake import register_candidates
+from gateway.store.api import Store, Tx
+from gateway.store.chain import chain_problems
 from gateway.store.chainkey import RECEIPTS_KEY, open_store
-from gateway.store.db import Store, chain_problems, from_iso, iso
+from gateway.store.views import queue_counts
 
 log = get_logger("admin")
 
@@ -120,15 +123,18 @@ async def keys_init(config: Config, now: dt.datetime) -> list[str]:
     if not had_receipts_key:
         done.append(f"created secret {receipts_key}")
     try:
-        current = [r for r in await store.gateway_keys() if r["state"] == "current"]
+        current = [r for r in await store.directory.gateway_keys() if r.state == "current"]
         if not current:
             fpr = generate_gateway_key(gpg, config.gateway.address, passphrase)
-            async with store.transaction() as tx:
-                await tx.add_gateway_key(fpr, now)
-                await tx.receipt("key.created", at=now, fingerprint=fpr, role="gateway")
+
+            async def create(tx: Tx) -> None:
+                await tx.directory.add_gateway_key(fpr, now)
+                await tx.receipts.append("key.created", at=now, fingerprint=fpr, role="gateway")
+
+            await store.write(create)
             done.append(f"created gateway key {fpr}")
         else:
-            done.append(f"gateway key {current[0]['fingerprint']} already present")
+            done.append(f"gateway key {current[0].fingerprint} already present")
     finally:
         await store.close()
     return done
@@ -158,13 +164,13 @@ def keys_export(ctx: Context, include_previous: bool = False) -> str:
 async def key_owners(ctx: Context) -> dict[str, tuple[str, Purpose]]:
     """Every pinned key: fingerprint -> (owner, what it must do)."""
     owners: dict[str, tuple[str, Purpose]] = {}
-    for row in await ctx.store.gateway_keys():
-        until = f" until {row['decrypt_until']}" if row["state"] == "previous" else ""
-        owners[row["fingerprint"]] = (f"gateway ({row['state']}{until})", "sign")
-    for row in await ctx.store.sender_keys():
-        owners[row["fingerprint"]] = (f"sender {row['sender']}", "sign")
-    for row in await ctx.store.contacts():
-        owners[row["fingerprint"]] = (f"school {row['school']} {row['email']}", "encrypt")
+    for key in await ctx.store.directory.gateway_keys():
+        until = f" until {key.decrypt_until}" if key.state == "previous" else ""
+        owners[key.fingerprint] = (f"gateway ({key.state}{until})", "sign")
+    for sender_key in await ctx.store.directory.sender_keys():
+        owners[sender_key.fingerprint] = (f"sender {sender_key.sender}", "sign")
+    for contact in await ctx.store.directory.contacts():
+        owners[contact.fingerprint] = (f"school {contact.school} {contact.email}", "encrypt")
     if ctx.config.alerts.key:
         owners[ctx.config.alerts.key] = ("alerts", "encrypt")
     return owners
@@ -194,10 +200,14 @@ async def keys_rotate(ctx: Context, overlap_days: int) -> str:
     passphrase = _passphrase(ctx.config)
     new = generate_gateway_key(ctx.gpg, ctx.config.gateway.address, passphrase)
     until = now + dt.timedelta(days=overlap_days)
-    async with ctx.store.transaction() as tx:
-        old = await tx.add_gateway_key(new, now, until)
-        await tx.receipt("key.rotated", at=now, fingerprint=new, previous=old,
-                         overlap_until=iso(until), operator=_operator())
+
+    async def rotate(tx: Tx) -> str | None:
+        old = await tx.directory.add_gateway_key(new, now, until)
+        await tx.receipts.append("key.rotated", at=now, fingerprint=new, previous=old,
+                                 overlap_until=iso(until), operator=_operator())
+        return old
+
+    old = await ctx.store.write(rotate)
     await ctx.refresh(force=True)
     shown = local_time_text(until, ctx.config.schedule.timezone)
     return (f"gateway key {new} signs from now on; {old} still opens signals until {shown}"
@@ -207,7 +217,7 @@ async def keys_rotate(ctx: Context, overlap_days: int) -> str:
 async def keys_retire(ctx: Context, fingerprint: str) -> str:
     """Stop opening signals encrypted to an old gateway key: its secret key is deleted."""
     fpr = normalise_fingerprint(fingerprint) or fingerprint
-    rows = {r["fingerprint"]: r["state"] for r in await ctx.store.gateway_keys()}
+    rows = {r.fingerprint: r.state for r in await ctx.store.directory.gateway_keys()}
     if rows.get(fpr) == "current":
         raise Refused(f"{fpr} is the current gateway key: `keys rotate` first")
     if rows.get(fpr) != "previous":
@@ -218,10 +228,13 @@ async def keys_retire(ctx: Context, fingerprint: str) -> str:
 
 async def retire_gateway_key(ctx: Context, fpr: str, why: str) -> None:
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        if await tx.retire_gateway_key(fpr, now):
-            await tx.receipt("key.retired", at=now, fingerprint=fpr, why=why,
-                             operator=_operator())
+
+    async def retire(tx: Tx) -> None:
+        if await tx.directory.retire_gateway_key(fpr, now):
+            await tx.receipts.append("key.retired", at=now, fingerprint=fpr, why=why,
+                                     operator=_operator())
+
+    await ctx.store.write(retire)
     try:
         delete_secret_key(ctx.gpg, fpr, _passphrase(ctx.config))
     except KeyRefused as exc:
@@ -250,7 +263,8 @@ async def keys_update(ctx: Context, data: bytes) -> str:
     after = {i.fingerprint: i for i in list_key_infos(ctx.gpg) if i.fingerprint in infos}
     now = ctx.clock()
     lines = []
-    async with ctx.store.transaction() as tx:
+
+    async def record(tx: Tx) -> None:
         for fpr in sorted(infos):
             owner, purpose = owners[fpr]
             old, new = before.get(fpr), after.get(fpr)
@@ -261,9 +275,12 @@ async def keys_update(ctx: Context, data: bytes) -> str:
                      if new and new.expires else "never")
             lines.append(f"{fpr} ({owner}): {'updated' if changed else 'unchanged'}, "
                          f"now {state}, expires {shown}")
-            await tx.receipt("key.updated", at=now, fingerprint=fpr, owner=owner, state=state,
-                             expires=expires, changed=changed, operator=_operator())
-        await tx.bump_directory_version()
+            await tx.receipts.append("key.updated", at=now, fingerprint=fpr, owner=owner,
+                                     state=state, expires=expires, changed=changed,
+                                     operator=_operator())
+        await tx.directory.bump_version()
+
+    await ctx.store.write(record)
     await ctx.refresh(force=True)
     return "\n".join(lines)
 
@@ -274,10 +291,13 @@ async def keys_pin_alerts(ctx: Context, data: bytes) -> str:
         raise Refused("set [alerts] key to the alert key's fingerprint first")
     info = _import(ctx.gpg, data, ctx.config.alerts.key, "encrypt", ctx.clock())
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        await tx.receipt("key.pinned", at=now, fingerprint=info.fingerprint, owner="alerts",
-                         operator=_operator())
-        await tx.bump_directory_version()
+
+    async def pin(tx: Tx) -> None:
+        await tx.receipts.append("key.pinned", at=now, fingerprint=info.fingerprint, owner="alerts",
+                                 operator=_operator())
+        await tx.directory.bump_version()
+
+    await ctx.store.write(pin)
     await ctx.refresh(force=True)
     return f"alerts are encrypted to {info.fingerprint}"
 
@@ -303,13 +323,17 @@ async def senders_add(ctx: Context, name: str, key_data: bytes, fingerprint: str
         raise Refused(f"sender {name} exists already (use `senders add-key` for a second key)")
     now = ctx.clock()
     info = _import(ctx.gpg, key_data, fingerprint, "sign", now)
-    async with ctx.store.transaction() as tx:
-        # Without a password the stored hash is "!", which no password ever matches.
-        await tx.add_sender(name, hash_password(password) if password is not None else "!",
-                            info.fingerprint, [a.lower() for a in allow_from],
-                            [c for c in certs if c], now, status_mail)
-        await tx.receipt("sender.added", at=now, sender=name, fingerprint=info.fingerprint,
-                         client_certs=len(certs), operator=_operator())
+    # Without a password the stored hash is "!", which no password ever matches.
+    password_hash = hash_password(password) if password is not None else "!"
+
+    async def add(tx: Tx) -> None:
+        await tx.directory.add_sender(name, password_hash,
+                                      info.fingerprint, [a.lower() for a in allow_from],
+                                      [c for c in certs if c], now, status_mail)
+        await tx.receipts.append("sender.added", at=now, sender=name, fingerprint=info.fingerprint,
+                                 client_certs=len(certs), operator=_operator())
+
+    await ctx.store.write(add)
     return f"sender {name} added with key {info.fingerprint}" + (
         f" and {len(certs)} client certificate(s)" if certs else "")
 
@@ -318,10 +342,13 @@ async def senders_add_key(ctx: Context, name: str, key_data: bytes, fingerprint:
     await _require_sender(ctx, name)
     now = ctx.clock()
     info = _import(ctx.gpg, key_data, fingerprint, "sign", now)
-    async with ctx.store.transaction() as tx:
-        await tx.add_sender_key(name, info.fingerprint, now)
-        await tx.receipt("sender.key_added", at=now, sender=name, fingerprint=info.fingerprint,
-                         operator=_operator())
+
+    async def add(tx: Tx) -> None:
+        await tx.directory.add_sender_key(name, info.fingerprint, now)
+        await tx.receipts.append("sender.key_added", at=now, sender=name,
+                                 fingerprint=info.fingerprint, operator=_operator())
+
+    await ctx.store.write(add)
     return f"sender {name}: key {info.fingerprint} pinned"
 
 
@@ -329,11 +356,14 @@ async def senders_remove_key(ctx: Context, name: str, fingerprint: str) -> str:
     await _require_sender(ctx, name)
     fpr = normalise_fingerprint(fingerprint) or fingerprint
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        if not await tx.remove_sender_key(name, fpr):
+
+    async def remove(tx: Tx) -> None:
+        if not await tx.directory.remove_sender_key(name, fpr):
             raise Refused(f"sender {name} has no key {fpr}")
-        await tx.receipt("sender.key_removed", at=now, sender=name, fingerprint=fpr,
-                         operator=_operator())
+        await tx.receipts.append("sender.key_removed", at=now, sender=name, fingerprint=fpr,
+                                 operator=_operator())
+
+    await ctx.store.write(remove)
     return f"sender {name}: key {fpr} no longer accepted" + await _sender_key_warning(ctx, name)
 
 
@@ -349,43 +379,50 @@ async def _sender_key_warning(ctx: Context, name: str) -> str:
 async def senders_unlock(ctx: Context, name: str) -> str:
     """Lift the AUTH lockout of a sender's login, and of the client addresses it was refused
     at: the running daemon lets them go at its next AUTH attempt (`ingress.auth`)."""
-    if name not in {r["name"] for r in await ctx.store.senders()}:
+    if name not in {r.name for r in await ctx.store.directory.senders()}:
         raise Refused(f"there is no sender {name}")
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        lifted = await tx.lift_lockouts(name, now, _operator())
+
+    async def lift(tx: Tx) -> list[LockoutRecord]:
+        lifted = await tx.lockouts.lift(name, now, _operator())
         if not lifted:
             raise Refused(f"sender {name} is not locked out")
-        await tx.receipt("sender.unlocked", at=now, sender=name,
-                         lockouts=[f"{r['scope']} {r['subject']}" for r in lifted],
-                         operator=_operator())
-    parts = [f"{r['scope']} {r['subject']} (locked until {r['until']})" for r in lifted]
+        await tx.receipts.append("sender.unlocked", at=now, sender=name,
+                                 lockouts=[f"{r.scope} {r.subject}" for r in lifted],
+                                 operator=_operator())
+        return lifted
+
+    lifted = await ctx.store.write(lift)
+    parts = [f"{r.scope} {r.subject} (locked until {r.until})" for r in lifted]
     return (f"sender {name} unlocked: {', '.join(parts)}; the running daemon takes its next"
             " login again")
 
 
 async def senders_remove(ctx: Context, name: str) -> str:
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        if not await tx.remove_sender(name):
+
+    async def remove(tx: Tx) -> None:
+        if not await tx.directory.remove_sender(name):
             raise Refused(f"there is no sender {name}")
-        await tx.receipt("sender.removed", at=now, sender=name, operator=_operator())
+        await tx.receipts.append("sender.removed", at=now, sender=name, operator=_operator())
+
+    await ctx.store.write(remove)
     return f"sender {name} removed"
 
 
 async def senders_list(ctx: Context) -> list[dict[str, Any]]:
-    keys = await ctx.store.sender_keys()
-    addresses = await ctx.store.sender_addresses()
-    certs = await ctx.store.sender_certs()
+    keys = await ctx.store.directory.sender_keys()
+    addresses = await ctx.store.directory.sender_addresses()
+    certs = await ctx.store.directory.sender_certs()
     usable = {n: s.fingerprints for n, s in (await ctx.refresh()).senders.items()}
-    return [{"name": r["name"], "created": r["created_at"],
-             "keys": [{"fingerprint": k["fingerprint"],
-                       "usable": k["fingerprint"] in usable.get(r["name"], frozenset())}
-                      for k in keys if k["sender"] == r["name"]],
-             "allow_from": [a["address"] for a in addresses if a["sender"] == r["name"]],
-             "client_certs": [c["sha256"] for c in certs if c["sender"] == r["name"]],
-             "password": r["password_hash"] != "!"}  # noqa: S105 - the "no password" mark
-            for r in await ctx.store.senders()]
+    return [{"name": r.name, "created": r.created_at,
+             "keys": [{"fingerprint": k.fingerprint,
+                       "usable": k.fingerprint in usable.get(r.name, frozenset())}
+                      for k in keys if k.sender == r.name],
+             "allow_from": [a.address for a in addresses if a.sender == r.name],
+             "client_certs": [c.sha256 for c in certs if c.sender == r.name],
+             "password": r.password_hash != "!"}  # noqa: S105 - the "no password" mark
+            for r in await ctx.store.directory.senders()]
 
 
 async def _require_sender(ctx: Context, name: str) -> None:
@@ -424,12 +461,17 @@ async def schools_import_duo(ctx: Context, data: bytes, accept_refused: bool = F
             f"{refused + len(parsed.schools)} rows refused (correct the file, or leave these "
             "rows out with --accept-refused)", *refused_lines(parsed.refused)]))
     now = ctx.clock()
-    changed = 0
-    async with ctx.store.transaction() as tx:
+
+    async def upsert(tx: Tx) -> int:
+        changed = 0
         for school in parsed.schools:
-            changed += await tx.upsert_school(school.code, school.name, school.place or "")
-        await tx.receipt("schools.imported", at=now, schools=len(parsed.schools),
-                         changed=changed, refused=refused, operator=_operator())
+            changed += await tx.directory.upsert_school(school.code, school.name,
+                                                        school.place or "")
+        await tx.receipts.append("schools.imported", at=now, schools=len(parsed.schools),
+                                 changed=changed, refused=refused, operator=_operator())
+        return changed
+
+    changed = await ctx.store.write(upsert)
     lines = [f"{len(parsed.schools)} schools read, {changed} added or renamed, "
              f"{refused} rows refused and left out; contacts and keys unchanged"]
     return "\n".join(lines + refused_lines(parsed.refused))
@@ -442,19 +484,24 @@ async def schools_add(ctx: Context, code: str, name: str | None, email: str, key
         raise Refused(f"--email {email!r} is not an e-mail address")
     if route is not None and parse_hostport(route) is None:
         raise Refused("--route must be HOST:PORT")
-    existing = await ctx.store.school(code)
+    existing = await ctx.store.directory.school(code)
     if existing is None and not name:
         raise Refused(f"school {code} is not in the directory: give --name (or import DUO data)")
     now = ctx.clock()
     info = _import(ctx.gpg, key_data, fingerprint, "encrypt", now)
-    async with ctx.store.transaction() as tx:
+
+    async def add(tx: Tx) -> str | None:
         if name or existing is None:
-            await tx.upsert_school(code, name or "", existing["place"] if existing else "")
+            await tx.directory.upsert_school(code, name or "", existing.place if existing else "")
         if route is not None:
-            await tx.set_school_route(code, route)
-        previous = await tx.set_contact(code, email.lower(), info.fingerprint)
-        await tx.receipt("school.contact_set", at=now, school=code, contact=email.lower(),
-                         fingerprint=info.fingerprint, previous=previous, operator=_operator())
+            await tx.directory.set_school_route(code, route)
+        previous = await tx.directory.set_contact(code, email.lower(), info.fingerprint)
+        await tx.receipts.append("school.contact_set", at=now, school=code,
+                                 contact=email.lower(), fingerprint=info.fingerprint,
+                                 previous=previous, operator=_operator())
+        return previous
+
+    previous = await ctx.store.write(add)
     return f"school {code}: contact {email.lower()} with key {info.fingerprint}" + (
         f" (replacing {previous})" if previous and previous != info.fingerprint else "") + (
         f", route {route}" if route else "") + await _route_warning(ctx, code)
@@ -462,8 +509,8 @@ async def schools_add(ctx: Context, code: str, name: str | None, email: str, key
 
 async def _route_warning(ctx: Context, code: str) -> str:
     """A warning line when nothing can reach the school: no route, no relay (issue 12)."""
-    school = await ctx.store.school(code)
-    if ctx.config.delivery.relay is not None or school is None or school["route"]:
+    school = await ctx.store.directory.school(code)
+    if ctx.config.delivery.relay is not None or school is None or school.route:
         return ""
     return (f"\nwarning: school {code} has no route and [delivery] relay is empty: its notices"
             " wait and are never delivered; give it --route HOST:PORT or set [delivery] relay")
@@ -484,16 +531,19 @@ async def schools_set_contact(ctx: Context, code: str, email: str, new_email: st
     old, new = email.lower(), new_email.lower()
     if not is_address(new):
         raise Refused(f"--new-email {new_email!r} is not an e-mail address")
-    contacts = {c["email"] for c in await ctx.store.contacts(code)}
+    contacts = {c.email for c in await ctx.store.directory.contacts(code)}
     if old not in contacts:
         raise Refused(f"school {code} has no contact {old}")
     if new in contacts:
         raise Refused(f"school {code} has a contact {new} already")
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        await tx.rename_contact(code, old, new)
-        await tx.receipt("school.contact_changed", at=now, school=code, contact=new,
-                         previous=old, operator=_operator())
+
+    async def rename(tx: Tx) -> None:
+        await tx.directory.rename_contact(code, old, new)
+        await tx.receipts.append("school.contact_changed", at=now, school=code, contact=new,
+                                 previous=old, operator=_operator())
+
+    await ctx.store.write(rename)
     return (f"school {code}: contact {old} is now {new} (same key)"
             + await _contact_warning(ctx, code))
 
@@ -502,12 +552,17 @@ async def schools_remove_contact(ctx: Context, code: str, email: str) -> str:
     """Remove one contact and its pinned key from a school; the school stays."""
     code = _school_code(code)
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        fingerprint = await tx.remove_contact(code, email.lower())
+
+    async def remove(tx: Tx) -> str:
+        fingerprint = await tx.directory.remove_contact(code, email.lower())
         if fingerprint is None:
             raise Refused(f"school {code} has no contact {email.lower()}")
-        await tx.receipt("school.contact_removed", at=now, school=code, contact=email.lower(),
-                         fingerprint=fingerprint, operator=_operator())
+        await tx.receipts.append("school.contact_removed", at=now, school=code,
+                                 contact=email.lower(), fingerprint=fingerprint,
+                                 operator=_operator())
+        return fingerprint
+
+    fingerprint = await ctx.store.write(remove)
     return (f"school {code}: contact {email.lower()} (key {fingerprint}) removed"
             + await _contact_warning(ctx, code))
 
@@ -515,7 +570,7 @@ async def schools_remove_contact(ctx: Context, code: str, email: str) -> str:
 async def schools_set_key(ctx: Context, code: str, email: str, key_data: bytes,
                           fingerprint: str) -> str:
     code = _school_code(code)
-    contacts = {c["email"] for c in await ctx.store.contacts(code)}
+    contacts = {c.email for c in await ctx.store.directory.contacts(code)}
     if email.lower() not in contacts:
         raise Refused(f"school {code} has no contact {email.lower()}")
     return await schools_add(ctx, code, None, email, key_data, fingerprint, None)
@@ -524,21 +579,24 @@ async def schools_set_key(ctx: Context, code: str, email: str, key_data: bytes,
 async def schools_remove(ctx: Context, code: str) -> str:
     code = _school_code(code)
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        if not await tx.remove_school(code):
+
+    async def remove(tx: Tx) -> None:
+        if not await tx.directory.remove_school(code):
             raise Refused(f"there is no school {code}")
-        await tx.receipt("school.removed", at=now, school=code, operator=_operator())
+        await tx.receipts.append("school.removed", at=now, school=code, operator=_operator())
+
+    await ctx.store.write(remove)
     return f"school {code} removed with its contacts"
 
 
 async def schools_list(ctx: Context) -> list[dict[str, Any]]:
-    contacts = await ctx.store.contacts()
+    contacts = await ctx.store.directory.contacts()
     usable = {c.email for cs in (await ctx.refresh()).contacts.values() for c in cs}
-    return [{"code": r["code"], "name": r["name"], "place": r["place"], "route": r["route"],
-             "contacts": [{"email": c["email"], "fingerprint": c["fingerprint"],
-                           "usable": c["email"] in usable}
-                          for c in contacts if c["school"] == r["code"]]}
-            for r in await ctx.store.schools()]
+    return [{"code": r.code, "name": r.name, "place": r.place, "route": r.route,
+             "contacts": [{"email": c.email, "fingerprint": c.fingerprint,
+                           "usable": c.email in usable}
+                          for c in contacts if c.school == r.code]}
+            for r in await ctx.store.directory.schools()]
 
 
 # -- pupils -----------------------------------------------------------------------------------
@@ -556,14 +614,15 @@ async def pupils_import(ctx: Context, data: bytes, force: bool,
     rows = []
     for pupil in parsed.pupils:
         record = {"name": pupil.name, "birthdate": pupil.birthdate.isoformat(), "bsn": pupil.bsn}
-        rows.append((ctx.vault.digest("register-bsn", pupil.bsn) if pupil.bsn else None,
-                     ctx.vault.digest("register-birthdate", pupil.birthdate.isoformat()),
-                     pupil.school, ctx.vault.seal(record, f"pupil:{pupil.school}")))
+        rows.append(PupilRow(ctx.vault.digest("register-bsn", pupil.bsn) if pupil.bsn else None,
+                             ctx.vault.digest("register-birthdate", pupil.birthdate.isoformat()),
+                             pupil.school, ctx.vault.seal(record, f"pupil:{pupil.school}")))
     after = dict(Counter(p.school for p in parsed.pupils))
     refused = len(parsed.refused)
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        before_counts = await tx.register_counts()
+
+    async def replace(tx: Tx) -> tuple[dict[str, int], int, int]:
+        before_counts = await tx.register.counts()
         before = sum(before_counts.values())
         why = []
         if refused and not accept_refused:
@@ -580,12 +639,15 @@ async def pupils_import(ctx: Context, data: bytes, force: bool,
                 + (" without the refused rows:" if refused else ":"),
                 *change_lines(before_counts, after)]))
         changes = school_changes(before_counts, after)
-        total = await tx.replace_register(rows)
-        await tx.receipt("register.imported", at=now, rows=total, schools=len(after),
-                         refused=refused, previous=before,
-                         gained=sum(max(c.after - c.before, 0) for c in changes),
-                         lost=sum(max(c.before - c.after, 0) for c in changes),
-                         operator=_operator())
+        total = await tx.register.replace(rows)
+        await tx.receipts.append("register.imported", at=now, rows=total, schools=len(after),
+                                 refused=refused, previous=before,
+                                 gained=sum(max(c.after - c.before, 0) for c in changes),
+                                 lost=sum(max(c.before - c.after, 0) for c in changes),
+                                 operator=_operator())
+        return before_counts, before, total
+
+    before_counts, before, total = await ctx.store.write(replace)
     unknown = sorted(set(after) - set((await ctx.refresh()).schools))
     lines = [f"register replaced: {total} pupils at {len(after)} schools (was {before} pupils "
              f"at {len(before_counts)} schools), {refused} rows refused"
@@ -610,15 +672,15 @@ def split_child_id(child_id: str) -> tuple[str, int]:
 
 async def held_list(ctx: Context) -> list[dict[str, Any]]:
     now = ctx.clock()
-    rows = await ctx.store.children(state="held")
+    rows = await ctx.store.children.all(state="held")
     out = []
     for r in rows:
-        signal = await ctx.store.signal(r["ref"])
-        accepted = signal["accepted_at"] if signal else r["updated_at"]
+        signal = await ctx.store.signals.get(r.ref)
+        accepted = signal.accepted_at if signal else r.updated_at
         age = now - from_iso(accepted)
         due = _deadline(ctx, accepted)
-        out.append({"id": f"{r['ref']}-{r['n']}", "signal": r["ref"], "reason": r["reason"],
-                    "school": r["school"], "accepted": accepted,
+        out.append({"id": f"{r.ref}-{r.n}", "signal": r.ref, "reason": r.reason,
+                    "school": r.school, "accepted": accepted,
                     "age_minutes": int(age.total_seconds() // 60),
                     "deadline": iso(due), "time_left": time_left(due, now)})
     return out
@@ -631,10 +693,10 @@ def _deadline(ctx: Context, accepted: str) -> dt.datetime:
 async def held_show(ctx: Context, child_id: str) -> dict[str, Any]:
     """Decrypt one held child for the administrator; the look itself is a receipt."""
     ref, n = split_child_id(child_id)
-    row = await ctx.store.child(ref, n)
-    if row is None or row["state"] != "held" or row["blob"] is None:
+    row = await ctx.store.children.get(ref, n)
+    if row is None or row.state != "held" or row.blob is None:
         raise Refused(f"{child_id} is not a held child")
-    record = ctx.vault.open(row["blob"], child_id)
+    record = ctx.vault.open(row.blob, child_id)
     name, birthdate = str(record["name"]), str(record["birthdate"])
     candidates = []
     child = Child(name, dt.date.fromisoformat(birthdate), record.get("bsn"), record.get("school"))
@@ -647,9 +709,12 @@ async def held_show(ctx: Context, child_id: str) -> dict[str, Any]:
                                else "(not in the directory)",
                                "why": "same BSN" if pupil is by_bsn else "name and birth date"})
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        await tx.receipt("held.shown", at=now, ref=child_id, operator=_operator())
-    return {"id": child_id, "reason": row["reason"], "name": name, "birthdate": birthdate,
+
+    async def shown(tx: Tx) -> None:
+        await tx.receipts.append("held.shown", at=now, ref=child_id, operator=_operator())
+
+    await ctx.store.write(shown)
+    return {"id": child_id, "reason": row.reason, "name": name, "birthdate": birthdate,
             "bsn": record.get("bsn"), "school_hint": record.get("school"),
             "candidates": candidates}
 
@@ -664,11 +729,14 @@ async def held_route(ctx: Context, child_id: str, school: str) -> str:
         raise Refused(f"school {code} has no contact with a usable key: add one with "
                       "`schools add` first")
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        if not await tx.set_child_state(ref, n, "routed", now, school=code, expect=("held",)):
+
+    async def route(tx: Tx) -> None:
+        if not await tx.children.set_state(ref, n, "routed", now, school=code, expect=("held",)):
             raise Refused(f"{child_id} is not a held child")
-        await tx.receipt("routed_by_hand", at=now, ref=child_id, school=code,
-                         operator=_operator())
+        await tx.receipts.append("routed_by_hand", at=now, ref=child_id, school=code,
+                                 operator=_operator())
+
+    await ctx.store.write(route)
     return f"{child_id} routed to {code}; the running daemon seals and delivers it"
 
 
@@ -677,12 +745,15 @@ async def held_drop(ctx: Context, child_id: str, reason: str) -> str:
     if not reason.strip():
         raise Refused("--reason must say why (it goes into the receipt)")
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        if not await tx.set_child_state(ref, n, "dropped", now, reason=reason[:200], erase=True,
-                                        expect=("held",)):
+
+    async def drop(tx: Tx) -> None:
+        if not await tx.children.set_state(ref, n, "dropped", now, reason=reason[:200], erase=True,
+                                           expect=("held",)):
             raise Refused(f"{child_id} is not a held child")
-        await tx.receipt("dropped", at=now, ref=child_id, reason=reason[:200],
-                         operator=_operator())
+        await tx.receipts.append("dropped", at=now, ref=child_id, reason=reason[:200],
+                                 operator=_operator())
+
+    await ctx.store.write(drop)
     return f"{child_id} dropped; its data is erased"
 
 
@@ -692,12 +763,12 @@ async def queue_list(ctx: Context, states: tuple[str, ...] = ("queued",)
                      ) -> list[dict[str, Any]]:
     now = ctx.clock()
     out = []
-    for r in await ctx.store.notices(states=states):
-        signal = await ctx.store.signal(r["ref"])
-        due = _deadline(ctx, signal["accepted_at"] if signal else r["created_at"])
-        out.append({"notice": r["id"], "ref": r["ref"], "school": r["school"],
-                    "state": r["state"], "attempts": r["attempts"],
-                    "next_attempt": r["next_attempt_at"], "last_reply": r["last_reply"],
+    for r in await ctx.store.notices.all(states=states):
+        signal = await ctx.store.signals.get(r.ref)
+        due = _deadline(ctx, signal.accepted_at if signal else r.created_at)
+        out.append({"notice": r.id, "ref": r.ref, "school": r.school,
+                    "state": r.state, "attempts": r.attempts,
+                    "next_attempt": r.next_attempt_at, "last_reply": r.last_reply,
                     "deadline": iso(due), "time_left": time_left(due, now)})
     return out
 
@@ -711,30 +782,34 @@ async def queue_retry(ctx: Context, notice: str) -> str:
         raise Refused("ID must be a notice number as `queue list` shows it")
     notice_id = int(notice)
     now = ctx.clock()
-    async with ctx.store.transaction() as tx:
-        row = await tx.requeue_notice(notice_id, now)
+
+    async def requeue(tx: Tx) -> tuple[NoticeRecord, str]:
+        row = await tx.notices.requeue(notice_id, now)
         if row is None:
             raise Refused(f"there is no notice {notice_id}")
-        state = str(row["state"])
+        state = str(row.state)
         if state == "delivered":
             raise Refused(f"notice {notice_id} was delivered: there is nothing to retry")
         if state == "superseded":
-            raise Refused(f"notice {notice_id} was superseded ({row['last_reply']}): its "
+            raise Refused(f"notice {notice_id} was superseded ({row.last_reply}): its "
                           "children went into a newer notice")
-        if not row["size"]:
+        if not row.message:
             raise Refused(f"notice {notice_id} has no sealed message left to send")
-        await tx.receipt("requeued", at=now, ref=row["ref"], school=row["school"],
-                         notice=notice_id, previous=state, operator=_operator())
-    log.info("notice.requeued", ref=row["ref"], school=row["school"], notice=notice_id,
+        await tx.receipts.append("requeued", at=now, ref=row.ref, school=row.school,
+                                 notice=notice_id, previous=state, operator=_operator())
+        return row, state
+
+    row, state = await ctx.store.write(requeue)
+    log.info("notice.requeued", ref=row.ref, school=row.school, notice=notice_id,
              previous=state)
-    was = f"was {state}" + (f": {row['last_reply']}" if row["last_reply"] else "")
-    return (f"notice {notice_id} ({row['ref']} for {row['school']}) queued again ({was}); "
+    was = f"was {state}" + (f": {row.last_reply}" if row.last_reply else "")
+    return (f"notice {notice_id} ({row.ref} for {row.school}) queued again ({was}); "
             "the running daemon tries it now")
 
 
 async def receipts_verify(store: Store) -> tuple[int, list[str]]:
-    rows = await store.receipts()
-    anchor = await store.chain_anchor()
+    rows = await store.receipts.all()
+    anchor = await store.receipts.anchor()
     problems = chain_problems(rows, store.chain_key, anchor)
     # The anchor itself is vouched for by the newest purge receipt, which is inside the chain.
     purges = [r for r in rows if r.event == "purged" and r.detail.get("anchor")]
@@ -746,7 +821,7 @@ async def receipts_verify(store: Store) -> tuple[int, list[str]]:
 
 async def receipts_find(ctx: Context, name: str, birthdate: dt.date) -> list[dict[str, Any]]:
     pseudonym = ctx.vault.pseudonym(pseudonym_text(name), birthdate.isoformat())
-    return [_receipt_row(r) for r in await ctx.store.receipts_by_pseudonym(pseudonym)]
+    return [_receipt_row(r) for r in await ctx.store.receipts.by_pseudonym(pseudonym)]
 
 
 def _receipt_row(r: Any) -> dict[str, Any]:
@@ -755,7 +830,7 @@ def _receipt_row(r: Any) -> dict[str, Any]:
 
 
 async def receipts_list(ctx: Context, since: dt.datetime | None) -> list[dict[str, Any]]:
-    return [_receipt_row(r) for r in await ctx.store.receipts(since=since)]
+    return [_receipt_row(r) for r in await ctx.store.receipts.all(since=since)]
 
 
 @dataclass(frozen=True)
@@ -766,8 +841,8 @@ class Status:
 
 async def status(ctx: Context, listener_up: bool) -> Status:
     now = ctx.clock()
-    counts = await ctx.store.counts()
-    oldest = await ctx.store.oldest_queued()
+    counts = await queue_counts(ctx.store)
+    oldest = await ctx.store.notices.oldest_queued()
     attention = []
     if not listener_up:
         attention.append("the listener is not answering")
@@ -784,32 +859,32 @@ async def status(ctx: Context, listener_up: bool) -> Status:
     if ctx.snapshot.signing_key is None:
         attention.append("there is no gateway key")
     expiring = await keys_list(ctx, now, 30)
-    gateway_keys = await ctx.store.gateway_keys()
+    gateway_keys = await ctx.store.directory.gateway_keys()
     if expiring:
         attention.append(f"{len(expiring)} keys expire within 30 days")
     count, problems = await receipts_verify(ctx.store)
     if problems:
         attention.append("the receipt chain is broken: run `receipts verify`")
-    open_rows = await ctx.store.open_signals()
-    deadlines = sorted((_deadline(ctx, r["accepted_at"]), r["ref"]) for r in open_rows)
-    done = await ctx.store.escalations()
-    escalated = [r["ref"] for r in open_rows if r["ref"] in done]
+    open_rows = await ctx.store.signals.open()
+    deadlines = sorted((_deadline(ctx, r.accepted_at), r.ref) for r in open_rows)
+    done = await ctx.store.receipts.escalations()
+    escalated = [r.ref for r in open_rows if r.ref in done]
     if escalated:
         attention.append(f"{len(escalated)} signals escalated: {', '.join(escalated[:5])}")
-    unacked = await ctx.store.unacknowledged()
-    last = await ctx.store.last_receipt("delivered")
+    unacked = await ctx.store.notices.unacknowledged()
+    last = await ctx.store.receipts.last("delivered")
     data = {"listener": {"address": str(ctx.config.smtp.listen), "up": listener_up},
             "counts": counts, "queued": counts.get("notice.queued", 0), "oldest_queued": oldest,
             "held": counts.get("child.held", 0), "signing_key": ctx.snapshot.signing_key,
-            "gateway_keys": [{"fingerprint": r["fingerprint"], "state": r["state"],
-                              "overlap_until": r["decrypt_until"] if r["state"] == "previous"
-                              else None} for r in gateway_keys if r["state"] != "retired"],
+            "gateway_keys": [{"fingerprint": r.fingerprint, "state": r.state,
+                              "overlap_until": r.decrypt_until if r.state == "previous"
+                              else None} for r in gateway_keys if r.state != "retired"],
             "keys_expiring_30_days": [k["fingerprint"] for k in expiring],
             "next_deadline": ({"ref": deadlines[0][1], "deadline": iso(deadlines[0][0]),
                                "time_left": time_left(deadlines[0][0], now)}
                               if deadlines else None),
             "escalated": escalated, "unacknowledged": len(unacked),
-            "last_delivery": ({"at": last["at"], "ref": last["ref"], "school": last["school"]}
+            "last_delivery": ({"at": last.at, "ref": last.ref, "school": last.school}
                               if last else None),
             "receipts": count, **setup_data, "attention": attention}
     return Status(data, attention)
@@ -822,7 +897,7 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
     config, snapshot = ctx.config, await ctx.refresh()
     lines: list[str] = []
     relay = config.delivery.relay
-    with_contacts = sorted({str(c["school"]) for c in await ctx.store.contacts()})
+    with_contacts = sorted({str(c.school) for c in await ctx.store.directory.contacts()})
     unreachable = [code for code in with_contacts if relay is None
                    and code not in snapshot.routes]
     if unreachable:
@@ -835,7 +910,7 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
     if keyless:
         lines.append(f"senders without a usable key, every signal refused (554 5.7.7): "
                      f"{', '.join(keyless)}; `senders add-key`")
-    wanting = await ctx.store.status_mail_senders()
+    wanting = await ctx.store.directory.status_mail_senders()
     if relay is None and wanting:
         lines.append(f"[delivery] relay is empty: status mails to {len(wanting)} senders"
                      " cannot be sent")
@@ -846,13 +921,13 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
         lines.append("[delivery] relay is empty: alerts to [alerts] address cannot be sent")
     elif config.alerts.key and config.alerts.key not in snapshot.alert_keys:
         lines.append("[alerts] key is not usable: alerts are not sent (`keys pin-alerts`)")
-    waiting_on_us = await ctx.store.queued_for_reasons(sorted(FIXES))
+    waiting_on_us = await ctx.store.notices.queued_for_reasons(sorted(FIXES))
     if waiting_on_us:
         lines.append(f"{len(waiting_on_us)} notices wait because a school server says the"
                      " gateway is set up wrong (see `queue list` and the alert): fix it, then"
                      " `queue retry ID`")
-    lockouts = [{"scope": r["scope"], "subject": r["subject"], "login": r["login"],
-                 "since": r["since"], "until": r["until"]} for r in await ctx.store.lockouts(now)]
+    lockouts = [{"scope": r.scope, "subject": r.subject, "login": r.login,
+                 "since": r.since, "until": r.until} for r in await ctx.store.lockouts.running(now)]
     locked: dict[str, list[dict[str, Any]]] = {}
     for lockout in lockouts:
         if lockout["login"] in snapshot.senders:

@@ -15,14 +15,18 @@ which answers `451 4.3.0` through `IntakeHandler.handle_exception`.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 
 from aiosmtpd.smtp import Envelope, Session
 
+from gateway.core.records import NoticeRecord
 from gateway.ingress.wire import peer_host
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
+from gateway.store.api import Tx
 
 log = get_logger("ingress")
 
@@ -70,7 +74,7 @@ class Acknowledgements:
         if len(tried) >= MAX_ACK_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
         tried.add(token)
-        if not await self.ctx.store.ack_pending(self.ctx.vault.digest("ack", token)):
+        if not await self.ctx.store.notices.ack_pending(self.ctx.vault.digest("ack", token)):
             self.refused(peer)  # guessing tokens costs the guesser its address for a while
             return UNKNOWN_ACK
         envelope.rcpt_tos.append(address)
@@ -88,15 +92,21 @@ class Acknowledgements:
             token = ack_token(address)
             if token is None:
                 continue
-            async with self.ctx.store.transaction() as tx:
-                notice = await tx.acknowledge(self.ctx.vault.digest("ack", token), now)
-                if notice is not None:
-                    await tx.receipt("acknowledged", at=now, ref=notice["ref"],
-                                     school=notice["school"], notice=notice["id"])
+            notice = await self.ctx.store.write(functools.partial(
+                _record_acknowledgement, self.ctx.vault.digest("ack", token), now))
             if notice is not None:
-                log.info("notice.acknowledged", ref=notice["ref"], school=notice["school"],
-                         notice=notice["id"])
+                log.info("notice.acknowledged", ref=notice.ref, school=notice.school,
+                         notice=notice.id)
         return "250 2.0.0 Acknowledgement recorded, thank you"
+
+
+async def _record_acknowledgement(ack_digest: str, now: dt.datetime,
+                                  tx: Tx) -> NoticeRecord | None:
+    notice = await tx.notices.acknowledge(ack_digest, now)
+    if notice is not None:
+        await tx.receipts.append("acknowledged", at=now, ref=notice.ref, school=notice.school,
+                                 notice=notice.id)
+    return notice
 
 
 def ack_token(address: str) -> str | None:

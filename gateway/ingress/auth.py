@@ -39,7 +39,7 @@ from gateway.ingress.throttle import AuthThrottle, Lockout
 from gateway.ingress.wire import peer_host
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
-from gateway.store.db import Tx
+from gateway.store.api import Tx
 
 log = get_logger("ingress")
 
@@ -94,7 +94,7 @@ class LoginGuard:
     async def take_unlocks(self) -> bool:
         """Let go of the lockouts `senders unlock` lifted; True when there were any. Asked only
         while refusing, so a login that is not locked out costs no look-up."""
-        if not await self.ctx.store.lockouts_lifted():
+        if not await self.ctx.store.lockouts.any_lifted():
             return False
         lifted = await self.ctx.store.write(_take_lifted)
         for scope, subject in lifted:
@@ -118,11 +118,11 @@ class LoginGuard:
 
 async def _record_lockout(scope: str, subject: str, login: str, since: dt.datetime,
                           until: dt.datetime, tx: Tx) -> None:
-    await tx.record_lockout(scope, subject, login, since, until)
+    await tx.lockouts.record(scope, subject, login, since, until)
 
 
 async def _take_lifted(tx: Tx) -> list[tuple[str, str]]:
-    return await tx.take_lifted_lockouts()
+    return await tx.lockouts.take_lifted()
 
 
 class AuthenticatingSMTP(SMTP):

@@ -17,11 +17,11 @@ import ssl
 from gateway.ingress.handler import IntakeHandler
 from gateway.ingress.session import GatewaySMTP
 from gateway.pipeline.context import Context
-from gateway.store.db import Tx
+from gateway.store.api import Tx
 
 
 async def _clear_lockouts(tx: Tx) -> None:
-    await tx.clear_lockouts()
+    await tx.lockouts.clear()
 
 
 def server_tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:

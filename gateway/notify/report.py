@@ -22,14 +22,16 @@ over the runner's SMTP sessions (gateway.delivery.deliver), as a notice's: a tem
 deferred with the notices' backoff, a permanent one or one past `give_up_after_hours` fails and
 alerts the administrator; every outcome is a receipt and a log event. A mail whose sender, or
 whose key, is no longer pinned when it is due is not sent (it fails, with an alert).
+
+The status round (`report_finished`) runs on one node only (`SINGLE_NODE`): two nodes would
+each seal a mail for the same signal; the queue's UNIQUE (ref, child) keeps one, but the other
+node's gpg work and its lock (`ctx.reporting`) guard only their own process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import sqlite3
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from dataclasses import dataclass
 from gateway.core.fields import format_date_nl
 from gateway.core.inert import inert
 from gateway.core.keyinfo import key_info
+from gateway.core.queuepolicy import erase_status_mail
+from gateway.core.records import StatusMailRecord, from_iso
 from gateway.crypto.gpg import GpgError
 from gateway.crypto.vault import VaultError
 from gateway.delivery import deliver
@@ -46,11 +50,12 @@ from gateway.notify.alerts import send_alert
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.pipeline.intake import sender_ref_aad
-from gateway.store.db import Tx, from_iso
+from gateway.store.api import Tx
 
 log = get_logger("report")
 
 LEASE = dt.timedelta(minutes=10)  # as a notice's: a crashed attempt's mail is tried again after
+SINGLE_NODE = True  # the status round runs on one node only: see the module docstring
 SIGNAL = 0  # `status_mails.child` of a signal's own status mail; n is the follow-up for child n
 
 # Written for a colleague at Veilig Thuis. A child not (yet) at a school reads the same
@@ -137,18 +142,18 @@ def _zone(ctx: Context) -> zoneinfo.ZoneInfo:
 
 
 async def _queue_status_mails(ctx: Context) -> None:
-    rows = await ctx.store.finished_unreported()
-    unwanted = [row["ref"] for row in rows if not row["status_mail"]]
+    rows = await ctx.store.signals.finished_unreported()
+    unwanted = [row.ref for row in rows if not row.status_mail]
     if unwanted:
-        await ctx.store.write(lambda tx: tx.mark_reported(unwanted))
-    wanted = [row for row in rows if row["status_mail"]]
-    children: dict[str, list[ChildOutcome]] = {row["ref"]: [] for row in wanted}
-    for c in await ctx.store.children_of([row["ref"] for row in wanted]):
-        children[c["ref"]].append(ChildOutcome(c["n"], c["state"], c["updated_at"]))
+        await ctx.store.write(lambda tx: tx.signals.mark_reported(unwanted))
+    wanted = [row for row in rows if row.status_mail]
+    children: dict[str, list[ChildOutcome]] = {row.ref: [] for row in wanted}
+    for c in await ctx.store.children.of([row.ref for row in wanted]):
+        children[c.ref].append(ChildOutcome(c.n, c.state, c.updated_at))
     for row in wanted:
-        ref, sender = str(row["ref"]), str(row["sender"])
+        ref, sender = str(row.ref), str(row.sender)
         try:
-            sender_ref = _sender_ref(ctx, ref, row["sender_ref_blob"])
+            sender_ref = _sender_ref(ctx, ref, row.sender_ref_blob)
         except VaultError:
             built: Sealed | str = "the sealed case reference does not open with this vault key"
         else:
@@ -160,25 +165,25 @@ async def _queue_status_mails(ctx: Context) -> None:
 
 
 async def _queue_follow_ups(ctx: Context) -> None:
-    parents = await ctx.store.status_mails_pending()
+    parents = await ctx.store.status_mails.pending_follow_ups()
     if not parents:
         return
-    states = {(c["ref"], c["n"]): c for c in
-              await ctx.store.children_of(sorted({str(p["ref"]) for p in parents}))}
+    states = {(c.ref, c.n): c for c in
+              await ctx.store.children.of(sorted({str(p.ref) for p in parents}))}
     for parent in parents:
-        ref, sender = str(parent["ref"]), str(parent["sender"])
-        for n in json.loads(parent["pending"]):
+        ref, sender = str(parent.ref), str(parent.sender)
+        for n in parent.pending:
             child = states.get((ref, n))
-            if child is None or child["state"] not in FINAL_STATES:
+            if child is None or child.state not in FINAL_STATES:
                 continue
-            if not parent["status_mail"]:
+            if not parent.status_mail:
                 built: Sealed | str | None = None  # the sender left: nothing to tell
             else:
-                outcome = ChildOutcome(n, child["state"], child["updated_at"])
+                outcome = ChildOutcome(n, child.state, child.updated_at)
                 built = await _seal(ctx, sender, f"Vervolg status signaal {ref}",
                                     follow_up_body(ref, outcome, _zone(ctx),
-                                                   parent["state"] == "sent"))
-            await _keep(ctx, ref, n, sender, built, (), settles=(int(parent["id"]), n))
+                                                   parent.state == "sent"))
+            await _keep(ctx, ref, n, sender, built, (), settles=(int(parent.id), n))
             ctx.pulse.beat()
 
 
@@ -238,19 +243,19 @@ async def _keep(ctx: Context, ref: str, child: int, sender: str, built: Sealed |
     async def record(tx: Tx) -> int | None:
         mail_id = None
         if isinstance(built, Sealed):
-            mail_id = await tx.insert_status_mail(ref, child, sender, built.recipient,
-                                                  built.fingerprint, built.message_id,
-                                                  built.message, now, pending)
+            mail_id = await tx.status_mails.insert(ref, child, sender, built.recipient,
+                                                   built.fingerprint, built.message_id,
+                                                   built.message, now, pending)
             if mail_id is not None:
-                await tx.receipt("status_queued", at=now, ref=about, sender=sender,
-                                 status_mail=mail_id, message_id=built.message_id,
-                                 fingerprint=built.fingerprint)
+                await tx.receipts.append("status_queued", at=now, ref=about, sender=sender,
+                                         status_mail=mail_id, message_id=built.message_id,
+                                         fingerprint=built.fingerprint)
         elif built is not None:
-            await tx.receipt("status_not_sent", at=now, ref=about, sender=sender, why=built)
+            await tx.receipts.append("status_not_sent", at=now, ref=about, sender=sender, why=built)
         if child == SIGNAL:
-            await tx.mark_reported([ref])
+            await tx.signals.mark_reported([ref])
         if settles is not None:
-            await tx.settle_pending(settles[0], [settles[1]])
+            await tx.status_mails.settle_pending(settles[0], [settles[1]])
         return mail_id
 
     mail_id = await ctx.store.write(record)
@@ -260,47 +265,47 @@ async def _keep(ctx: Context, ref: str, child: int, sender: str, built: Sealed |
         log.warning("status_mail.not_queued", ref=ref, child=child, sender=sender, reason=built)
 
 
-async def claim_due_status_mails(ctx: Context) -> list[sqlite3.Row]:
+async def claim_due_status_mails(ctx: Context) -> list[StatusMailRecord]:
     """The status mails due now, each claimed with a lease (its attempt counted)."""
     now = ctx.clock()
-    rows = await ctx.store.due_status_mails(now)
+    rows = await ctx.store.status_mails.due(now)
     if not rows:
         return []
 
-    async def claim(tx: Tx) -> list[sqlite3.Row]:
-        claimed = [await tx.claim_status_mail(row["id"], now + LEASE, now) for row in rows]
+    async def claim(tx: Tx) -> list[StatusMailRecord]:
+        claimed = [await tx.status_mails.claim(mail_id, now + LEASE, now) for mail_id in rows]
         return [mail for mail in claimed if mail is not None]
 
     return await ctx.store.write(claim)
 
 
-async def attempt_status_mail(ctx: Context, row: sqlite3.Row,
+async def attempt_status_mail(ctx: Context, row: StatusMailRecord,
                               connection: deliver.Connection | None) -> None:
     """One attempt for one claimed status mail (its row as claimed), and its receipt. The
     connection is the runner's session to the relay (None: no relay configured now)."""
     snapshot = await ctx.refresh()
-    sender = snapshot.senders.get(row["sender"])
-    if sender is None or row["fingerprint"] not in sender.fingerprints:
+    sender = snapshot.senders.get(row.sender)
+    if sender is None or row.fingerprint not in sender.fingerprints:
         # Like a notice (issue 11): never sent to a key the directory no longer holds.
         outcome = deliver.Outcome(Result.PERMANENT, "the sender or its key is no longer pinned")
     elif connection is None:
         outcome = deliver.Outcome(Result.TEMPORARY, "no route: no [delivery] relay is configured")
     else:
-        outcome = await connection.send(row["message"], mail_from=ctx.config.gateway.address,
-                                        recipients=[row["recipient"]])
+        outcome = await connection.send(row.message, mail_from=ctx.config.gateway.address,
+                                        recipients=[row.recipient])
     await record_outcome(ctx, row, outcome)
 
 
-async def record_outcome(ctx: Context, row: sqlite3.Row, outcome: deliver.Outcome) -> None:
+async def record_outcome(ctx: Context, row: StatusMailRecord, outcome: deliver.Outcome) -> None:
     """Sent, deferred with the notices' backoff, or failed (past `give_up_after_hours` too);
     a failure alerts the administrator."""
     now = ctx.clock()
     delivery = ctx.config.delivery
-    mail_id, ref, child, sender = int(row["id"]), str(row["ref"]), int(row["child"]), row["sender"]
+    mail_id, ref, child, sender = int(row.id), str(row.ref), int(row.child), row.sender
     about = ref if child == SIGNAL else f"{ref}-{child}"
-    attempt_no = int(row["attempts"])
+    attempt_no = int(row.attempts)
     code = outcome.reply[:3] if outcome.reply[:3].isdigit() else None
-    give_up = from_iso(row["created_at"]) + dt.timedelta(hours=delivery.give_up_after_hours)
+    give_up = from_iso(row.created_at) + dt.timedelta(hours=delivery.give_up_after_hours)
     next_at = deliver.next_attempt_at(attempt_no, now, delivery.retry_min_seconds,
                                       delivery.retry_max_seconds)
     sent = outcome.result is Result.DELIVERED
@@ -308,19 +313,21 @@ async def record_outcome(ctx: Context, row: sqlite3.Row, outcome: deliver.Outcom
 
     async def record(tx: Tx) -> None:
         if sent:
-            await tx.finish_status_mail(mail_id, "sent", outcome.reply)
-            await tx.receipt("status_sent", at=now, ref=about, sender=sender,
-                             status_mail=mail_id, attempt=attempt_no, reply=outcome.reply,
-                             message_id=row["message_id"])
+            await tx.status_mails.finish(mail_id, "sent", outcome.reply,
+                                         erase=erase_status_mail("sent"))
+            await tx.receipts.append("status_sent", at=now, ref=about, sender=sender,
+                                     status_mail=mail_id, attempt=attempt_no, reply=outcome.reply,
+                                     message_id=row.message_id)
         elif failed:
-            await tx.finish_status_mail(mail_id, "failed", outcome.reply)
-            await tx.receipt("status_failed", at=now, ref=about, sender=sender,
-                             status_mail=mail_id, attempt=attempt_no, reply=outcome.reply)
+            await tx.status_mails.finish(mail_id, "failed", outcome.reply,
+                                         erase=erase_status_mail("failed"))
+            await tx.receipts.append("status_failed", at=now, ref=about, sender=sender,
+                                     status_mail=mail_id, attempt=attempt_no, reply=outcome.reply)
         else:
-            await tx.defer_status_mail(mail_id, outcome.reply, next_at)
-            await tx.receipt("status_deferred", at=now, ref=about, sender=sender,
-                             status_mail=mail_id, attempt=attempt_no, reply=outcome.reply,
-                             next_attempt_at=next_at.isoformat())
+            await tx.status_mails.defer(mail_id, outcome.reply, next_at)
+            await tx.receipts.append("status_deferred", at=now, ref=about, sender=sender,
+                                     status_mail=mail_id, attempt=attempt_no, reply=outcome.reply,
+                                     next_attempt_at=next_at.isoformat())
 
     await ctx.store.write(record)
     if sent:
@@ -341,7 +348,7 @@ async def record_outcome(ctx: Context, row: sqlite3.Row, outcome: deliver.Outcom
                     status_mail=mail_id, attempt=attempt_no, smtp_code=code)
 
 
-async def status_mail_crashed(ctx: Context, row: sqlite3.Row) -> None:
+async def status_mail_crashed(ctx: Context, row: StatusMailRecord) -> None:
     """An attempt that failed inside the gateway: tried again after the backoff, never lost."""
     await record_outcome(ctx, row, deliver.Outcome(Result.TEMPORARY,
                                                    "the attempt failed inside the gateway"))

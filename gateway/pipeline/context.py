@@ -21,8 +21,8 @@ from gateway.crypto.vault import Vault
 from gateway.observe.pulse import Pulse
 from gateway.pipeline.directory import Snapshot, load_snapshot
 from gateway.pipeline.intake import protect_sender_ref
+from gateway.store.api import Store
 from gateway.store.chainkey import open_store
-from gateway.store.db import Store
 
 Clock = Callable[[], dt.datetime]
 
@@ -57,7 +57,7 @@ class Context:
         """Reload the directory when the command line changed it, or when it is old."""
         now = self.clock()
         stale = now - self.snapshot.loaded_at > SNAPSHOT_MAX_AGE
-        if force or stale or await self.store.directory_version() != self.snapshot.version:
+        if force or stale or await self.store.directory.version() != self.snapshot.version:
             self.snapshot = await load_snapshot(self.store, self.gpg, now,
                                                 self.config.alerts.key)
         return self.snapshot

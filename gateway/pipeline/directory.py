@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 from gateway.core.keyinfo import KeyInfo, key_info
 from gateway.core.model import Contact, School, Sender
+from gateway.core.records import from_iso
 from gateway.core.validate import HostPort, parse_hostport
 from gateway.crypto.gpg import Gpg
-from gateway.store.db import Store, from_iso
+from gateway.store.api import Store
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,16 @@ def key_infos(gpg: Gpg, fingerprints: list[str], secret: bool = False) -> dict[s
 
 async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
                         alerts_key: str = "") -> Snapshot:
-    version = await store.directory_version()
-    sender_rows = await store.senders()
-    sender_keys = await store.sender_keys()
-    addresses = await store.sender_addresses()
-    certs = await store.sender_certs()
-    school_rows = await store.schools()
-    contact_rows = await store.contacts()
-    gateway_rows = await store.gateway_keys()
+    version = await store.directory.version()
+    sender_rows = await store.directory.senders()
+    sender_keys = await store.directory.sender_keys()
+    addresses = await store.directory.sender_addresses()
+    certs = await store.directory.sender_certs()
+    school_rows = await store.directory.schools()
+    contact_rows = await store.directory.contacts()
+    gateway_rows = await store.directory.gateway_keys()
 
-    wanted = sorted({r["fingerprint"] for r in [*sender_keys, *contact_rows]}
+    wanted = sorted({k.fingerprint for k in sender_keys} | {c.fingerprint for c in contact_rows}
                     | ({alerts_key} if alerts_key else set()))
     infos = await asyncio.to_thread(key_infos, gpg, wanted)
 
@@ -72,27 +73,27 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
             "encrypt" if purpose == "encrypt" else "sign", now) is None
 
     senders = {
-        r["name"]: Sender(
-            name=r["name"], password_hash=r["password_hash"],
-            fingerprints=frozenset(k["fingerprint"] for k in sender_keys if k["sender"] == r["name"]
-                                   and usable(k["fingerprint"], "sign")),
-            allowed_from=frozenset(a["address"].lower() for a in addresses
-                                   if a["sender"] == r["name"]),
-            client_certs=frozenset(c["sha256"] for c in certs if c["sender"] == r["name"]))
+        r.name: Sender(
+            name=r.name, password_hash=r.password_hash,
+            fingerprints=frozenset(k.fingerprint for k in sender_keys if k.sender == r.name
+                                   and usable(k.fingerprint, "sign")),
+            allowed_from=frozenset(a.address.lower() for a in addresses
+                                   if a.sender == r.name),
+            client_certs=frozenset(c.sha256 for c in certs if c.sender == r.name))
         for r in sender_rows}
     contacts: dict[str, list[Contact]] = {}
     for c in contact_rows:
-        if usable(c["fingerprint"], "encrypt"):
-            contacts.setdefault(c["school"], []).append(Contact(c["email"], c["fingerprint"]))
-    schools = {r["code"]: School(r["code"], r["name"], len(contacts.get(r["code"], [])))
+        if usable(c.fingerprint, "encrypt"):
+            contacts.setdefault(c.school, []).append(Contact(c.email, c.fingerprint))
+    schools = {r.code: School(r.code, r.name, len(contacts.get(r.code, [])))
                for r in school_rows}
-    routes = {r["code"]: route for r in school_rows if (route := parse_route(r["route"]))}
+    routes = {r.code: route for r in school_rows if (route := parse_route(r.route))}
 
-    signing = next((r["fingerprint"] for r in gateway_rows if r["state"] == "current"), None)
+    signing = next((r.fingerprint for r in gateway_rows if r.state == "current"), None)
     decrypt = frozenset(
-        r["fingerprint"] for r in gateway_rows
-        if r["state"] == "current" or (r["state"] == "previous" and r["decrypt_until"]
-                                       and from_iso(r["decrypt_until"]) > now))
+        r.fingerprint for r in gateway_rows
+        if r.state == "current" or (r.state == "previous" and r.decrypt_until
+                                       and from_iso(r.decrypt_until) > now))
     alert_keys = frozenset({alerts_key} if alerts_key and usable(alerts_key, "encrypt") else ())
     expires = {fpr: info.expires for fpr, info in infos.items() if info.expires is not None}
     return Snapshot(version, now, senders, schools,

@@ -25,13 +25,14 @@ from email.parser import BytesHeaderParser
 
 from gateway.core.model import Child, Decision, Pupil, RejectClass, Rejection, Routed, Sender
 from gateway.core.names import pseudonym_text
+from gateway.core.records import ProtectedRef
 from gateway.core.resolve import resolve_child
 from gateway.crypto.gpg import Gpg
 from gateway.crypto.vault import Vault
 from gateway.pipeline.directory import Snapshot
 from gateway.pipeline.extract import parse_signal
 from gateway.pipeline.opener import open_message
-from gateway.store.db import ProtectedRef, Store, Tx
+from gateway.store.api import Store, Tx
 
 REPLAY_WINDOW = dt.timedelta(days=30)
 _REF_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -104,11 +105,11 @@ async def register_candidates(store: Store, vault: Vault,
     bsn_index = vault.digest("register-bsn", child.bsn) if child.bsn else None
     birth_index = vault.digest("register-birthdate", child.birthdate.isoformat())
     by_bsn, same_birthdate = None, []
-    for row in await store.pupils_by_index(bsn_index, birth_index):
-        pupil = pupil_from_record(vault.open(row["blob"], f"pupil:{row['school']}"), row["school"])
-        if bsn_index is not None and row["bsn_index"] == bsn_index:
+    for row in await store.register.by_index(bsn_index, birth_index):
+        pupil = pupil_from_record(vault.open(row.blob, f"pupil:{row.school}"), row.school)
+        if bsn_index is not None and row.bsn_index == bsn_index:
             by_bsn = pupil
-        if row["birthdate_index"] == birth_index:
+        if row.birthdate_index == birth_index:
             same_birthdate.append(pupil)
     return by_bsn, same_birthdate
 
@@ -141,7 +142,8 @@ async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: V
                   if signal.reference else None)
 
     async def record(tx: Tx) -> Accepted | Rejection:
-        earlier = await tx.find_duplicate(sender.name, message_id, digest, now - REPLAY_WINDOW)
+        earlier = await tx.signals.find_duplicate(sender.name, message_id, digest,
+                                                  now - REPLAY_WINDOW)
         if earlier is not None:
             earlier_ref, same_content = earlier
             if not same_content:
@@ -149,31 +151,32 @@ async def accept(raw: bytes, sender: Sender, *, store: Store, gpg: Gpg, vault: V
                 # whatever child it adds, guessing it a new one would deliver a re-composed
                 # resend twice. The sender is told precisely, and sends it again as new mail.
                 return message_id_reused(earlier_ref)
-            await tx.receipt("duplicate", at=now, ref=earlier_ref, sender=sender.name)
+            await tx.receipts.append("duplicate", at=now, ref=earlier_ref, sender=sender.name)
             return Accepted(earlier_ref, duplicate=True)
         # The same case reference with other content is another signal (a sibling forgotten
         # the first time, a new incident in the same case): accepted and delivered, with our
         # reference of the first one it shares the case with in its receipt.
-        reused = (await tx.find_sender_ref(sender.name, sender_ref.digest)
+        reused = (await tx.signals.find_sender_ref(sender.name, sender_ref.digest)
                   if sender_ref else None)
-        await tx.insert_signal(ref, sender.name, message_id, sender_ref, digest,
-                               len(signal.children), now)
-        await tx.receipt("accepted", at=now, ref=ref, sender=sender.name,
-                         signer=opened.signer, children=len(signal.children),
-                         **({"reference_reused": reused} if reused else {}))
+        await tx.signals.insert(ref, sender.name, message_id, sender_ref, digest,
+                                len(signal.children), now)
+        await tx.receipts.append("accepted", at=now, ref=ref, sender=sender.name,
+                                 signer=opened.signer, children=len(signal.children),
+                                 **({"reference_reused": reused} if reused else {}))
         held = 0
         for n, (decision, (pseudonym, blob)) in enumerate(zip(decisions, sealed, strict=True), 1):
             child_ref = f"{ref}-{n}"
             if isinstance(decision, Routed):
-                await tx.insert_child(ref, n, "routed", decision.school, None, blob, pseudonym, now)
-                await tx.receipt("resolved", at=now, ref=child_ref, school=decision.school,
-                                 pseudonym=pseudonym, rule=decision.rule)
+                await tx.children.insert(ref, n, "routed", decision.school, None, blob,
+                                         pseudonym, now)
+                await tx.receipts.append("resolved", at=now, ref=child_ref, school=decision.school,
+                                         pseudonym=pseudonym, rule=decision.rule)
             else:
                 held += 1
-                await tx.insert_child(ref, n, "held", decision.school, decision.reason, blob,
-                                      pseudonym, now)
-                await tx.receipt("held", at=now, ref=child_ref, school=decision.school,
-                                 pseudonym=pseudonym, reason=decision.reason)
+                await tx.children.insert(ref, n, "held", decision.school, decision.reason, blob,
+                                         pseudonym, now)
+                await tx.receipts.append("held", at=now, ref=child_ref, school=decision.school,
+                                         pseudonym=pseudonym, reason=decision.reason)
         return Accepted(ref, duplicate=False, children=len(signal.children), held=held)
 
     return await store.write(record)

@@ -5,6 +5,9 @@ or held) at its deadline minus `[schedule] escalate_before_minutes`, and for eve
 notice that its school has not acknowledged by the deadline itself, it raises an alert once:
 a receipt `escalated`, a log event `signal.escalated`, and a mail to `[alerts] address`. The
 alert names references, school codes and what is missing, never a child.
+
+Runs on one node only (`SINGLE_NODE`): two nodes would each see the escalation not yet raised
+and both alert.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import datetime as dt
 from dataclasses import dataclass
 
 from gateway.core.config import ScheduleSection
+from gateway.core.records import from_iso, iso
 from gateway.core.schedule import deadline
 from gateway.notify.alerts import send_alert
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
-from gateway.store.db import from_iso, iso
+from gateway.store.api import Tx
 
 log = get_logger("escalate")
+
+SINGLE_NODE = True  # a job for one node only: see the module docstring
 
 
 @dataclass(frozen=True)
@@ -53,20 +59,22 @@ def due_escalations(open_signals: list[tuple[str, dt.datetime, tuple[str, ...], 
 
 async def escalate(ctx: Context, now: dt.datetime) -> list[Escalation]:
     store = ctx.store
-    open_rows = await store.open_signals()
-    unacked_rows = await store.unacknowledged()
-    done = await store.escalations()
+    open_rows = await store.signals.open()
+    unacked_rows = await store.notices.unacknowledged()
+    done = await store.receipts.escalations()
     due = due_escalations(
-        [(r["ref"], from_iso(r["accepted_at"]), tuple(str(r["states"]).split(",")),
-          tuple(s for s in str(r["schools"] or "").split(",") if s)) for r in open_rows],
-        [(r["ref"], r["school"], from_iso(r["accepted_at"])) for r in unacked_rows],
+        [(r.ref, from_iso(r.accepted_at), tuple(str(r.states).split(",")),
+          tuple(s for s in str(r.schools or "").split(",") if s)) for r in open_rows],
+        [(r.ref, r.school, from_iso(r.accepted_at)) for r in unacked_rows],
         now=now, schedule=ctx.config.schedule,
         before=dt.timedelta(minutes=ctx.config.schedule.escalate_before_minutes), done=done)
     for item in due:
-        async with store.transaction() as tx:
-            await tx.receipt("escalated", at=now, ref=item.ref, what=item.what,
-                             schools=list(item.schools), states=list(item.states),
-                             deadline=iso(item.deadline))
+        async def record(tx: Tx, item: Escalation = item) -> None:
+            await tx.receipts.append("escalated", at=now, ref=item.ref, what=item.what,
+                                     schools=list(item.schools), states=list(item.states),
+                                     deadline=iso(item.deadline))
+
+        await store.write(record)
         log.warning("signal.escalated", ref=item.ref, what=item.what,
                     schools=list(item.schools), deadline=iso(item.deadline))
         missing = ("is not delivered yet" if item.what == "undelivered"

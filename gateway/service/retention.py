@@ -5,6 +5,9 @@ a recorded anchor, so `receipts verify` still proves the rest), drops children h
 `held_days` (their sealed data erased, a receipt and a warning left), and forgets finished
 signals older than both the receipt period and the replay window. A dry run does all of it in a
 transaction that is rolled back, so it reports exactly what a real run would remove.
+
+Runs on one node only (`SINGLE_NODE`): the purge re-anchors the receipt chain, and two nodes
+purging at once would each record a `purged` receipt for the same work.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from dataclasses import dataclass, field
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.pipeline.intake import REPLAY_WINDOW
+from gateway.store.api import Tx
 
 log = get_logger("retention")
 
 EXPIRED_REASON = "held longer than [retention] held_days"
+SINGLE_NODE = True  # a job for one node only: see the module docstring
 
 
 class _RollBack(Exception):
@@ -43,27 +48,30 @@ class PurgeReport:
 async def purge(ctx: Context, now: dt.datetime, dry_run: bool = False) -> PurgeReport:
     days = ctx.config.retention
     report = PurgeReport(dry_run)
-    # Read before the transaction: the store's lock is the transaction's while it is open.
-    too_long = await ctx.store.held_before(now - dt.timedelta(days=days.held_days))
+    # Read before the transaction: its body may await only the transaction's own work.
+    too_long = await ctx.store.children.held_before(now - dt.timedelta(days=days.held_days))
+
+    async def body(tx: Tx) -> None:
+        for row in too_long:
+            child_id = f"{row.ref}-{row.n}"
+            if await tx.children.set_state(row.ref, row.n, "dropped", now,
+                                           reason=EXPIRED_REASON, erase=True, expect=("held",)):
+                await tx.receipts.append("expired", at=now, ref=child_id, school=row.school,
+                                         reason=EXPIRED_REASON, held_reason=row.reason)
+                report.expired.append(child_id)
+        keep = max(dt.timedelta(days=days.receipts_days), REPLAY_WINDOW)
+        report.signals = await tx.signals.purge_finished_before(now - keep)
+        report.receipts, anchor = await tx.receipts.purge_before(
+            now - dt.timedelta(days=days.receipts_days))
+        if report.receipts or report.signals or report.expired:
+            await tx.receipts.append("purged", at=now, receipts=report.receipts,
+                                     signals=report.signals, expired=len(report.expired),
+                                     anchor=[anchor.seq, anchor.hash] if anchor else None)
+        if dry_run:
+            raise _RollBack
+
     try:
-        async with ctx.store.transaction() as tx:
-            for row in too_long:
-                child_id = f"{row['ref']}-{row['n']}"
-                if await tx.set_child_state(row["ref"], row["n"], "dropped", now,
-                                            reason=EXPIRED_REASON, erase=True, expect=("held",)):
-                    await tx.receipt("expired", at=now, ref=child_id, school=row["school"],
-                                     reason=EXPIRED_REASON, held_reason=row["reason"])
-                    report.expired.append(child_id)
-            keep = max(dt.timedelta(days=days.receipts_days), REPLAY_WINDOW)
-            report.signals = await tx.purge_finished_signals_before(now - keep)
-            report.receipts, anchor = await tx.purge_receipts_before(
-                now - dt.timedelta(days=days.receipts_days))
-            if report.receipts or report.signals or report.expired:
-                await tx.receipt("purged", at=now, receipts=report.receipts,
-                                 signals=report.signals, expired=len(report.expired),
-                                 anchor=[anchor.seq, anchor.hash] if anchor else None)
-            if dry_run:
-                raise _RollBack
+        await ctx.store.write(body)
     except _RollBack:
         return report
     for child_id in report.expired:

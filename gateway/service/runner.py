@@ -9,9 +9,13 @@ Before each attempt the notice's recipients and fingerprints are checked against
 as it is then: a notice sealed to a contact or key no longer pinned and usable (removed,
 replaced, revoked, expired) never goes out; it is superseded and its children are sealed again.
 
-State lives only in the store: a notice is claimed with a lease, so after a crash a stale lease
-simply expires and the notice is tried again, with the same bytes and the same Message-ID
-(docs/architecture.md invariant 2). Nothing is deleted on error; one failing notice stops no other.
+State lives only in the store: a notice is claimed with a lease naming this node, so after a
+crash a dead lease is taken back (`recover_leases`, the rule in `gateway.store.api`) or simply
+expires, and the notice is tried again, with the same bytes and the same Message-ID
+(docs/architecture.md invariant 2). Nothing is deleted on error; one failing notice never stops
+the others. What becomes of a notice after an
+attempt (parked after too many crashes, erased once delivered) is decided here with
+`gateway.core.queuepolicy`; the store only records it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
-import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from gateway.core.config import Config, HostPort
 from gateway.core.faults import crash_point
 from gateway.core.inert import inert
+from gateway.core.queuepolicy import erase_notice, lease_is_dead, parked_after
+from gateway.core.records import ChildRecord, NoticeRecord, from_iso, iso
 from gateway.core.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
 from gateway.crypto.gpg import GpgError
 from gateway.delivery import deliver
@@ -52,7 +56,7 @@ from gateway.observe.sdnotify import notify, watchdog_interval
 from gateway.pipeline.context import Context
 from gateway.pipeline.directory import Snapshot, stale_reason, unpinned
 from gateway.service.watch import Watch
-from gateway.store.db import Conflict, Tx, from_iso
+from gateway.store.api import Conflict, Tx
 
 log = get_logger("runner")
 
@@ -84,17 +88,23 @@ async def release_reachable(ctx: Context) -> int:
     """Children held only because their school could not be reached go on once it can."""
     snapshot = await ctx.refresh()
     released = 0
-    for row in await ctx.store.children(state="held"):
-        school = row["school"]
-        if row["reason"] not in RELEASABLE or not school or not snapshot.contacts.get(school):
+    for row in await ctx.store.children.all(state="held"):
+        school = row.school
+        if row.reason not in RELEASABLE or not school or not snapshot.contacts.get(school):
             continue
         now = ctx.clock()
-        async with ctx.store.transaction() as tx:
-            if await tx.set_child_state(row["ref"], row["n"], "routed", now, expect=("held",)):
-                await tx.receipt("released", at=now, ref=f"{row['ref']}-{row['n']}",
-                                 school=school, reason=row["reason"])
-                released += 1
-                log.info("child.released", ref=row["ref"], school=school)
+
+        async def release(tx: Tx, row: ChildRecord = row, school: str = school,
+                          now: dt.datetime = now) -> bool:
+            if not await tx.children.set_state(row.ref, row.n, "routed", now, expect=("held",)):
+                return False
+            await tx.receipts.append("released", at=now, ref=f"{row.ref}-{row.n}",
+                                     school=school, reason=row.reason)
+            return True
+
+        if await ctx.store.write(release):
+            released += 1
+            log.info("child.released", ref=row.ref, school=school)
     return released
 
 
@@ -105,12 +115,12 @@ async def seal_routed(ctx: Context) -> StepReport:
     time left the machine idle while signals queued up behind the sealing."""
     report = StepReport()
     snapshot = await ctx.refresh()
-    groups: dict[tuple[str, str], list[sqlite3.Row]] = defaultdict(list)
-    for row in await ctx.store.children(state="routed"):
-        groups[(row["ref"], row["school"])].append(row)
+    groups: dict[tuple[str, str], list[ChildRecord]] = defaultdict(list)
+    for row in await ctx.store.children.all(state="routed"):
+        groups[(row.ref, row.school or "")].append(row)
     limit = asyncio.Semaphore(SEALING_AT_ONCE)
 
-    async def one(ref: str, school: str, rows: list[sqlite3.Row]) -> tuple[int, int]:
+    async def one(ref: str, school: str, rows: list[ChildRecord]) -> tuple[int, int]:
         async with limit:
             outcome = await _seal_group(ctx, snapshot, ref, school, rows)
             ctx.pulse.beat()
@@ -124,30 +134,34 @@ async def seal_routed(ctx: Context) -> StepReport:
 
 
 async def _seal_group(ctx: Context, snapshot: Snapshot, ref: str, school: str,
-                      rows: list[sqlite3.Row]) -> tuple[int, int]:
+                      rows: list[ChildRecord]) -> tuple[int, int]:
     """One notice for the children of one signal at one school: (sealed, held)."""
     crash_point("before-seal")
     now = ctx.clock()
-    numbers = [int(row["n"]) for row in rows]
+    numbers = [row.n for row in rows]
     contacts = snapshot.contacts.get(school, ())
     signer = snapshot.signing_key
     if not contacts or signer is None:
         reason = HELD_NO_USABLE_KEY if not contacts else "the gateway has no signing key"
-        async with ctx.store.transaction() as tx:
+
+        async def hold(tx: Tx) -> None:
             for n in numbers:
-                await tx.set_child_state(ref, n, "held", now, reason=reason, expect=("routed",))
-                await tx.receipt("held", at=now, ref=f"{ref}-{n}", school=school, reason=reason)
+                await tx.children.set_state(ref, n, "held", now, reason=reason, expect=("routed",))
+                await tx.receipts.append("held", at=now, ref=f"{ref}-{n}", school=school,
+                                         reason=reason)
+
+        await ctx.store.write(hold)
         log.warning("child.held", ref=ref, school=school, reason=reason, count=len(numbers))
         metrics.HELD.inc(len(numbers))
         return 0, len(numbers)
     children = []
     for row in rows:
-        if row["blob"] is None:
+        if row.blob is None:
             continue
-        record = ctx.vault.open(row["blob"], f"{ref}-{row['n']}")
+        record = ctx.vault.open(row.blob, f"{ref}-{row.n}")
         children.append(NoticeChild(str(record["name"]),
                                     dt.date.fromisoformat(str(record["birthdate"])),
-                                    f"{ref}-{row['n']}"))
+                                    f"{ref}-{row.n}"))
     if not children:
         return 0, 0
     recipients = [c.email for c in contacts]
@@ -168,11 +182,11 @@ async def _seal_group(ctx: Context, snapshot: Snapshot, ref: str, school: str,
     ack_digest = ctx.vault.digest("ack", token)
 
     async def keep(tx: Tx) -> int:
-        notice_id = await tx.insert_notice(ref, school, message_id, recipients, fingerprints,
-                                           message, numbers, now, ack_digest)
-        await tx.receipt("sealed", at=now, ref=ref, school=school, notice=notice_id,
-                         children=[f"{ref}-{n}" for n in numbers], fingerprints=fingerprints,
-                         signer=signer)
+        notice_id = await tx.notices.insert(ref, school, message_id, recipients, fingerprints,
+                                            message, numbers, now, ack_digest)
+        await tx.receipts.append("sealed", at=now, ref=ref, school=school, notice=notice_id,
+                                 children=[f"{ref}-{n}" for n in numbers],
+                                 fingerprints=fingerprints, signer=signer)
         return notice_id
 
     try:
@@ -225,10 +239,10 @@ async def deliver_due(ctx: Context, sessions: Sessions) -> StepReport:
     """One attempt for each due notice, concurrently; returns how many were attempted."""
     report = StepReport()
     now = ctx.clock()
-    rows = await ctx.store.due_notices(now)
+    rows = await ctx.store.notices.due(now)
 
-    async def claim(tx: Tx) -> list[sqlite3.Row]:
-        claimed = [await tx.claim_notice(row["id"], now + LEASE, now) for row in rows]
+    async def claim(tx: Tx) -> list[NoticeRecord]:
+        claimed = [await tx.notices.claim(notice_id, now + LEASE, now) for notice_id in rows]
         return [notice for notice in claimed if notice is not None]
 
     claimed = await ctx.store.write(claim) if rows else []
@@ -240,9 +254,9 @@ async def deliver_due(ctx: Context, sessions: Sessions) -> StepReport:
     # Per destination, a few connections each carry several notices: a school server that
     # comes back after hours gets its backlog without a handshake per notice, and is never
     # hit by more than PER_DESTINATION sessions at once.
-    queues: dict[HostPort | None, list[sqlite3.Row]] = defaultdict(list)
+    queues: dict[HostPort | None, list[NoticeRecord]] = defaultdict(list)
     for notice in claimed:
-        route = ctx.snapshot.routes.get(notice["school"]) or ctx.config.delivery.relay
+        route = ctx.snapshot.routes.get(notice.school) or ctx.config.delivery.relay
         queues[route].append(notice)
     workers = [_destination_worker(ctx, sessions, destination, pending)
                for destination, pending in queues.items()
@@ -253,7 +267,7 @@ async def deliver_due(ctx: Context, sessions: Sessions) -> StepReport:
 
 
 async def _destination_worker(ctx: Context, sessions: Sessions, destination: HostPort | None,
-                              pending: list[sqlite3.Row]) -> None:
+                              pending: list[NoticeRecord]) -> None:
     """Take notices for one destination off the shared list and send them over one session."""
     connection = None if destination is None else sessions.take(destination)
     try:
@@ -263,8 +277,8 @@ async def _destination_worker(ctx: Context, sessions: Sessions, destination: Hos
                 await deliver_one(ctx, notice, connection)
             except Exception as exc:
                 # Tried again after a backoff; never dropped on our error, parked if it recurs.
-                log.error("notice.attempt_crashed", notice=notice["id"], **safe_exception(exc))
-                await crashed(ctx, notice["id"], "the delivery stage failed")
+                log.error("notice.attempt_crashed", notice=notice.id, **safe_exception(exc))
+                await crashed(ctx, notice.id, "the delivery stage failed")
             ctx.pulse.beat()
     finally:
         if connection is not None:
@@ -274,47 +288,55 @@ async def _destination_worker(ctx: Context, sessions: Sessions, destination: Hos
 async def crashed(ctx: Context, notice_id: int, why: str) -> None:
     """Count a crashed attempt; park the notice for a person when it keeps crashing."""
     now = ctx.clock()
-    row = await ctx.store.notice(notice_id)
+    row = await ctx.store.notices.get(notice_id)
     if row is None:
         return
-    next_at = deliver.next_attempt_at(int(row["crashes"]) + 1, now,
+    next_at = deliver.next_attempt_at(row.crashes + 1, now,
                                       ctx.config.delivery.retry_min_seconds,
                                       ctx.config.delivery.retry_max_seconds)
-    async with ctx.store.transaction() as tx:
-        parked = await tx.record_crash(notice_id, next_at)
-        if parked:
-            await tx.receipt("parked", at=now, ref=row["ref"], school=row["school"],
-                             notice=notice_id, why=why)
-    if parked:
-        log.error("notice.parked", ref=row["ref"], school=row["school"], notice=notice_id)
-        await send_alert(ctx, "notice.parked", f"notice {row['ref']} for {row['school']} parked",
-                         [f"Notice {notice_id} of signal {row['ref']} for school {row['school']}"
-                          f" crashed the gateway {row['crashes'] + 1} times and is parked.",
+
+    async def record(tx: Tx) -> bool:
+        # The store counts; whether that is too many is decided here (`parked_after`).
+        crashes = await tx.notices.record_crash(notice_id, next_at)
+        if not parked_after(crashes) or not await tx.notices.park(notice_id):
+            return False
+        await tx.receipts.append("parked", at=now, ref=row.ref, school=row.school,
+                                 notice=notice_id, why=why)
+        return True
+
+    if await ctx.store.write(record):
+        log.error("notice.parked", ref=row.ref, school=row.school, notice=notice_id)
+        await send_alert(ctx, "notice.parked", f"notice {row.ref} for {row.school} parked",
+                         [f"Notice {notice_id} of signal {row.ref} for school {row.school}"
+                          f" crashed the gateway {row.crashes + 1} times and is parked.",
                           "It is kept; look at the logs (notice.attempt_crashed) and tell the"
                           " maintainers."])
 
 
 async def recover_leases(ctx: Context) -> int:
-    """At start-up: a lease still held belongs to an attempt that died with the process."""
-    async with ctx.store.transaction() as tx:
-        leased = await tx.leased_notices()
+    """At start-up: a lease that is dead (expired, or held by a process of this host that
+    ended, `lease_is_dead`) belongs to an attempt that died with its process. A live lease of
+    another node is that node's."""
+    now, node = iso(ctx.clock()), ctx.store.node
+    leased = [lease.id for lease in await ctx.store.notices.leased()
+              if lease_is_dead(lease.owner, lease.until, now, node)]
     for notice_id in leased:
         log.warning("notice.lease_recovered", notice=notice_id)
         await crashed(ctx, notice_id, "the process ended during an attempt")
     return len(leased)
 
 
-async def deliver_one(ctx: Context, row: sqlite3.Row,
+async def deliver_one(ctx: Context, row: NoticeRecord,
                       connection: deliver.Connection | None) -> None:
     """One attempt for one claimed notice (its row as claimed), and its receipt; a notice
     sealed to a contact or key that is no longer pinned and usable is superseded instead."""
-    notice_id = int(row["id"])
-    recipients = json.loads(row["recipients"])
-    attempt = int(row["attempts"])
+    notice_id = row.id
+    recipients = list(row.recipients)
+    attempt = row.attempts
     # The directory as it was at the start of this round (`deliver_due`), not as it was at
     # sealing: a revocation taken in while the notice waited on the school's 451 must stop it
     # (issue 11).
-    stale = unpinned(recipients, json.loads(row["fingerprints"]), ctx.snapshot, row["school"],
+    stale = unpinned(recipients, list(row.fingerprints), ctx.snapshot, row.school,
                      ctx.clock())
     if stale:
         await supersede(ctx, row, stale)
@@ -323,34 +345,38 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
         outcome = deliver.Outcome(Result.TEMPORARY, "no route: the school has no route and no"
                                   " relay is configured", "no_route")
     else:
-        outcome = await connection.send(row["message"], mail_from=ctx.config.gateway.address,
+        outcome = await connection.send(row.message, mail_from=ctx.config.gateway.address,
                                         recipients=recipients)
     if outcome.result is Result.DELIVERED:
         crash_point("after-remote-250")
     now = ctx.clock()
-    ref, school = row["ref"], row["school"]
+    ref, school = row.ref, row.school
     code = outcome.reply[:3] if outcome.reply[:3].isdigit() else None
     # Counted from `queue retry` when the administrator queued it again after a failure.
-    give_up = from_iso(row["requeued_at"] or row["created_at"]) + dt.timedelta(
+    give_up = from_iso(row.requeued_at or row.created_at) + dt.timedelta(
         hours=ctx.config.delivery.give_up_after_hours)
 
     async def record(tx: Tx) -> str:
-        await tx.note_reason(notice_id, outcome.reason)
+        await tx.notices.note_reason(notice_id, outcome.reason)
         if outcome.result is Result.DELIVERED:
-            await tx.finish_notice(notice_id, "delivered", outcome.reply, now, "delivered")
-            await tx.receipt("delivered", at=now, ref=ref, school=school, notice=notice_id,
-                             attempt=attempt, reply=outcome.reply, message_id=row["message_id"])
+            await tx.notices.finish(notice_id, "delivered", outcome.reply, now, "delivered",
+                                    erase=erase_notice("delivered"))
+            await tx.receipts.append("delivered", at=now, ref=ref, school=school,
+                                     notice=notice_id, attempt=attempt, reply=outcome.reply,
+                                     message_id=row.message_id)
             return "notice.delivered"
         if outcome.result is Result.PERMANENT or now >= give_up:
-            await tx.finish_notice(notice_id, "failed", outcome.reply, now, "failed")
-            await tx.receipt("failed", at=now, ref=ref, school=school, notice=notice_id,
-                             attempt=attempt, reply=outcome.reply)
+            await tx.notices.finish(notice_id, "failed", outcome.reply, now, "failed",
+                                    erase=erase_notice("failed"))
+            await tx.receipts.append("failed", at=now, ref=ref, school=school, notice=notice_id,
+                                     attempt=attempt, reply=outcome.reply)
             return "notice.failed"
         next_at = deliver.next_attempt_at(attempt, now, ctx.config.delivery.retry_min_seconds,
                                           ctx.config.delivery.retry_max_seconds)
-        await tx.defer_notice(notice_id, outcome.reply, next_at)
-        await tx.receipt("deferred", at=now, ref=ref, school=school, notice=notice_id,
-                         attempt=attempt, reply=outcome.reply, next_attempt_at=next_at.isoformat())
+        await tx.notices.defer(notice_id, outcome.reply, next_at)
+        await tx.receipts.append("deferred", at=now, ref=ref, school=school, notice=notice_id,
+                                 attempt=attempt, reply=outcome.reply,
+                                 next_attempt_at=next_at.isoformat())
         return "notice.deferred"
 
     event = await ctx.store.write(record)
@@ -369,7 +395,7 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
             "The notice and its children are kept. Once the cause is fixed (or the school's"
             f" mail works again), queue it again: `hwc-gateway queue retry {notice_id}`.",
         ])
-    elif outcome.reason in deliver.FIXES and row["last_reply"] != outcome.reply:
+    elif outcome.reason in deliver.FIXES and row.last_reply != outcome.reply:
         # Once per notice and reply, not at every retry: the gateway is set up wrong.
         await send_alert(ctx, "notice.misconfigured",
                          f"notice {ref} for {school} waits on the gateway's set-up", [
@@ -381,21 +407,21 @@ async def deliver_one(ctx: Context, row: sqlite3.Row,
         ])
 
 
-async def supersede(ctx: Context, row: sqlite3.Row, stale: list[tuple[str, str]]) -> None:
+async def supersede(ctx: Context, row: NoticeRecord, stale: list[tuple[str, str]]) -> None:
     """Never send a notice whose keys no longer hold: supersede it, with a receipt naming why
     and the fingerprints it was sealed to, and put its children back to be sealed again to
     the keys pinned now (or held, when the school has none usable: `_seal_group`)."""
-    notice_id, ref, school = int(row["id"]), row["ref"], row["school"]
-    pinned = {c["email"]: c["fingerprint"] for c in await ctx.store.contacts(school)}
+    notice_id, ref, school = row.id, row.ref, row.school
+    pinned = {c.email: c.fingerprint for c in await ctx.store.directory.contacts(school)}
     reason = stale_reason(stale, pinned)
     now = ctx.clock()
 
     async def record(tx: Tx) -> list[int] | None:
-        numbers = await tx.supersede_notice(notice_id, reason, now)
+        numbers = await tx.notices.supersede(notice_id, reason, now)
         if numbers is not None:
-            await tx.receipt("superseded", at=now, ref=ref, school=school, notice=notice_id,
-                             reason=reason, fingerprints=json.loads(row["fingerprints"]),
-                             children=[f"{ref}-{n}" for n in numbers])
+            await tx.receipts.append("superseded", at=now, ref=ref, school=school, notice=notice_id,
+                                     reason=reason, fingerprints=list(row.fingerprints),
+                                     children=[f"{ref}-{n}" for n in numbers])
         return numbers
 
     numbers = await ctx.store.write(record)
@@ -434,7 +460,7 @@ async def deliver_status_mails(ctx: Context, sessions: Sessions) -> int:
                 await attempt_status_mail(ctx, row, connection)
             except Exception as exc:
                 # Tried again after the backoff: a status mail is never dropped on our error.
-                log.error("status_mail.attempt_crashed", status_mail=row["id"],
+                log.error("status_mail.attempt_crashed", status_mail=row.id,
                           **safe_exception(exc))
                 await status_mail_crashed(ctx, row)
             ctx.pulse.beat()

@@ -6,7 +6,7 @@ it. `holder` tells the command line whether a daemon serves this state now, with
 lock from it. The lock is `flock(2)`: the kernel lets go of it when the process ends, however it
 ends, so a `kill -9` leaves no stale lock behind, and the file itself stays (removing it would
 let a second daemon lock a new file while the first still holds the old one). The other verbs do
-not take it: SQLite serialises their writes with the daemon's (`gateway.store.db`).
+not take it: SQLite serialises their writes with the daemon's (`gateway.store.sqlite.connection`).
 
 Before this lock the bound port was the only guard, and a second `serve` on the same state with
 another `[smtp] listen` started beside the first, taking over the leases of the attempts the

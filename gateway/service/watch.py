@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.admin import verbs as admin
+from gateway.core.records import from_iso
 from gateway.core.schedule import deadline
 from gateway.crypto.keyadmin import list_key_infos
 from gateway.notify.alerts import send_alert
@@ -24,7 +25,8 @@ from gateway.observe.logs import get_logger, safe_exception
 from gateway.pipeline.context import Context
 from gateway.service import retention
 from gateway.service.escalate import escalate
-from gateway.store.db import from_iso
+from gateway.store.api import Tx
+from gateway.store.views import queue_counts
 
 log = get_logger("watch")
 
@@ -43,12 +45,12 @@ def warning_threshold(expires: dt.datetime, now: dt.datetime) -> int | None:
 
 async def retire_ended_overlaps(ctx: Context, now: dt.datetime) -> list[str]:
     retired = []
-    for row in await ctx.store.gateway_keys():
-        if row["state"] == "previous" and row["decrypt_until"] and \
-                from_iso(row["decrypt_until"]) <= now:
-            await admin.retire_gateway_key(ctx, row["fingerprint"], "its overlap ended")
-            log.info("key.retired", fingerprint=row["fingerprint"])
-            retired.append(row["fingerprint"])
+    for row in await ctx.store.directory.gateway_keys():
+        if row.state == "previous" and row.decrypt_until and \
+                from_iso(row.decrypt_until) <= now:
+            await admin.retire_gateway_key(ctx, row.fingerprint, "its overlap ended")
+            log.info("key.retired", fingerprint=row.fingerprint)
+            retired.append(row.fingerprint)
     return retired
 
 
@@ -71,13 +73,19 @@ async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]
         if threshold is None:
             continue
         key = f"key_warned:{fingerprint}:{expires.isoformat()}"
-        last = await ctx.store.meta(key)
+        last = await ctx.store.meta.get(key)
         if last is not None and int(last) <= threshold:
             continue
-        async with ctx.store.transaction() as tx:
-            await tx.set_meta(key, str(threshold))
-            await tx.receipt("key.expiring", at=now, fingerprint=fingerprint, owner=owner,
-                             expires=expires.isoformat(), within_days=threshold)
+
+        async def record(tx: Tx, key: str = key, threshold: int = threshold,
+                         fingerprint: str = fingerprint, owner: str = owner,
+                         expires: dt.datetime = expires) -> None:
+            await tx.meta.set(key, str(threshold))
+            await tx.receipts.append("key.expiring", at=now, fingerprint=fingerprint,
+                                     owner=owner, expires=expires.isoformat(),
+                                     within_days=threshold)
+
+        await ctx.store.write(record)
         log.warning("key.expiring", fingerprint=fingerprint, owner=owner,
                     expires=expires.isoformat(), within_days=threshold)
         await send_alert(ctx, "key.expiring", f"a key expires within {threshold} days", [
@@ -91,11 +99,11 @@ async def warn_expiring(ctx: Context, now: dt.datetime) -> list[tuple[str, int]]
 
 async def update_metrics(ctx: Context, now: dt.datetime, with_keys: bool) -> None:
     """The gauges, from one look at the store (and, now and then, at the keys)."""
-    counts = await ctx.store.counts()
-    first = await ctx.store.oldest_queued()
+    counts = await queue_counts(ctx.store)
+    first = await ctx.store.notices.oldest_queued()
     oldest = now - from_iso(first) if first else None
-    deadlines = [deadline(from_iso(r["accepted_at"]), ctx.config.schedule)
-                 for r in await ctx.store.open_signals()]
+    deadlines = [deadline(from_iso(r.accepted_at), ctx.config.schedule)
+                 for r in await ctx.store.signals.open()]
     expiry = [(owner.split(" ", 1)[0], expires - now)
               for _, owner, expires in (await expiring_keys(ctx) if with_keys else [])]
     metrics.set_gauges(counts=counts, oldest=oldest,

@@ -3,7 +3,7 @@
 Takes the secrets directory (`keys/secrets/`) and the database path; produces an open `Store`
 whose receipts are linked with HMAC-SHA256 under `receipts.key` (32 random bytes, 0600).
 Whoever can write the database but cannot read `keys/` cannot rebuild the chain after changing
-an entry (`store.receipt_hash`).
+an entry (`gateway.store.chain.receipt_hash`).
 
 A deployment whose database predates the key gets both at its first start: the key is created
 as `receipts.key.new`, the existing chain is checked and re-linked under it in one transaction
@@ -24,7 +24,7 @@ import secrets
 from pathlib import Path
 
 from gateway.crypto.vault import VaultError
-from gateway.store.db import Store
+from gateway.store.sqlite.connection import SqliteStore
 
 RECEIPTS_KEY = "receipts.key"
 _PENDING = RECEIPTS_KEY + ".new"
@@ -70,13 +70,13 @@ def _finish(directory: Path) -> None:
         os.replace(directory / _PENDING, directory / RECEIPTS_KEY)
 
 
-async def open_store(path: Path, secrets_dir: Path) -> Store:
+async def open_store(path: Path, secrets_dir: Path) -> SqliteStore:
     """The store, its receipts linked under the deployment's receipt key."""
     final = secrets_dir / RECEIPTS_KEY
     if await asyncio.to_thread(final.exists):
-        return await Store.open(path, await asyncio.to_thread(_read, final))
+        return await SqliteStore.open(path, await asyncio.to_thread(_read, final))
     key = await asyncio.to_thread(_pending_key, secrets_dir)
-    store = await Store.open(path, key)
+    store = await SqliteStore.open(path, key)
     try:
         if not await store.chain_keyed():
             await store.key_chain()
