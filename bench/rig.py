@@ -38,7 +38,10 @@ from load import (
 from measure import CpuSample, cpu_sample, log_events
 from report import Report
 
-from gateway.admin import verbs as admin
+from gateway.admin.keys import keys_export, keys_init
+from gateway.admin.pupils import pupils_import
+from gateway.admin.schools import schools_add, schools_import_duo
+from gateway.admin.senders import senders_add
 from gateway.core.config import Config, load_config
 from gateway.crypto.keyadmin import stop_agent
 from gateway.crypto.tlsdev import CertPair
@@ -125,7 +128,7 @@ class Rig:
                                             self.opt.concurrency))
         config = self.config = load_config(config_path)
         self.ca_file = config.smtp.tls_cert.parent / "ca.pem"
-        await admin.keys_init(config, utc_now())
+        await keys_init(config, utc_now())
         sender = Identity.create(base / "sender-gpg", "Veilig Thuis (bench)", SENDER_ADDRESS)
         self.identities.append(sender)
         self.sender = sender
@@ -140,7 +143,7 @@ class Rig:
             self.inboxes[pupil.school] = inbox
         ctx = await open_context(config)
         try:
-            gateway_public = admin.keys_export(ctx)
+            gateway_public = keys_export(ctx)
             fpr = ctx.snapshot.signing_key
             if fpr is None:
                 raise BenchError("keys init made no gateway key")
@@ -148,20 +151,20 @@ class Rig:
             sender.import_public(gateway_public)
             # No status mail: the raw baseline has none, and without a relay each one would be
             # sealed and then wait in the queue (its own gpg work, not the signal path's).
-            await admin.senders_add(ctx, SENDER, sender.public_key(), sender.fingerprint,
-                                    PASSWORD, [SENDER_ADDRESS], status_mail=False)
-            await admin.schools_import_duo(ctx, DUO_CSV.encode())
+            await senders_add(ctx, SENDER, sender.public_key(), sender.fingerprint,
+                              PASSWORD, [SENDER_ADDRESS], status_mail=False)
+            await schools_import_duo(ctx, DUO_CSV.encode())
             for pupil in self.pupils:
                 school = self.school_ids[pupil.school]
                 school.import_public(gateway_public)
                 port = (self.inboxes[pupil.school].port if pupil.school in self.inboxes
                         else self.down_port)
-                await admin.schools_add(ctx, pupil.school, None, pupil.email,
-                                        school.public_key(), school.fingerprint,
-                                        f"127.0.0.1:{port}")
+                await schools_add(ctx, pupil.school, None, pupil.email,
+                                  school.public_key(), school.fingerprint,
+                                  f"127.0.0.1:{port}")
             csv = "bsn;naam;geboortedatum;vestigingscode\n" + "".join(
                 f"{p.bsn};{p.name};{p.birthdate:%d-%m-%Y};{p.school}\n" for p in self.pupils)
-            await admin.pupils_import(ctx, csv.encode(), False)
+            await pupils_import(ctx, csv.encode(), False)
         finally:
             await ctx.close()
 

@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from opener_helpers import PAYLOAD
 
-from gateway.admin import verbs as admin
 from gateway.admin.cli import main
+from gateway.admin.keys import keys_export, keys_init
+from gateway.admin.pupils import pupils_import
+from gateway.admin.schools import schools_add, schools_import_duo
+from gateway.admin.senders import senders_add
 from gateway.core.config import Config, HostPort, load_config
 from gateway.crypto.keyadmin import stop_agent
 from gateway.crypto.tlsdev import CertPair
@@ -152,7 +155,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
     ca_file, cert = school_ca(base / "school-tls")
     (base / "config.toml").write_text(_config_text(base, ca_file))
     config = load_config(base / "config.toml")
-    asyncio.run(admin.keys_init(config, dt.datetime.now(dt.UTC)))
+    asyncio.run(keys_init(config, dt.datetime.now(dt.UTC)))
     stop_agent(config.gnupg_home)
     yield Template(base, ca_file, cert)
 
@@ -253,19 +256,19 @@ class Harness:
 async def onboard(ctx: Context, ids: Identities, ports: dict[str, int],
                   pupils_csv: str = PUPILS_CSV) -> None:
     """What an administrator does before the first signal: sender, schools, register."""
-    gateway_public = admin.keys_export(ctx)
+    gateway_public = keys_export(ctx)
     for identity in (ids.sender, ids.other_sender, ids.stranger, ids.school_a, ids.school_b):
         identity.import_public(gateway_public)
-    await admin.senders_add(ctx, SENDER, ids.sender.public_key(), ids.sender.fingerprint,
-                            PASSWORD, [SENDER_ADDRESS])
-    await admin.senders_add(ctx, "politie", ids.other_sender.public_key(),
-                            ids.other_sender.fingerprint, PASSWORD + "!", [])
-    await admin.schools_import_duo(ctx, DUO_CSV.encode())
-    await admin.schools_add(ctx, SCHOOL_A, None, CONTACT_A, ids.school_a.public_key(),
-                            ids.school_a.fingerprint, f"127.0.0.1:{ports[SCHOOL_A]}")
-    await admin.schools_add(ctx, SCHOOL_B, None, CONTACT_B, ids.school_b.public_key(),
-                            ids.school_b.fingerprint, f"127.0.0.1:{ports[SCHOOL_B]}")
-    await admin.pupils_import(ctx, pupils_csv.encode(), False)
+    await senders_add(ctx, SENDER, ids.sender.public_key(), ids.sender.fingerprint,
+                      PASSWORD, [SENDER_ADDRESS])
+    await senders_add(ctx, "politie", ids.other_sender.public_key(),
+                      ids.other_sender.fingerprint, PASSWORD + "!", [])
+    await schools_import_duo(ctx, DUO_CSV.encode())
+    await schools_add(ctx, SCHOOL_A, None, CONTACT_A, ids.school_a.public_key(),
+                      ids.school_a.fingerprint, f"127.0.0.1:{ports[SCHOOL_A]}")
+    await schools_add(ctx, SCHOOL_B, None, CONTACT_B, ids.school_b.public_key(),
+                      ids.school_b.fingerprint, f"127.0.0.1:{ports[SCHOOL_B]}")
+    await pupils_import(ctx, pupils_csv.encode(), False)
     await ctx.refresh(force=True)
 
 

@@ -9,7 +9,7 @@ import hashlib
 from conftest import PASSWORD, SENDER, SENDER_ADDRESS, Harness
 from hostile import RawSMTP
 
-from gateway.admin import verbs as admin
+from gateway.admin.senders import senders_add, senders_remove
 from gateway.crypto.passwords import (
     CACHE_MAX_ENTRIES,
     CACHE_TTL_SECONDS,
@@ -165,11 +165,11 @@ async def test_removed_sender_is_refused_at_once(harness: Harness) -> None:
     """A sender removed after a remembered success gets 535; added again, scrypt runs again."""
     checked = count_checks(harness)
     assert await login(harness) == 235
-    await admin.senders_remove(harness.ctx, SENDER)
+    await senders_remove(harness.ctx, SENDER)
     assert await login(harness) == 535
     ids = harness.ids
-    await admin.senders_add(harness.ctx, SENDER, ids.sender.public_key(),
-                            ids.sender.fingerprint, PASSWORD, [SENDER_ADDRESS])
+    await senders_add(harness.ctx, SENDER, ids.sender.public_key(),
+                      ids.sender.fingerprint, PASSWORD, [SENDER_ADDRESS])
     assert await login(harness) == 235
     assert await login(harness) == 235
     # The first login, the removed sender (the dummy hash), and once for the new hash.

@@ -43,7 +43,7 @@ from conftest import (
 )
 from test_process import Process, _wait_for, free_port
 
-from gateway.admin import verbs as admin
+from gateway.admin.receipts import receipts_verify
 from gateway.core import faults
 from gateway.core.config import Config
 from gateway.core.queuepolicy import MAX_CRASHES
@@ -190,7 +190,7 @@ class Gateway:
         assert self.proc.proc is None or self.proc.proc.poll() is not None
         store = await open_store(self.db, self.config.secrets_dir)
         try:
-            count, problems = await admin.receipts_verify(store)
+            count, problems = await receipts_verify(store)
         finally:
             await store.close()
         assert count > 0 and problems == []
@@ -499,4 +499,4 @@ async def test_notice_that_keeps_crashing_is_parked_and_kept(harness: Harness) -
     assert (child.state, child.notice_id) == ("sealed", notice.id)
     assert child.blob is not None
     assert await store.signals.get(ref) is not None
-    assert (await admin.receipts_verify(store))[1] == []
+    assert (await receipts_verify(store))[1] == []

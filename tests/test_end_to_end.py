@@ -25,7 +25,11 @@ from conftest import (
     raw_sql,
 )
 
-from gateway.admin import verbs as admin
+from gateway.admin.held import held_drop, held_list, held_route, held_show
+from gateway.admin.pupils import pupils_import
+from gateway.admin.queue import queue_list
+from gateway.admin.receipts import receipts_find, receipts_verify
+from gateway.admin.schools import schools_add
 from gateway.crypto.gpg import Gpg
 from gateway.devkit.demokit import json_payload, notice_header, text_payload
 from gateway.pipeline.context import open_context
@@ -105,11 +109,11 @@ async def test_held_child_is_routed_by_hand(harness: Harness) -> None:
     ref = reply.text.rsplit(" ", 1)[1]
     await harness.drain()
     assert harness.inboxes[SCHOOL_A].received == []
-    [held] = await admin.held_list(harness.ctx)
+    [held] = await held_list(harness.ctx)
     assert held["id"] == f"{ref}-1" and "Noor" not in str(held)
-    shown = await admin.held_show(harness.ctx, held["id"])
+    shown = await held_show(harness.ctx, held["id"])
     assert shown["name"] == "Noor Bakker"
-    print(await admin.held_route(harness.ctx, held["id"], SCHOOL_B))
+    print(await held_route(harness.ctx, held["id"], SCHOOL_B))
     await harness.drain()
     [(text, _, _)] = harness.notices(SCHOOL_B)
     assert "Naam: Noor Bakker" in text
@@ -123,7 +127,7 @@ async def test_held_child_dropped_is_erased(harness: Harness) -> None:
     """`held drop` erases the held child's sealed data and records why."""
     payload = json_payload([{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}])
     ref = (await harness.send(harness.signal(payload))).text.rsplit(" ", 1)[1]
-    await admin.held_drop(harness.ctx, f"{ref}-1", "not a pupil in this municipality")
+    await held_drop(harness.ctx, f"{ref}-1", "not a pupil in this municipality")
     row = await harness.ctx.store.children.get(ref, 1)
     assert row is not None and row.state == "dropped" and row.blob is None
 
@@ -214,7 +218,7 @@ async def test_temporary_failure_is_retried_then_delivered(harness: Harness) -> 
     await harness.send(harness.signal(payload))
     await harness.drain()
     assert harness.inboxes[SCHOOL_A].received == []
-    [queued] = await admin.queue_list(harness.ctx)
+    [queued] = await queue_list(harness.ctx)
     assert queued["last_reply"].startswith("451") and queued["attempts"] == 1
     await harness.drain()
     assert harness.inboxes[SCHOOL_A].received == [], "retried before the backoff"
@@ -223,7 +227,7 @@ async def test_temporary_failure_is_retried_then_delivered(harness: Harness) -> 
     assert len(harness.inboxes[SCHOOL_A].received) == 1
     events = _events(await harness.receipts())
     assert events.index("deferred") < events.index("delivered")
-    assert await admin.queue_list(harness.ctx) == []
+    assert await queue_list(harness.ctx) == []
 
 
 async def test_permanent_failure_fails_the_notice(harness: Harness) -> None:
@@ -234,7 +238,7 @@ async def test_permanent_failure_fails_the_notice(harness: Harness) -> None:
     await harness.drain()
     failed = [r for r in await harness.receipts() if r.event == "failed"]
     assert len(failed) == 1 and failed[0].detail["reply"].startswith("554 5.7.1")
-    assert await admin.queue_list(harness.ctx) == []
+    assert await queue_list(harness.ctx) == []
 
 
 async def test_receipts_verify_detects_edit_and_deletion(harness: Harness) -> None:
@@ -242,7 +246,7 @@ async def test_receipts_verify_detects_edit_and_deletion(harness: Harness) -> No
     payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
     await harness.send(harness.signal(payload))
     await harness.drain()
-    count, problems = await admin.receipts_verify(harness.ctx.store)
+    count, problems = await receipts_verify(harness.ctx.store)
     assert count > 5 and problems == []
     db = sqlite3.connect(harness.ctx.config.storage.path)
     db.execute("DROP TRIGGER receipts_append_only")
@@ -250,7 +254,7 @@ async def test_receipts_verify_detects_edit_and_deletion(harness: Harness) -> No
     db.execute("DELETE FROM receipts WHERE seq = 3")
     db.commit()
     db.close()
-    _, problems = await admin.receipts_verify(harness.ctx.store)
+    _, problems = await receipts_verify(harness.ctx.store)
     assert any("missing" in p for p in problems)
     assert any("does not match its hash" in p for p in problems)
 
@@ -266,7 +270,7 @@ async def test_receipts_hold_no_personal_data_and_find_by_pseudonym(harness: Har
     for secret in ("Sanne", "Vries", "123456782", SANNE_BIRTH.isoformat(),
                    f"{SANNE_BIRTH:%d-%m-%Y}"):
         assert secret not in dump
-    found = await admin.receipts_find(harness.ctx, "sanne  DE vries", SANNE_BIRTH)
+    found = await receipts_find(harness.ctx, "sanne  DE vries", SANNE_BIRTH)
     assert {"resolved", "held"} & {r["event"] for r in found}
 
 
@@ -405,17 +409,17 @@ async def test_child_held_for_a_school_without_key_is_released_when_it_has_one(
                              "school": SCHOOL_C}])
     ref = (await harness.send(harness.signal(payload))).text.rsplit(" ", 1)[1]
     await harness.drain()
-    [held] = await admin.held_list(harness.ctx)
+    [held] = await held_list(harness.ctx)
     assert held["reason"] == "school has no contact with a usable key"
     assert held["school"] == SCHOOL_C
-    await admin.schools_add(harness.ctx, SCHOOL_C, None, "hwc@jozef.example.nl",
-                            harness.ids.school_b.public_key(), harness.ids.school_b.fingerprint,
-                            f"127.0.0.1:{harness.inboxes[SCHOOL_B].port}")
+    await schools_add(harness.ctx, SCHOOL_C, None, "hwc@jozef.example.nl",
+                      harness.ids.school_b.public_key(), harness.ids.school_b.fingerprint,
+                      f"127.0.0.1:{harness.inboxes[SCHOOL_B].port}")
     await harness.drain()
     [(text, _, item)] = harness.notices(SCHOOL_B)
     assert "Naam: Noor Bakker" in text and item.rcpt_tos == ["hwc@jozef.example.nl"]
     assert "released" in _events(await harness.receipts())
-    assert await admin.held_list(harness.ctx) == []
+    assert await held_list(harness.ctx) == []
     row = await harness.ctx.store.children.get(ref, 1)
     assert row is not None and row.state == "delivered"
 
@@ -447,7 +451,7 @@ async def test_birth_date_one_day_off_is_held_not_routed(harness: Harness) -> No
     await harness.send(harness.signal(payload))
     await harness.drain()
     assert harness.inboxes[SCHOOL_A].received == []
-    [held] = await admin.held_list(harness.ctx)
+    [held] = await held_list(harness.ctx)
     assert held["reason"] == "not in the register and no school named"
 
 
@@ -456,7 +460,7 @@ async def test_register_import_takes_effect_in_the_running_daemon(harness: Harne
     payload = json_payload([{"name": "Noor Bakker", "birthdate": EVA_BIRTH.isoformat()}])
     second = await open_context(harness.ctx.config)
     try:
-        print(await admin.pupils_import(
+        print(await pupils_import(
             second, (PUPILS_CSV + f";Noor Bakker;{EVA_BIRTH:%d-%m-%Y};{SCHOOL_B}\n").encode(),
             False))
     finally:

@@ -23,9 +23,11 @@ from conftest import (
 from conftest import run_cli as run
 from test_smtp_limits import RawClient
 
-from gateway.admin import verbs as admin
 from gateway.admin.cli import main
-from gateway.admin.verbs import Refused
+from gateway.admin.common import Refused
+from gateway.admin.queue import queue_list, queue_retry
+from gateway.admin.schools import schools_set_contact
+from gateway.admin.status import status as gateway_status
 from gateway.devkit.demokit import json_payload
 from gateway.ingress.throttle import REFUSE_AFTER_PER_ADDRESS, REFUSE_AFTER_PER_LOGIN, AuthThrottle
 from gateway.observe.logs import configure
@@ -227,10 +229,10 @@ async def test_retry_after_the_give_up_time_is_attempted(harness: Harness) -> No
     await h.drain()
     h.clock.advance(hours=49)
     await h.drain()
-    [failed] = await admin.queue_list(h.ctx, ("failed",))
-    await admin.queue_retry(h.ctx, str(failed["notice"]))
+    [failed] = await queue_list(h.ctx, ("failed",))
+    await queue_retry(h.ctx, str(failed["notice"]))
     await h.drain()
-    [queued] = await admin.queue_list(h.ctx)
+    [queued] = await queue_list(h.ctx)
     assert queued["attempts"] == 1 and queued["last_reply"].startswith("451")
     h.clock.advance(seconds=61)
     await h.drain()
@@ -245,9 +247,9 @@ async def test_retry_of_a_notice_whose_contact_changed_is_superseded(harness: Ha
     h.inboxes[SCHOOL_A].fail_next("550 5.1.1 <hwc@regenboog.example.nl>: no such user")
     assert (await h.send(h.signal(sanne()))).code == 250
     await h.drain()
-    [failed] = await admin.queue_list(h.ctx, ("failed",))
-    await admin.schools_set_contact(h.ctx, SCHOOL_A, CONTACT_A, "zorg@regenboog.example.nl")
-    await admin.queue_retry(h.ctx, str(failed["notice"]))
+    [failed] = await queue_list(h.ctx, ("failed",))
+    await schools_set_contact(h.ctx, SCHOOL_A, CONTACT_A, "zorg@regenboog.example.nl")
+    await queue_retry(h.ctx, str(failed["notice"]))
     await h.drain()
     [item] = h.inboxes[SCHOOL_A].received
     assert item.rcpt_tos == ["zorg@regenboog.example.nl"]
@@ -261,12 +263,12 @@ async def test_a_superseded_notice_is_not_retried(harness: Harness) -> None:
     h.inboxes[SCHOOL_A].fail_next("451 4.3.0 Try again later")
     assert (await h.send(h.signal(sanne()))).code == 250
     await h.drain()
-    [queued] = await admin.queue_list(h.ctx)
-    await admin.schools_set_contact(h.ctx, SCHOOL_A, CONTACT_A, "zorg@regenboog.example.nl")
+    [queued] = await queue_list(h.ctx)
+    await schools_set_contact(h.ctx, SCHOOL_A, CONTACT_A, "zorg@regenboog.example.nl")
     h.clock.advance(seconds=61)
     await h.drain()
     with pytest.raises(Refused, match="was superseded"):
-        await admin.queue_retry(h.ctx, str(queued["notice"]))
+        await queue_retry(h.ctx, str(queued["notice"]))
 
 
 # -- point 5: the gateway's own set-up is not the school refusing -----------------------------
@@ -284,7 +286,7 @@ async def test_ehlo_refused_defers_alerts_and_is_delivered_once_fixed(
     await h.drain()
     h.clock.advance(seconds=61)
     await h.drain()
-    [queued] = await admin.queue_list(h.ctx)
+    [queued] = await queue_list(h.ctx)
     assert queued["attempts"] == 2 and h.inboxes[SCHOOL_A].received == []
     assert [r.event for r in await h.receipts()].count("failed") == 0
     deferred = events(logs.getvalue(), "notice.deferred")
@@ -292,10 +294,10 @@ async def test_ehlo_refused_defers_alerts_and_is_delivered_once_fixed(
     assert all(str(d["reply"]).startswith("5") for d in deferred)
     alerts = [m for m in relay.received if m.rcpt_tos == ["beheer@leerplicht.example.nl"]]
     assert len(alerts) == 1 and b"[smtp] hostname" in alerts[0].data
-    status = await admin.status(h.ctx, True)
+    status = await gateway_status(h.ctx, True)
     assert status.data["waiting_on_setup"] == [queued["notice"]]
     assert any("gateway is set up wrong" in line for line in status.attention)
-    await admin.queue_retry(h.ctx, str(queued["notice"]))
+    await queue_retry(h.ctx, str(queued["notice"]))
     await h.drain()
     assert len(h.inboxes[SCHOOL_A].received) == 1
     assert events(logs.getvalue(), "notice.delivered")[0]["reason"] == "delivered"
@@ -383,7 +385,7 @@ async def test_guesses_at_unknown_logins_store_no_login_text(harness: Harness) -
     for path in (db, db.with_name(db.name + "-wal")):
         raw = await asyncio.to_thread(path.read_bytes)
         assert b"Tr0ub4dor" not in raw
-    status = await admin.status(h.ctx, True)
+    status = await gateway_status(h.ctx, True)
     assert not [a for a in status.attention if "locked out" in a]
 
 

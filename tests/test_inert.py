@@ -25,11 +25,12 @@ from conftest import (
 from conftest import run_cli as run
 from test_cli import run_async
 
-from gateway.admin import verbs as admin
-from gateway.admin.verbs import operator_text
+from gateway.admin.held import held_list, held_show
+from gateway.admin.queue import queue_list
 from gateway.core.inert import inert, inert_json
 from gateway.devkit.demokit import json_payload
 from gateway.observe.logs import configure, get_logger
+from gateway.observe.operator import operator_text
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2K"
 # Bytes a terminal acts on: C0 controls but the newline that ends a line, DEL, and C1 (UTF-8).
@@ -84,7 +85,7 @@ async def test_server_reply_with_escapes_is_inert_in_queue_list_and_alert_mail(
     h.inboxes[SCHOOL_A].fail_next(f"451 4.0.0 {HOSTILE}")
     assert (await h.send(h.signal(sanne()))).code == 250
     await h.drain()
-    [queued] = await admin.queue_list(h.ctx)
+    [queued] = await queue_list(h.ctx)
     assert HOSTILE in queued["last_reply"], "the store keeps the reply as it came"
     cfg = str(h.ctx.config.path)
     code, out, err = await run_async(capsys, "--config", cfg, "queue", "list")
@@ -162,11 +163,11 @@ async def test_held_show_records_the_real_user_whatever_logname_says(
     payload = json_payload([{"name": "Onbekend Kind", "birthdate": SANNE_BIRTH.isoformat()}])
     assert (await h.send(h.signal(payload))).code == 250
     await h.drain()
-    [held] = await admin.held_list(h.ctx)
+    [held] = await held_list(h.ctx)
     monkeypatch.setenv("LOGNAME", "somebody-else")
     monkeypatch.setenv("USER", "somebody-else")
     monkeypatch.delenv("SUDO_UID", raising=False)
-    await admin.held_show(h.ctx, held["id"])
+    await held_show(h.ctx, held["id"])
     [shown] = [r for r in await h.receipts() if r.event == "held.shown"]
     uid = os.getuid()
     assert shown.detail["operator"] == f"{pwd.getpwuid(uid).pw_name} (uid {uid})"

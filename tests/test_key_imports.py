@@ -23,7 +23,11 @@ from conftest import CONTACT_A, SCHOOL_A, Identities, Template, copy_gateway_sta
 from conftest import run_cli as run
 from hostile import gpg
 
-from gateway.admin import verbs as admin
+from gateway.admin import schools, senders
+from gateway.admin.common import Refused
+from gateway.admin.keys import keys_update
+from gateway.admin.schools import schools_set_key
+from gateway.admin.senders import senders_add_key
 from gateway.core.config import Config
 from gateway.core.keyinfo import SelfSignature, self_signatures_in_use, weak_hashes
 from gateway.crypto.gpg import SAFE_OPTIONS, Gpg, GpgError
@@ -249,23 +253,23 @@ async def test_set_key_and_add_key_refuse_expired_revoked_and_unfit_keys(
     ctx = await open_context(config)
     try:
         school_fpr, sender_fpr = identities.school_a.fingerprint, identities.sender.fingerprint
-        await admin.schools_add(ctx, SCHOOL_A, "De Regenboog", CONTACT_A,
-                                identities.school_a.public_key(), school_fpr, None)
-        await admin.senders_add(ctx, "vt", identities.sender.public_key(), sender_fpr,
-                                "a long enough password", [])
+        await schools.schools_add(ctx, SCHOOL_A, "De Regenboog", CONTACT_A,
+                          identities.school_a.public_key(), school_fpr, None)
+        await senders.senders_add(ctx, "vt", identities.sender.public_key(), sender_fpr,
+                          "a long enough password", [])
         for key, reason in ((bad_keys.expired, "is expired"), (bad_keys.revoked, "is revoked"),
                             (bad_keys.sign_only, "cannot encrypt"),
                             (bad_keys.stale_subkey, "cannot encrypt")):
-            with pytest.raises(admin.Refused, match=reason):
-                await admin.schools_set_key(ctx, SCHOOL_A, CONTACT_A, key.armored,
-                                            key.fingerprint)
+            with pytest.raises(Refused, match=reason):
+                await schools_set_key(ctx, SCHOOL_A, CONTACT_A, key.armored,
+                                      key.fingerprint)
         for key, reason in ((bad_keys.expired, "is expired"), (bad_keys.revoked, "is revoked"),
                             (bad_keys.encrypt_only, "cannot sign")):
-            with pytest.raises(admin.Refused, match=reason):
-                await admin.senders_add_key(ctx, "vt", key.armored, key.fingerprint)
-        with pytest.raises(admin.Refused, match="full fingerprint"):
-            await admin.senders_add_key(ctx, "vt", identities.other_sender.public_key(),
-                                        identities.other_sender.fingerprint[-16:])
+            with pytest.raises(Refused, match=reason):
+                await senders_add_key(ctx, "vt", key.armored, key.fingerprint)
+        with pytest.raises(Refused, match="full fingerprint"):
+            await senders_add_key(ctx, "vt", identities.other_sender.public_key(),
+                                  identities.other_sender.fingerprint[-16:])
         [contact] = await ctx.store.directory.contacts(SCHOOL_A)
         assert contact.fingerprint == school_fpr
         assert [r.fingerprint for r in await ctx.store.directory.sender_keys()] == [sender_fpr]
@@ -463,17 +467,17 @@ async def test_set_key_and_add_key_refuse_a_key_bound_by_sha1(
     ctx = await open_context(config)
     try:
         school_fpr, sender_fpr = identities.school_a.fingerprint, identities.sender.fingerprint
-        await admin.schools_add(ctx, SCHOOL_A, "De Regenboog", CONTACT_A,
-                                identities.school_a.public_key(), school_fpr, None)
-        await admin.senders_add(ctx, "vt", identities.sender.public_key(), sender_fpr,
-                                "a long enough password", [])
+        await schools.schools_add(ctx, SCHOOL_A, "De Regenboog", CONTACT_A,
+                          identities.school_a.public_key(), school_fpr, None)
+        await senders.senders_add(ctx, "vt", identities.sender.public_key(), sender_fpr,
+                          "a long enough password", [])
         for key in (weak_keys.weak, weak_keys.weak_binding):
-            with pytest.raises(admin.Refused, match="self-signatures over SHA-1"):
-                await admin.schools_set_key(ctx, SCHOOL_A, CONTACT_A, key.armored,
-                                            key.fingerprint)
-        with pytest.raises(admin.Refused, match="self-signatures over SHA-1"):
-            await admin.senders_add_key(ctx, "vt", weak_keys.weak.armored,
-                                        weak_keys.weak.fingerprint)
+            with pytest.raises(Refused, match="self-signatures over SHA-1"):
+                await schools_set_key(ctx, SCHOOL_A, CONTACT_A, key.armored,
+                                      key.fingerprint)
+        with pytest.raises(Refused, match="self-signatures over SHA-1"):
+            await senders_add_key(ctx, "vt", weak_keys.weak.armored,
+                                  weak_keys.weak.fingerprint)
         [contact] = await ctx.store.directory.contacts(SCHOOL_A)
         assert contact.fingerprint == school_fpr
         assert [r.fingerprint for r in await ctx.store.directory.sender_keys()] == [sender_fpr]
@@ -497,11 +501,11 @@ async def test_keys_update_refuses_new_sha1_self_signatures(config: Config,
     ctx = await open_context(config)
     try:
         key = weak_keys.strong_2018
-        await admin.senders_add(ctx, "vt", key.armored, key.fingerprint,
-                                "a long enough password", [])
+        await senders.senders_add(ctx, "vt", key.armored, key.fingerprint,
+                          "a long enough password", [])
         pinned = _expiry(config, key.fingerprint)
-        with pytest.raises(admin.Refused) as refused:
-            await admin.keys_update(ctx, weak_keys.resigned_weak.armored)
+        with pytest.raises(Refused) as refused:
+            await keys_update(ctx, weak_keys.resigned_weak.armored)
         assert str(refused.value) == (
             f"the update of key {key.fingerprint} brings self-signatures over SHA-1, which can "
             f"be forged: ask its owner to renew them (gpg --cert-digest-algo SHA256 "
@@ -509,7 +513,7 @@ async def test_keys_update_refuses_new_sha1_self_signatures(config: Config,
             "subkeys) and send it again; nothing was imported")
         assert _expiry(config, key.fingerprint) == pinned
         assert "2" not in _hashes(config.gnupg_home, key.fingerprint)
-        out = await admin.keys_update(ctx, weak_keys.resigned_strong.armored)
+        out = await keys_update(ctx, weak_keys.resigned_strong.armored)
         assert f"{key.fingerprint} (sender vt): updated, now valid" in out
         assert _expiry(config, key.fingerprint) != pinned
     finally:
@@ -524,8 +528,8 @@ async def test_keys_update_takes_in_a_revocation_of_a_key_pinned_with_sha1(
     SHA-1 self-signatures is refused."""
     ctx = await open_context(config)
     try:
-        await admin.senders_add(ctx, "vt", identities.sender.public_key(),
-                                identities.sender.fingerprint, "a long enough password", [])
+        await senders.senders_add(ctx, "vt", identities.sender.public_key(),
+                          identities.sender.fingerprint, "a long enough password", [])
         key = weak_keys.weak  # pinned the way an older gateway did, without the hash check
         gpg(config.gnupg_home, "--import", data=key.armored)
 
@@ -533,11 +537,11 @@ async def test_keys_update_takes_in_a_revocation_of_a_key_pinned_with_sha1(
             await tx.directory.add_sender_key("vt", key.fingerprint, ctx.clock())
 
         await ctx.store.write(body)
-        with pytest.raises(admin.Refused, match="brings self-signatures over SHA-1"):
-            await admin.keys_update(ctx, weak_keys.renewed_plainly.armored)
-        out = await admin.keys_update(ctx, key.armored)
+        with pytest.raises(Refused, match="brings self-signatures over SHA-1"):
+            await keys_update(ctx, weak_keys.renewed_plainly.armored)
+        out = await keys_update(ctx, key.armored)
         assert f"{key.fingerprint} (sender vt): unchanged, now valid" in out
-        out = await admin.keys_update(ctx, weak_keys.revoked.armored)
+        out = await keys_update(ctx, weak_keys.revoked.armored)
         assert f"{key.fingerprint} (sender vt): updated, now revoked" in out
     finally:
         await ctx.close()

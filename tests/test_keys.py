@@ -24,7 +24,19 @@ from conftest import (
     start_relay,
 )
 
-from gateway.admin import verbs as admin
+from gateway.admin.common import Refused
+from gateway.admin.held import held_list
+from gateway.admin.keys import (
+    keys_export,
+    keys_list,
+    keys_pin_alerts,
+    keys_retire,
+    keys_rotate,
+    keys_update,
+)
+from gateway.admin.queue import queue_list
+from gateway.admin.schools import schools_add, schools_remove, schools_set_key
+from gateway.admin.status import status as gateway_status
 from gateway.core.model import Contact
 from gateway.crypto.keyadmin import stop_agent
 from gateway.devkit.demokit import Identity, Received, json_payload, read_notice
@@ -67,18 +79,18 @@ async def test_rotation_signs_with_the_new_key_and_still_opens_the_old(harness: 
     """After `keys rotate`, notices are signed by the new key and old-key signals still open."""
     old = harness.gateway_fpr
     old_key_signal = harness.signal(sanne())
-    print(await admin.keys_rotate(harness.ctx, overlap_days=30))
+    print(await keys_rotate(harness.ctx, overlap_days=30))
     new = harness.ctx.snapshot.signing_key
     assert new is not None and new != old
     reply = await harness.send(old_key_signal)
     assert reply.code == 250, reply
     await harness.drain()
-    harness.ids.school_a.import_public(admin.keys_export(harness.ctx))
+    harness.ids.school_a.import_public(keys_export(harness.ctx))
     [(_, result, _)] = harness.notices(SCHOOL_A)
     assert result.valid and result.pubkey_fingerprint == new
-    exported = admin.keys_export(harness.ctx, include_previous=True)
+    exported = keys_export(harness.ctx, include_previous=True)
     assert f"current key {new}" in exported and f"previous key {old}" in exported
-    status = await admin.status(harness.ctx, listener_up=True)
+    status = await gateway_status(harness.ctx, listener_up=True)
     [previous] = [k for k in status.data["gateway_keys"] if k["state"] == "previous"]
     assert previous["fingerprint"] == old and previous["overlap_until"]
 
@@ -86,19 +98,19 @@ async def test_rotation_signs_with_the_new_key_and_still_opens_the_old(harness: 
 async def test_retired_key_gets_554_575(harness: Harness) -> None:
     """After `keys retire`, a signal encrypted to the old key is refused with 554 5.7.5."""
     old = harness.gateway_fpr
-    await admin.keys_rotate(harness.ctx, overlap_days=30)
-    print(await admin.keys_retire(harness.ctx, old))
+    await keys_rotate(harness.ctx, overlap_days=30)
+    print(await keys_retire(harness.ctx, old))
     reply = await harness.send(harness.signal(sanne(), to_key=old))
     assert reply.code == 554 and reply.text.startswith("5.7.5")
-    with pytest.raises(admin.Refused):
-        await admin.keys_retire(harness.ctx, harness.ctx.snapshot.signing_key or "")
+    with pytest.raises(Refused):
+        await keys_retire(harness.ctx, harness.ctx.snapshot.signing_key or "")
 
 
 async def test_overlap_end_refuses_the_old_key_and_the_watch_retires_it(
         harness: Harness) -> None:
     """Once the overlap ends, old-key signals get 554 5.7.5 and the daily check retires it."""
     old = harness.gateway_fpr
-    await admin.keys_rotate(harness.ctx, overlap_days=2)
+    await keys_rotate(harness.ctx, overlap_days=2)
     harness.clock.advance(days=2, minutes=1)
     await harness.ctx.refresh(force=True)
     reply = await harness.send(harness.signal(sanne(), to_key=old))
@@ -118,10 +130,10 @@ async def test_keys_change_while_signals_flow_and_none_is_lost(harness: Harness)
 
     async def change_keys() -> None:
         await asyncio.sleep(0.05)
-        await admin.keys_rotate(harness.ctx, overlap_days=30)
-        await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
-                                    harness.ids.school_a.public_key(),
-                                    harness.ids.school_a.fingerprint)
+        await keys_rotate(harness.ctx, overlap_days=30)
+        await schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
+                              harness.ids.school_a.public_key(),
+                              harness.ids.school_a.fingerprint)
 
     replies, _ = await asyncio.gather(asyncio.gather(*(harness.send(m) for m in messages)),
                                       change_keys())
@@ -133,17 +145,17 @@ async def test_keys_change_while_signals_flow_and_none_is_lost(harness: Harness)
 async def test_revocation_holds_and_a_new_key_releases(harness: Harness,
                                                        to_revoke: Identity) -> None:
     """A revocation taken in by `keys update` stops the next notice; `set-key` releases it."""
-    await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A, to_revoke.public_key(),
-                                to_revoke.fingerprint)
-    print(await admin.keys_update(harness.ctx, revoked_export(to_revoke)))
+    await schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A, to_revoke.public_key(),
+                          to_revoke.fingerprint)
+    print(await keys_update(harness.ctx, revoked_export(to_revoke)))
     ref = (await harness.send(harness.signal(sanne()))).text.rsplit(" ", 1)[1]
     await harness.drain()
     assert harness.inboxes[SCHOOL_A].received == []
-    [held] = await admin.held_list(harness.ctx)
+    [held] = await held_list(harness.ctx)
     assert held["reason"] == "school has no contact with a usable key"
-    await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
-                                harness.ids.school_a.public_key(),
-                                harness.ids.school_a.fingerprint)
+    await schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
+                          harness.ids.school_a.public_key(),
+                          harness.ids.school_a.fingerprint)
     await harness.drain()
     [(text, _, _)] = harness.notices(SCHOOL_A)
     assert f"Referentie: {ref}-1" in text
@@ -152,16 +164,16 @@ async def test_revocation_holds_and_a_new_key_releases(harness: Harness,
 async def test_keys_update_refuses_keys_that_are_not_pinned(harness: Harness,
                                                             identities: Identities) -> None:
     """`keys update` takes in nothing when the file holds a key that is not pinned."""
-    with pytest.raises(admin.Refused, match="not pinned"):
-        await admin.keys_update(harness.ctx, identities.stranger.public_key())
+    with pytest.raises(Refused, match="not pinned"):
+        await keys_update(harness.ctx, identities.stranger.public_key())
     assert harness.ctx.gpg.list_keys(fingerprints=[identities.stranger.fingerprint]) == []
 
 
 async def test_expiring_key_warns_once_per_threshold(harness: Harness,
                                                      short_lived: Identity) -> None:
     """A key expiring in 20 days warns at 30 days, once, then again within 14 and 7 days."""
-    await admin.schools_add(harness.ctx, SCHOOL_B, None, "kort@school.nl",
-                            short_lived.public_key(), short_lived.fingerprint, None)
+    await schools_add(harness.ctx, SCHOOL_B, None, "kort@school.nl",
+                      short_lived.public_key(), short_lived.fingerprint, None)
     now = harness.clock()
     warned = await watch.warn_expiring(harness.ctx, now)
     assert (short_lived.fingerprint, 30) in warned
@@ -169,9 +181,9 @@ async def test_expiring_key_warns_once_per_threshold(harness: Harness,
     harness.clock.advance(days=7)
     assert (short_lived.fingerprint, 14) in await watch.warn_expiring(harness.ctx,
                                                                        harness.clock())
-    listed = await admin.keys_list(harness.ctx, harness.clock(), 14)
+    listed = await keys_list(harness.ctx, harness.clock(), 14)
     assert [r["fingerprint"] for r in listed] == [short_lived.fingerprint]
-    status = await admin.status(harness.ctx, listener_up=True)
+    status = await gateway_status(harness.ctx, listener_up=True)
     assert short_lived.fingerprint in status.data["keys_expiring_30_days"]
 
 
@@ -183,9 +195,9 @@ async def test_expiry_alert_is_mailed_encrypted_to_the_alerts_key(
         f'[alerts]\naddress = "beheer@leerplicht.example.nl"\n'
         f'key = "{identities.other_sender.fingerprint}"\n'))
     relay = await start_relay(h0)
-    await admin.keys_pin_alerts(h0.ctx, identities.other_sender.public_key())
-    await admin.schools_add(h0.ctx, SCHOOL_B, None, "kort@school.nl",
-                            short_lived.public_key(), short_lived.fingerprint, None)
+    await keys_pin_alerts(h0.ctx, identities.other_sender.public_key())
+    await schools_add(h0.ctx, SCHOOL_B, None, "kort@school.nl",
+                      short_lived.public_key(), short_lived.fingerprint, None)
     await watch.warn_expiring(h0.ctx, h0.clock())
     [mail] = relay.received
     assert mail.rcpt_tos == ["beheer@leerplicht.example.nl"]
@@ -241,7 +253,7 @@ async def deferred_notice(harness: Harness) -> str:
     reply = await harness.send(harness.signal(sanne()))
     assert reply.code == 250, reply
     await harness.drain()
-    [queued] = await admin.queue_list(harness.ctx)
+    [queued] = await queue_list(harness.ctx)
     assert queued["last_reply"].startswith("451") and harness.inboxes[SCHOOL_A].received == []
     return str(reply.text.rsplit(" ", 1)[1])
 
@@ -251,15 +263,15 @@ async def test_queued_notice_is_never_sent_to_a_key_revoked_while_it_waited(
     """A notice deferred by the school, then its key's revocation taken in by `keys update`:
     the next attempt sends nothing, the notice is superseded and its child held; `set-key`
     then delivers it sealed to the new key only."""
-    await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A, lost.public_key(),
-                                lost.fingerprint)
+    await schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A, lost.public_key(),
+                          lost.fingerprint)
     ref = await deferred_notice(harness)
-    print(await admin.keys_update(harness.ctx, revoked_export(lost)))
+    print(await keys_update(harness.ctx, revoked_export(lost)))
     harness.clock.advance(seconds=61)
     await harness.drain()
     assert harness.inboxes[SCHOOL_A].received == [], "sent after its key was revoked"
-    assert await admin.queue_list(harness.ctx) == []
-    [held] = await admin.held_list(harness.ctx)
+    assert await queue_list(harness.ctx) == []
+    [held] = await held_list(harness.ctx)
     assert held["id"] == f"{ref}-1"
     assert held["reason"] == "school has no contact with a usable key"
     receipts = await harness.receipts()
@@ -273,9 +285,9 @@ async def test_queued_notice_is_never_sent_to_a_key_revoked_while_it_waited(
     assert notice.state == "superseded"
     stored = await harness.ctx.store.notices.get(int(notice.id))
     assert stored is not None and stored.message == b"", "the stale ciphertext is kept"
-    await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
-                                harness.ids.school_a.public_key(),
-                                harness.ids.school_a.fingerprint)
+    await schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
+                          harness.ids.school_a.public_key(),
+                          harness.ids.school_a.fingerprint)
     await harness.drain()
     [(text, result, item)] = harness.notices(SCHOOL_A)
     assert f"Referentie: {ref}-1" in text and result.ok
@@ -289,8 +301,8 @@ async def test_queued_notice_is_sealed_again_after_set_key(harness: Harness,
     delivers a notice sealed again to the new key, never the one made for the old key."""
     ref = await deferred_notice(harness)
     old_ids = encryption_key_ids(harness.ids.school_a)
-    await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A, lost.public_key(),
-                                lost.fingerprint)
+    await schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A, lost.public_key(),
+                          lost.fingerprint)
     harness.clock.advance(seconds=61)
     await harness.drain()
     [item] = harness.inboxes[SCHOOL_A].received
@@ -316,13 +328,13 @@ async def test_queued_notice_is_never_sent_after_its_school_was_removed(
     """A notice deferred by the school, then `schools remove`: nothing is sent, the notice is
     superseded ("removed") and its child held."""
     ref = await deferred_notice(harness)
-    await admin.schools_remove(harness.ctx, SCHOOL_A)
+    await schools_remove(harness.ctx, SCHOOL_A)
     harness.clock.advance(seconds=61)
     await harness.drain()
     assert harness.inboxes[SCHOOL_A].received == []
     [superseded] = [r for r in await harness.receipts() if r.event == "superseded"]
     assert superseded.detail["reason"] == STALE_REMOVED and superseded.ref == ref
-    [held] = await admin.held_list(harness.ctx)
+    [held] = await held_list(harness.ctx)
     assert held["id"] == f"{ref}-1"
 
 def test_unpinned_names_what_no_longer_holds() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from conftest import EVA_BIRTH, SANNE_BIRTH, Harness, raw_sql
 
-from gateway.admin import verbs as admin
+from gateway.admin.held import held_list
+from gateway.admin.receipts import receipts_verify
 from gateway.devkit.demokit import json_payload
 from gateway.service import retention
 
@@ -35,7 +36,7 @@ async def test_dry_run_changes_nothing(harness: Harness) -> None:
     # The held child expires first, so both signals are finished and would be forgotten.
     assert report.receipts == before and len(report.expired) == 1 and report.signals == 2
     assert len(await harness.receipts()) == before
-    assert len(await admin.held_list(harness.ctx)) == 1
+    assert len(await held_list(harness.ctx)) == 1
 
 
 async def test_held_child_expires_after_held_days(harness: Harness) -> None:
@@ -58,15 +59,15 @@ async def test_old_receipts_are_purged_and_the_chain_still_verifies(harness: Har
     report = await retention.purge(harness.ctx, harness.clock())
     assert report.receipts > 5 and report.signals == 2
     assert [r.event for r in await harness.receipts()] == ["expired", "purged"]
-    count, problems = await admin.receipts_verify(harness.ctx.store)
+    count, problems = await receipts_verify(harness.ctx.store)
     assert problems == [] and count == 2
     # A second purge later chains on from the first one's anchor.
     harness.clock.advance(days=731)
     await retention.purge(harness.ctx, harness.clock())
-    count, problems = await admin.receipts_verify(harness.ctx.store)
+    count, problems = await receipts_verify(harness.ctx.store)
     assert problems == [] and count == 1
     raw_sql(harness.ctx.config.storage.path, "DELETE FROM receipts")
-    _, problems = await admin.receipts_verify(harness.ctx.store)
+    _, problems = await receipts_verify(harness.ctx.store)
     assert problems == ["the chain's starting point does not match the last purge receipt"]
 
 
@@ -77,5 +78,5 @@ async def test_the_daemon_purges_at_start(harness: Harness) -> None:
     harness.clock.advance(days=15)
     watch = Watch()
     await watch.tick(harness.ctx)
-    assert await admin.held_list(harness.ctx) == []
+    assert await held_list(harness.ctx) == []
     assert watch.next_daily is not None and watch.next_daily > harness.clock()

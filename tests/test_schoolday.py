@@ -17,7 +17,8 @@ from conftest import (
     start_relay,
 )
 
-from gateway.admin import verbs as admin
+from gateway.admin.queue import queue_list
+from gateway.admin.status import status as gateway_status
 from gateway.devkit.demokit import json_payload, notice_header, read_notice, submit
 from gateway.service import runner
 from gateway.service.escalate import escalate
@@ -47,7 +48,7 @@ async def test_held_child_escalates_an_hour_before_school_starts(harness: Harnes
     assert await escalate(harness.ctx, harness.clock()) == [], "escalated twice"
     receipts = [r for r in await harness.receipts() if r.event == "escalated"]
     assert len(receipts) == 1 and "Noor" not in str(receipts[0].detail)
-    status = await admin.status(harness.ctx, listener_up=True)
+    status = await gateway_status(harness.ctx, listener_up=True)
     assert ref in status.data["escalated"] and status.attention
 
 
@@ -167,12 +168,12 @@ async def test_backlog_drains_over_few_reused_connections(harness: Harness) -> N
             reference=f"VT-BACKLOG-{i}")))
         assert reply.code == 250
     await harness.drain()
-    assert inbox.received == [] and len(await admin.queue_list(harness.ctx)) == 20
+    assert inbox.received == [] and len(await queue_list(harness.ctx)) == 20
     inbox.failures.clear()
     before = inbox.connections
     harness.clock.advance(minutes=20)
     await harness.drain()
-    assert len(inbox.received) == 20 and await admin.queue_list(harness.ctx) == []
+    assert len(inbox.received) == 20 and await queue_list(harness.ctx) == []
     assert inbox.connections - before <= 4, "one session per notice instead of reuse"
 
 

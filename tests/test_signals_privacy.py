@@ -20,7 +20,7 @@ from conftest import (
     start_relay,
 )
 
-from gateway.admin import verbs as admin
+from gateway.admin.held import held_drop, held_list
 from gateway.core.model import Child, Signal
 from gateway.devkit.demokit import json_payload, read_notice
 from gateway.pipeline.context import open_context
@@ -133,7 +133,7 @@ async def test_status_mail_does_not_tell_whether_a_bsn_is_in_the_register(
     await h.drain()
     await h.drain()
     # Inside, leerplicht sees precisely why each one waits.
-    reasons = {row["signal"]: row["reason"] for row in await admin.held_list(h.ctx)}
+    reasons = {row["signal"]: row["reason"] for row in await held_list(h.ctx)}
     assert reasons == {refs[0]: "BSN and name or birth date disagree",
                        refs[1]: "not in the register and no school named"}
 
@@ -169,7 +169,7 @@ async def test_follow_up_does_not_tell_whether_a_bsn_is_in_the_register(
     await h.drain()
     for ref, why in zip(refs, ("BSN klopt niet bij de naam", "onbekend kind"), strict=True):
         h.clock.set(minute + dt.timedelta(minutes=5))
-        await admin.held_drop(h.ctx, f"{ref}-1", why)
+        await held_drop(h.ctx, f"{ref}-1", why)
     await h.drain()
     follow_ups = {}
     for mail in relay.received:

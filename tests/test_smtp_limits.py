@@ -25,7 +25,7 @@ from conftest import (
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.admin import verbs as admin
+from gateway.admin.senders import senders_add
 from gateway.crypto.tlsdev import make_ca, make_server_cert
 from gateway.devkit.demokit import json_payload, submit
 from gateway.ingress.throttle import (
@@ -191,8 +191,8 @@ async def test_client_certificate_authenticates_a_sender(harness_factory: Harnes
     der = x509.load_pem_x509_certificate(pinned.cert.read_bytes()).public_bytes(
         serialization.Encoding.DER)
     fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
-    await admin.senders_add(h.ctx, "vt-mta", h.ids.sender.public_key(),
-                            h.ids.sender.fingerprint, None, [], [fingerprint])
+    await senders_add(h.ctx, "vt-mta", h.ids.sender.public_key(),
+                      h.ids.sender.fingerprint, None, [], [fingerprint])
     message = h.signal(json_payload([{"name": "Sanne de Vries",
                                       "birthdate": SANNE_BIRTH.isoformat()}]))
     ca = h.ctx.config.smtp.tls_cert.parent / "ca.pem"

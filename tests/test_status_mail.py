@@ -24,7 +24,8 @@ from conftest import (
 from structlog.testing import capture_logs
 from test_signals_privacy import database_bytes
 
-from gateway.admin import verbs as admin
+from gateway.admin.held import held_drop, held_route
+from gateway.admin.senders import senders_remove
 from gateway.devkit.demokit import Received, SchoolInbox, json_payload, read_notice
 from gateway.notify.report import local_time
 from gateway.service import retention
@@ -202,7 +203,7 @@ async def test_follow_up_after_held_route_and_delivery(harness_factory: HarnessF
     assert "Kind 1: afgeleverd bij de school" in text
     assert "Kind 2: in behandeling bij leerplicht" in text
 
-    print(await admin.held_route(h.ctx, f"{ref}-2", SCHOOL_B))
+    print(await held_route(h.ctx, f"{ref}-2", SCHOOL_B))
     await h.drain()
     await h.drain()
     assert len(h.inboxes[SCHOOL_B].received) == 1
@@ -227,7 +228,7 @@ async def test_follow_up_after_held_drop(harness_factory: HarnessFactory) -> Non
     ref = await accept(h, NOOR, reference="VT-VERVOLG-2")
     await h.drain()
     assert len(relay.received) == 1
-    print(await admin.held_drop(h.ctx, f"{ref}-1", "geen leerling hier"))
+    print(await held_drop(h.ctx, f"{ref}-1", "geen leerling hier"))
     await h.drain()
     [_, follow_up] = relay.received
     text, _ = read_notice(follow_up, h.ids.sender)
@@ -246,7 +247,7 @@ async def test_follow_up_waits_for_the_first_status_mail(harness_factory: Harnes
     relay.fail_next("451 4.3.0 try later")
     ref = await accept(h, NOOR, reference="VT-VOLGORDE-1")
     await h.drain()
-    print(await admin.held_drop(h.ctx, f"{ref}-1", "geen leerling hier"))
+    print(await held_drop(h.ctx, f"{ref}-1", "geen leerling hier"))
     await h.drain()
     assert [r.child for r in await h.ctx.store.status_mails.all(ref)] == [0]
     h.clock.advance(seconds=61)
@@ -269,7 +270,7 @@ async def test_signals_reported_before_the_upgrade_get_no_second_mail(
     raw_sql(h.ctx.config.storage.path, "DROP TABLE status_mails")
     upgraded = await open_store(h.ctx.config.storage.path, h.ctx.config.secrets_dir)
     await upgraded.close()
-    print(await admin.held_route(h.ctx, f"{ref}-1", SCHOOL_A))
+    print(await held_route(h.ctx, f"{ref}-1", SCHOOL_A))
     await h.drain()
     h.clock.advance(hours=1)
     await h.drain()
@@ -287,7 +288,7 @@ async def test_status_mail_of_a_removed_sender_is_not_sent(
     relay.fail_next("451 4.3.0 try later")
     ref = await accept(h, SANNE, reference="VT-WEG-1")
     await h.drain()
-    await admin.senders_remove(h.ctx, SENDER)
+    await senders_remove(h.ctx, SENDER)
     h.clock.advance(seconds=61)
     await h.drain()
     assert relay.received == []

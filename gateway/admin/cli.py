@@ -1,9 +1,11 @@
 """`hwc-gateway [--config PATH] VERB ...`: the one command.
 
 Parses arguments (`gateway.admin.parser`), loads the config, opens the context, calls the
-verb's handler (`gateway.admin.handlers`, which calls `gateway.admin.verbs`), the daemon or the
-demo, and prints. Exit 0 on success, 1 on a refused operation with a one-line reason, 2 on
-usage errors. Read-only verbs change nothing; every verb that changes state says what changed.
+verb's handler (`gateway.admin.handlers`, which calls the verb's module of `gateway.admin`), the
+daemon or the demo, and prints. Exit 0 on success, 1 on a refused operation with a one-line
+reason, 2 on usage errors. Read-only verbs change nothing; every verb that changes state says
+what changed. The demo lives in a higher layer (`gateway.devkit`): the entry point above every
+layer (`gateway.__main__`) passes it in.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from gateway.admin import verbs as admin
+from gateway.admin.common import Refused
 from gateway.admin.handlers import EXIT_OK, EXIT_REFUSED, HANDLERS, _say
 from gateway.admin.handlers import pairs_text as pairs_text
+from gateway.admin.keys import keys_init
 from gateway.admin.parser import build_parser as build_parser
-from gateway.admin.verbs import Refused
 from gateway.core.config import Config, ConfigError, config_warnings, load_config
 from gateway.crypto.custody import CustodyError, custody_problems
 from gateway.crypto.vault import VaultError
@@ -60,7 +62,7 @@ async def _run_verb(args: argparse.Namespace, config: Config) -> int:
     verb, action = args.verb, getattr(args, "action", None)
 
     if verb == "keys" and action == "init":
-        done = await admin.keys_init(config, utc_now())
+        done = await keys_init(config, utc_now())
         if not (args.if_missing and all("already present" in d for d in done)):
             _say("\n".join(done))
         return EXIT_OK
@@ -131,7 +133,8 @@ async def _serve_async(config: Config) -> None:
         await ctx.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, demo: Callable[[], int] | None = None) -> int:
+    """Run one command line; `demo` runs the `demo` verb (given by `gateway.__main__.main`)."""
     # Everything this process (and the gpg it runs) writes is for the service user alone; gpg
     # rewrites its keyrings with the process umask (systemd sets UMask=0077 as well).
     os.umask(0o077)
@@ -139,8 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure()
     if args.verb == "demo":
-        from gateway.devkit.demo import run_demo
-        return run_demo()
+        if demo is None:
+            _say("hwc-gateway: the demo runs from the installed command or `python -m gateway`",
+                 file=sys.stderr)
+            return EXIT_REFUSED
+        return demo()
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
@@ -168,7 +174,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return EXIT_REFUSED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,8 @@
 """What each `hwc-gateway VERB ACTION` does with an open context, and how it shows the result.
 
 Takes the parsed arguments (`gateway.admin.parser`), the config and an open `Context`; calls
-the verb in `gateway.admin.verbs` and turns its answer into lines for a person (tables, with
+the verb in its module of `gateway.admin` (`keys`, `senders`, `schools`, `pupils`, `held`,
+`queue`, `receipts`, `status`) and turns its answer into lines for a person (tables, with
 times in the configured zone) or JSON (`--json`, as stored). `HANDLERS` maps (verb, action) to
 its handler: a handler returns the text to print (exit 0) or prints itself and returns the exit
 code. Fails: `Refused` with a one-line reason, which `gateway.admin.cli` prints (exit 1).
@@ -18,11 +19,40 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
-from gateway.admin import verbs as admin
-from gateway.admin.verbs import Refused, dumps
+from gateway.admin.common import Refused, read_file
+from gateway.admin.held import held_drop, held_list, held_route, held_show
+from gateway.admin.keys import (
+    keys_export,
+    keys_list,
+    keys_pin_alerts,
+    keys_retire,
+    keys_rotate,
+    keys_update,
+)
+from gateway.admin.pupils import pupils_import
+from gateway.admin.queue import queue_list, queue_retry
+from gateway.admin.receipts import receipts_find, receipts_list, receipts_verify
+from gateway.admin.schools import (
+    schools_add,
+    schools_import_duo,
+    schools_list,
+    schools_remove,
+    schools_remove_contact,
+    schools_set_contact,
+    schools_set_key,
+)
+from gateway.admin.senders import (
+    senders_add,
+    senders_add_key,
+    senders_list,
+    senders_remove,
+    senders_remove_key,
+    senders_unlock,
+)
+from gateway.admin.status import Status, status
 from gateway.core.config import Config
 from gateway.core.fields import parse_date
-from gateway.core.inert import inert
+from gateway.core.inert import inert, inert_json
 from gateway.core.timetext import local_times
 from gateway.pipeline.context import Context
 from gateway.service import preflight, retention
@@ -37,6 +67,12 @@ def _say(text: str, file: TextIO | None = None) -> None:
     replies, DUO names, file names and sender names reach these lines (issue 11). Our own
     line breaks stay; one inside a value is shown as `\\x0a` where `_table` made it a cell."""
     print("\n".join(inert(line) for line in text.split("\n")), file=file)
+
+
+def dumps(value: Any) -> str:
+    """JSON for `--json`: strings escaped as JSON does, plus the DEL, C1, bidi and zero-width
+    characters it would leave raw (gateway.core.inert), so that no value steers a terminal."""
+    return inert_json(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -106,12 +142,12 @@ def _password(from_stdin: bool) -> str:
     return first
 
 
-def _listener_attention(status: admin.Status, listener: preflight.Listener) -> None:
+def _listener_attention(status: Status, listener: preflight.Listener) -> None:
     """Something answers, but not this gateway: `status` says so instead of "not answering"."""
     if listener.problem is None:
         return
     status.data["listener"]["problem"] = listener.problem
-    # admin.status said "the listener is not answering": true of ours, but something answers.
+    # `status` said "the listener is not answering": true of ours, but something answers.
     at = next((i for i, a in enumerate(status.attention) if "listener" in a), None)
     if at is None:
         status.attention.insert(0, listener.problem)
@@ -145,7 +181,7 @@ def _show_held(shown: dict[str, Any]) -> str:
 
 async def _status(ctx: Context, args: argparse.Namespace, config: Config) -> int:
     listener = await asyncio.to_thread(preflight.listener, config)
-    st = await admin.status(ctx, listener.ours)
+    st = await status(ctx, listener.ours)
     _listener_attention(st, listener)
     if args.json:
         _say(dumps(st.data))
@@ -154,7 +190,7 @@ async def _status(ctx: Context, args: argparse.Namespace, config: Config) -> int
     return EXIT_REFUSED if st.attention else EXIT_OK
 
 
-def _status_lines(st: admin.Status, listener: preflight.Listener, config: Config) -> None:
+def _status_lines(st: Status, listener: preflight.Listener, config: Config) -> None:
     d = local_times(st.data, config.schedule.timezone)
     _say(f"listener  {d['listener']['address']}: "
           f"{'up' if d['listener']['up'] else 'DOWN'}"
@@ -184,11 +220,11 @@ def _status_lines(st: admin.Status, listener: preflight.Listener, config: Config
 # -- keys, senders, schools -------------------------------------------------------------------
 
 async def _keys_export(ctx: Context, args: argparse.Namespace, config: Config) -> str:
-    return admin.keys_export(ctx, args.all)
+    return keys_export(ctx, args.all)
 
 
 async def _keys_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
-    return _listing(await admin.keys_list(ctx, ctx.clock(), args.expiring_within),
+    return _listing(await keys_list(ctx, ctx.clock(), args.expiring_within),
                     ["fingerprint", "owner", "capabilities", "expires", "state"],
                     args.json, config.schedule.timezone)
 
@@ -196,13 +232,13 @@ async def _keys_list(ctx: Context, args: argparse.Namespace, config: Config) -> 
 async def _senders_add(ctx: Context, args: argparse.Namespace, config: Config) -> str:
     password = (None if args.client_cert and not args.password_stdin
                 else _password(args.password_stdin))
-    return await admin.senders_add(ctx, args.name, admin.read_file(args.key),
-                                   args.fingerprint, password, args.allow_from,
-                                   args.client_cert, not args.no_status_mail)
+    return await senders_add(ctx, args.name, read_file(args.key),
+                       args.fingerprint, password, args.allow_from,
+                       args.client_cert, not args.no_status_mail)
 
 
 async def _senders_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
-    rows = await admin.senders_list(ctx)
+    rows = await senders_list(ctx)
     return dumps(rows) if args.json else _table(
         [{**r, "keys": " ".join(k["fingerprint"] + ("" if k["usable"] else "(unusable)")
                                 for k in r["keys"]),
@@ -212,13 +248,13 @@ async def _senders_list(ctx: Context, args: argparse.Namespace, config: Config) 
 
 
 async def _schools_add(ctx: Context, args: argparse.Namespace, config: Config) -> str:
-    return await admin.schools_add(ctx, args.code, args.name, args.email,
-                                   admin.read_file(args.key), args.fingerprint,
-                                   args.route)
+    return await schools_add(ctx, args.code, args.name, args.email,
+                             read_file(args.key), args.fingerprint,
+                             args.route)
 
 
 async def _schools_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
-    rows = await admin.schools_list(ctx)
+    rows = await schools_list(ctx)
     return dumps(rows) if args.json else _table(
         [{**r, "contacts": " ".join(
             c["email"] + ("" if c["usable"] else "(no usable key)")
@@ -229,19 +265,19 @@ async def _schools_list(ctx: Context, args: argparse.Namespace, config: Config) 
 # -- held, queue, purge, receipts -------------------------------------------------------------
 
 async def _held_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
-    return _listing(await admin.held_list(ctx),
+    return _listing(await held_list(ctx),
                     ["id", "reason", "school", "age_minutes", "deadline", "time_left"],
                     args.json, config.schedule.timezone)
 
 
 async def _held_show(ctx: Context, args: argparse.Namespace, config: Config) -> str:
-    shown = await admin.held_show(ctx, args.id)
+    shown = await held_show(ctx, args.id)
     return dumps(shown) if args.json else _show_held(shown)
 
 
 async def _queue_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
     states = ("failed", "parked") if args.failed else ("queued",)
-    return _listing(await admin.queue_list(ctx, states),
+    return _listing(await queue_list(ctx, states),
                     ["notice", "ref", "school", *(["state"] if args.failed else []),
                      "attempts", "next_attempt", "time_left", "last_reply"], args.json,
                     config.schedule.timezone)
@@ -252,7 +288,7 @@ async def _purge(ctx: Context, args: argparse.Namespace, config: Config) -> str:
 
 
 async def _receipts_verify(ctx: Context, args: argparse.Namespace, config: Config) -> str | int:
-    count, problems = await admin.receipts_verify(ctx.store)
+    count, problems = await receipts_verify(ctx.store)
     if problems:
         _say("\n".join(problems))
         _say(f"receipt chain BROKEN: {len(problems)} problems in {count} receipts")
@@ -264,12 +300,12 @@ async def _receipts_find(ctx: Context, args: argparse.Namespace, config: Config)
     birthdate = parse_date(args.birthdate)
     if birthdate is None:
         raise Refused("--birthdate must be a date like 12-04-2016 or 2016-04-12")
-    return _receipts(await admin.receipts_find(ctx, args.name, birthdate),
+    return _receipts(await receipts_find(ctx, args.name, birthdate),
                      args.json, config.schedule.timezone)
 
 
 async def _receipts_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
-    return _receipts(await admin.receipts_list(ctx, _since(args.since)),
+    return _receipts(await receipts_list(ctx, _since(args.since)),
                      args.json, config.schedule.timezone)
 
 
@@ -277,40 +313,40 @@ async def _receipts_list(ctx: Context, args: argparse.Namespace, config: Config)
 HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("status", None): _status,
     ("keys", "export"): _keys_export,
-    ("keys", "rotate"): lambda ctx, args, _: admin.keys_rotate(ctx, args.overlap_days),
-    ("keys", "retire"): lambda ctx, args, _: admin.keys_retire(ctx, args.fingerprint),
-    ("keys", "update"): lambda ctx, args, _: admin.keys_update(
-        ctx, admin.read_file(args.file)),
-    ("keys", "pin-alerts"): lambda ctx, args, _: admin.keys_pin_alerts(
-        ctx, admin.read_file(args.file)),
+    ("keys", "rotate"): lambda ctx, args, _: keys_rotate(ctx, args.overlap_days),
+    ("keys", "retire"): lambda ctx, args, _: keys_retire(ctx, args.fingerprint),
+    ("keys", "update"): lambda ctx, args, _: keys_update(
+        ctx, read_file(args.file)),
+    ("keys", "pin-alerts"): lambda ctx, args, _: keys_pin_alerts(
+        ctx, read_file(args.file)),
     ("keys", "list"): _keys_list,
     ("senders", "add"): _senders_add,
-    ("senders", "add-key"): lambda ctx, args, _: admin.senders_add_key(
-        ctx, args.name, admin.read_file(args.key), args.fingerprint),
-    ("senders", "remove-key"): lambda ctx, args, _: admin.senders_remove_key(
+    ("senders", "add-key"): lambda ctx, args, _: senders_add_key(
+        ctx, args.name, read_file(args.key), args.fingerprint),
+    ("senders", "remove-key"): lambda ctx, args, _: senders_remove_key(
         ctx, args.name, args.fingerprint),
-    ("senders", "remove"): lambda ctx, args, _: admin.senders_remove(ctx, args.name),
-    ("senders", "unlock"): lambda ctx, args, _: admin.senders_unlock(ctx, args.name),
+    ("senders", "remove"): lambda ctx, args, _: senders_remove(ctx, args.name),
+    ("senders", "unlock"): lambda ctx, args, _: senders_unlock(ctx, args.name),
     ("senders", "list"): _senders_list,
-    ("schools", "import-duo"): lambda ctx, args, _: admin.schools_import_duo(
-        ctx, admin.read_file(args.file), args.accept_refused),
+    ("schools", "import-duo"): lambda ctx, args, _: schools_import_duo(
+        ctx, read_file(args.file), args.accept_refused),
     ("schools", "add"): _schools_add,
-    ("schools", "set-key"): lambda ctx, args, _: admin.schools_set_key(
-        ctx, args.code, args.email, admin.read_file(args.key), args.fingerprint),
-    ("schools", "remove"): lambda ctx, args, _: admin.schools_remove(ctx, args.code),
-    ("schools", "set-contact"): lambda ctx, args, _: admin.schools_set_contact(
+    ("schools", "set-key"): lambda ctx, args, _: schools_set_key(
+        ctx, args.code, args.email, read_file(args.key), args.fingerprint),
+    ("schools", "remove"): lambda ctx, args, _: schools_remove(ctx, args.code),
+    ("schools", "set-contact"): lambda ctx, args, _: schools_set_contact(
         ctx, args.code, args.email, args.new_email),
-    ("schools", "remove-contact"): lambda ctx, args, _: admin.schools_remove_contact(
+    ("schools", "remove-contact"): lambda ctx, args, _: schools_remove_contact(
         ctx, args.code, args.email),
     ("schools", "list"): _schools_list,
-    ("pupils", "import"): lambda ctx, args, _: admin.pupils_import(
-        ctx, admin.read_file(args.file), args.force, args.accept_refused),
+    ("pupils", "import"): lambda ctx, args, _: pupils_import(
+        ctx, read_file(args.file), args.force, args.accept_refused),
     ("held", "list"): _held_list,
     ("held", "show"): _held_show,
-    ("held", "route"): lambda ctx, args, _: admin.held_route(ctx, args.id, args.school),
-    ("held", "drop"): lambda ctx, args, _: admin.held_drop(ctx, args.id, args.reason),
+    ("held", "route"): lambda ctx, args, _: held_route(ctx, args.id, args.school),
+    ("held", "drop"): lambda ctx, args, _: held_drop(ctx, args.id, args.reason),
     ("queue", "list"): _queue_list,
-    ("queue", "retry"): lambda ctx, args, _: admin.queue_retry(ctx, args.id),
+    ("queue", "retry"): lambda ctx, args, _: queue_retry(ctx, args.id),
     ("purge", None): _purge,
     ("receipts", "verify"): _receipts_verify,
     ("receipts", "find"): _receipts_find,

@@ -17,7 +17,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.admin import verbs as admin
+from gateway.admin.held import held_list
+from gateway.admin.keys import keys_export, keys_init
+from gateway.admin.pupils import pupils_import
+from gateway.admin.receipts import receipts_list, receipts_verify
+from gateway.admin.schools import schools_add, schools_import_duo
+from gateway.admin.senders import senders_add
 from gateway.core.config import Config, load_config
 from gateway.crypto.keyadmin import stop_agent
 from gateway.devkit.demokit import (
@@ -109,7 +114,7 @@ async def _demo(base: Path) -> int:
     config = load_config(config_path)
 
     _say("== Setting up: gateway keys, a sender, two participating schools, the register")
-    for line in await admin.keys_init(config, utc_now()):
+    for line in await keys_init(config, utc_now()):
         _say(f"   {line}")
     ctx = await open_context(config)
     # The demo drives the runner itself (`drain`), so that what it shows is complete: with the
@@ -150,19 +155,19 @@ async def _onboard(run: _Run) -> None:
     """The sender, the DUO school list, two schools' contacts with their keys, the register."""
     ctx, inboxes, identities, today = run.ctx, run.inboxes, run.identities, run.today
     sender = identities["sender"]
-    gateway_public = admin.keys_export(ctx)
+    gateway_public = keys_export(ctx)
     sender.import_public(gateway_public)
-    _say("   " + await admin.senders_add(ctx, "veilig-thuis", sender.public_key(),
-                                          sender.fingerprint, PASSWORD, [SENDER_ADDRESS]))
-    _say("   " + (await admin.schools_import_duo(ctx, DUO_CSV.encode())).splitlines()[0])
+    _say("   " + await senders_add(ctx, "veilig-thuis", sender.public_key(),
+                                    sender.fingerprint, PASSWORD, [SENDER_ADDRESS]))
+    _say("   " + (await schools_import_duo(ctx, DUO_CSV.encode())).splitlines()[0])
     for code, email in (("12AB00", "hwc@regenboog.example.nl"),
                         ("34CD01", "zorg@kompas.example.nl")):
         school = identities[code]
         school.import_public(gateway_public)  # to verify the gateway's signature
-        _say("   " + await admin.schools_add(ctx, code, None, email, school.public_key(),
-                                              school.fingerprint,
-                                              f"127.0.0.1:{inboxes[code].port}"))
-    imported = await admin.pupils_import(ctx, _pupils_csv(today).encode(), False)
+        _say("   " + await schools_add(ctx, code, None, email, school.public_key(),
+                                        school.fingerprint,
+                                        f"127.0.0.1:{inboxes[code].port}"))
+    imported = await pupils_import(ctx, _pupils_csv(today).encode(), False)
     _say("\n".join("   " + line for line in imported.splitlines()))
     await ctx.refresh(force=True)
 
@@ -198,7 +203,7 @@ async def _submit_signals(run: _Run) -> None:
         _say(f"   {title}\n      -> {reply}")
     stranger = Identity.create(run.base / "stranger-gpg", "Someone else", SENDER_ADDRESS)
     run.identities["stranger"] = stranger
-    stranger.import_public(admin.keys_export(ctx))
+    stranger.import_public(keys_export(ctx))
     forged = build_signal(json_payload([{"name": "Sanne de Vries",
                                          "birthdate": d["sanne"].isoformat()}]),
                           stranger, gateway_fpr, mail_from=SENDER_ADDRESS, rcpt=GATEWAY)
@@ -252,14 +257,14 @@ async def _show_records(run: _Run) -> int:
     """The held queue, the receipts and the chain check; 0 if the chain is intact."""
     ctx = run.ctx
     _say("\n== Held for an administrator (`hwc-gateway held list`)")
-    for row in await admin.held_list(ctx):
+    for row in await held_list(ctx):
         _say(f"   {row['id']}: {row['reason']}")
     _say("\n== Receipts (`hwc-gateway receipts list`): no names, birth dates or BSNs")
-    for r in await admin.receipts_list(ctx, None):
+    for r in await receipts_list(ctx, None):
         extra = r.get("reply") or r.get("reason") or r.get("rule") or ""
         _say(f"   {r['seq']:>3} {r['event']:<18} {r['ref'] or '':<26} "
              f"{r['school'] or '':<7} {extra}")
-    count, problems = await admin.receipts_verify(ctx.store)
+    count, problems = await receipts_verify(ctx.store)
     _say(f"\n== `hwc-gateway receipts verify`: "
          f"{'intact' if not problems else 'BROKEN'} ({count} receipts)")
     return 0 if not problems else 1

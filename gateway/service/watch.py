@@ -15,7 +15,6 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.admin import verbs as admin
 from gateway.core.records import from_iso
 from gateway.core.schedule import deadline
 from gateway.crypto.keyadmin import list_key_infos
@@ -25,6 +24,7 @@ from gateway.observe.logs import get_logger, safe_exception
 from gateway.pipeline.context import Context
 from gateway.service import retention
 from gateway.service.escalate import escalate
+from gateway.service.keys import key_owners, retire_gateway_key
 from gateway.store.api import Tx
 from gateway.store.views import queue_counts
 
@@ -48,7 +48,7 @@ async def retire_ended_overlaps(ctx: Context, now: dt.datetime) -> list[str]:
     for row in await ctx.store.directory.gateway_keys():
         if row.state == "previous" and row.decrypt_until and \
                 from_iso(row.decrypt_until) <= now:
-            await admin.retire_gateway_key(ctx, row.fingerprint, "its overlap ended")
+            await retire_gateway_key(ctx, row.fingerprint, "its overlap ended")
             log.info("key.retired", fingerprint=row.fingerprint)
             retired.append(row.fingerprint)
     return retired
@@ -56,7 +56,7 @@ async def retire_ended_overlaps(ctx: Context, now: dt.datetime) -> list[str]:
 
 async def expiring_keys(ctx: Context) -> list[tuple[str, str, dt.datetime]]:
     """(fingerprint, owner, expiry) of every pinned key in use that has an expiry date."""
-    owners = await admin.key_owners(ctx)
+    owners = await key_owners(ctx)
     found = []
     for info in await asyncio.to_thread(list_key_infos, ctx.gpg):
         owner = owners.get(info.fingerprint)
