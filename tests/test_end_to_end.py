@@ -1,26 +1,22 @@
-"""A signal's whole path on real parts: SMTP in, gpg, SQLite, SMTP out to school servers."""
+"""A signal's whole path on real parts: SMTP in, gpg, SQLite, SMTP out to school servers. The
+refusals on that path are in tests/test_end_to_end_replies.py, acknowledgements in
+tests/test_end_to_end_acks.py."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import smtplib
 import sqlite3
-import ssl
-from pathlib import Path
 
 from conftest import (
     CONTACT_A,
     DAAN_BIRTH,
     EVA_BIRTH,
     GATEWAY,
-    PASSWORD,
     PUPILS_CSV,
     SANNE_BIRTH,
     SCHOOL_A,
     SCHOOL_B,
     SCHOOL_C,
-    SENDER,
     Harness,
     raw_sql,
 )
@@ -30,8 +26,7 @@ from gateway.admin.pupils import pupils_import
 from gateway.admin.queue import queue_list
 from gateway.admin.receipts import receipts_find, receipts_verify
 from gateway.admin.schools import schools_add
-from gateway.crypto.gpg import Gpg
-from gateway.devkit.demokit import json_payload, notice_header, text_payload
+from gateway.devkit.demokit import json_payload, text_payload
 from gateway.pipeline.context import open_context
 
 
@@ -274,134 +269,6 @@ async def test_receipts_hold_no_personal_data_and_find_by_pseudonym(harness: Har
     assert {"resolved", "held"} & {r["event"] for r in found}
 
 
-# -- every rejection class of docs/protocol.md §5 --------------------------------------------------
-
-
-async def test_wrong_credentials_get_535(harness: Harness) -> None:
-    """AUTH with a wrong password is refused with 535 5.7.8."""
-    reply = await harness.send(b"x", password="wrong password")
-    assert reply.code == 535 and reply.text.startswith("5.7.8")
-
-
-async def test_no_auth_gets_530(harness: Harness) -> None:
-    """MAIL without AUTH is refused with 530 5.7.0."""
-    reply = await harness.send(b"x", user=None, password=None)
-    assert reply.code == 530 and reply.text.startswith("5.7.0")
-
-
-async def test_no_tls_gets_530(harness: Harness) -> None:
-    """Commands other than EHLO/STARTTLS before STARTTLS are refused with 530 5.7.0."""
-    reply = await harness.send(b"x", user=None, password=None, starttls=False)
-    assert reply.code == 530 and reply.text.startswith("5.7.0")
-
-
-async def test_envelope_sender_not_allowed_gets_550_571(harness: Harness) -> None:
-    """A MAIL FROM outside the sender's allowed addresses is refused with 550 5.7.1."""
-    reply = await harness.send(b"x", mail_from="someone@else.example")
-    assert reply.code == 550 and reply.text.startswith("5.7.1")
-
-
-async def test_other_recipient_gets_550_511(harness: Harness) -> None:
-    """RCPT TO anything but the gateway's address is refused with 550 5.1.1."""
-    reply = await harness.send(b"x", rcpt="school@regenboog.example.nl")
-    assert reply.code == 550 and reply.text.startswith("5.1.1")
-
-
-async def test_plaintext_gets_554_575(harness: Harness) -> None:
-    """A message that is not PGP/MIME encrypted is refused with 554 5.7.5."""
-    plain = b"Subject: hi\r\n\r\nCodewoord: Handle with Care\r\nNaam: Sanne de Vries\r\n"
-    reply = await harness.send(plain)
-    assert reply.code == 554 and reply.text.startswith("5.7.5") and "Sanne" not in reply.text
-
-
-async def test_encrypted_to_another_key_gets_554_575(harness: Harness) -> None:
-    """A signal encrypted to a key that is not the gateway's is refused with 554 5.7.5."""
-    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
-    harness.ids.sender.import_public(harness.ids.school_a.public_key())
-    reply = await harness.send(harness.signal(payload,
-                                              to_key=harness.ids.school_a.fingerprint))
-    assert reply.code == 554 and reply.text.startswith("5.7.5")
-
-
-async def test_unpinned_signature_gets_554_577(harness: Harness) -> None:
-    """A signal signed by a key not pinned for the sender is refused with 554 5.7.7."""
-    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
-    reply = await harness.send(harness.signal(payload, signer=harness.ids.stranger))
-    assert reply.code == 554 and reply.text.startswith("5.7.7")
-
-
-async def test_other_senders_key_gets_554_577(harness: Harness) -> None:
-    """A signature by a key pinned for another sender does not count for this one."""
-    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])
-    reply = await harness.send(harness.signal(payload, signer=harness.ids.other_sender))
-    assert reply.code == 554 and reply.text.startswith("5.7.7")
-    assert harness.inboxes[SCHOOL_A].received == []
-
-
-async def test_unsigned_signal_gets_554_577(harness: Harness) -> None:
-    """An encrypted but unsigned signal is refused with 554 5.7.7."""
-    from gateway.devkit.demokit import encrypted_envelope
-    armored = harness.ids.sender.sign_encrypt(
-        json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}]),
-        harness.gateway_fpr, sign=False)
-    reply = await harness.send(encrypted_envelope(armored, mail_from="a@b.nl", rcpt=GATEWAY))
-    assert reply.code == 554 and reply.text.startswith("5.7.7")
-
-
-async def test_invalid_signal_gets_554_560_naming_field_not_value(harness: Harness) -> None:
-    """A decrypted signal with a bad field is refused with 554 5.6.0 naming field and child."""
-    payload = json_payload([{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()},
-                            {"name": "Daan de Vries", "birthdate": "2016-02-31"}])
-    reply = await harness.send(harness.signal(payload))
-    assert reply.code == 554 and reply.text.startswith("5.6.0")
-    assert "child 2" in reply.text and "birthdate" in reply.text and "2016" not in reply.text
-    assert "Daan" not in reply.text
-
-
-async def test_missing_codeword_gets_554_560(harness: Harness) -> None:
-    """A signal without the codeword is refused with 554 5.6.0."""
-    payload = (b'Content-Type: application/json\r\n\r\n{"children": [{"name": "Sanne de Vries",'
-               b' "birthdate": "' + SANNE_BIRTH.isoformat().encode() + b'"}]}\r\n')
-    reply = await harness.send(harness.signal(payload))
-    assert reply.code == 554 and reply.text.startswith("5.6.0") and "codeword" in reply.text
-
-
-async def test_too_large_gets_552_534(harness: Harness) -> None:
-    """A message over max_message_bytes is refused with 552 5.3.4."""
-    big = b"X-Filler: " + b"a" * 900 + b"\r\n"
-    reply = await harness.send(big * 1300)
-    assert reply.code == 552 and reply.text.startswith("5.3.4")
-
-
-async def test_other_sender_password_does_not_open_this_account(harness: Harness) -> None:
-    """A sender's password authenticates only that sender."""
-    reply = await harness.send(b"x", user="politie", password=PASSWORD)
-    assert reply.code == 535
-    reply = await harness.send(b"x", user=SENDER, password=PASSWORD + "!")
-    assert reply.code == 535
-
-
-async def test_hung_gpg_gets_451_and_the_resend_is_accepted(harness: Harness,
-                                                            tmp_path: Path) -> None:
-    """A gpg that hangs is killed at its time limit: 451 4.3.0, and the sender's retry works."""
-    flag = tmp_path / "hang"
-    wrapper = tmp_path / "gpg-that-may-hang"
-    wrapper.write_text(f'#!/bin/sh\nif [ -e "{flag}" ]; then exec sleep 60; fi\nexec gpg "$@"\n')
-    wrapper.chmod(0o755)
-    harness.ctx.gpg = Gpg(harness.ctx.config.gnupg_home, binary=str(wrapper), timeout=1.5)
-    message = harness.signal(json_payload(
-        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}]))
-    flag.touch()
-    reply = await harness.send(message)
-    assert reply.code == 451 and reply.text.startswith("4.3.0")
-    assert "gpg" not in reply.text.lower()
-    flag.unlink()
-    reply = await harness.send(message)
-    assert reply.code == 250 and "Signal accepted" in reply.text
-    await harness.drain()
-    assert len(harness.inboxes[SCHOOL_A].received) == 1
-
-
 async def test_child_held_for_a_school_without_key_is_released_when_it_has_one(
         harness: Harness) -> None:
     """A school without a usable key gets nothing; once onboarded, the held child goes out."""
@@ -422,13 +289,6 @@ async def test_child_held_for_a_school_without_key_is_released_when_it_has_one(
     assert await held_list(harness.ctx) == []
     row = await harness.ctx.store.children.get(ref, 1)
     assert row is not None and row.state == "delivered"
-
-
-async def test_unexpected_error_is_451_without_internals(harness: Harness) -> None:
-    """handle_exception answers 451 4.3.0 and the reply holds nothing of the error."""
-    from gateway.ingress.handler import IntakeHandler
-    reply = await IntakeHandler(harness.ctx).handle_exception(KeyError("Sanne de Vries"))
-    assert reply.startswith("451 4.3.0") and "Sanne" not in reply and "KeyError" not in reply
 
 
 async def test_replay_is_recognised_for_thirty_days(harness: Harness) -> None:
@@ -469,98 +329,3 @@ async def test_register_import_takes_effect_in_the_running_daemon(harness: Harne
     await harness.drain()
     [(text, _, _)] = harness.notices(SCHOOL_B)
     assert "Naam: Noor Bakker" in text
-
-
-# -- acknowledgements: only a person who read the notice (issue 11) ---------------------------
-
-
-def _ack_session_sync(port: int, ca: Path, mail_from: str, rcpts: list[str],
-                      message: bytes) -> list[tuple[int, str]]:
-    """A school's MTA without AUTH: the replies to each RCPT, then to DATA if one was taken."""
-    replies: list[tuple[int, str]] = []
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-        smtp.ehlo("school.example")
-        smtp.starttls(context=ssl.create_default_context(cafile=str(ca)))
-        smtp.ehlo("school.example")
-        code, text = smtp.docmd("MAIL", f"FROM:<{mail_from}>")
-        assert code == 250, text
-        for rcpt in rcpts:
-            code, text = smtp.docmd("RCPT", f"TO:<{rcpt}>")
-            replies.append((code, text.decode()))
-        if any(code == 250 for code, _ in replies):
-            code, text = smtp.docmd("DATA")
-            assert code == 354, text
-            smtp.send(message.replace(b"\r\n.", b"\r\n..") + b"\r\n.\r\n")
-            code, text = smtp.getreply()
-            replies.append((code, text.decode()))
-    return replies
-
-
-async def _ack_session(h: Harness, rcpts: list[str], message: bytes = b"", *,
-                       mail_from: str = CONTACT_A) -> list[tuple[int, str]]:
-    message = message or b"Subject: Re: Vertrouwelijk bericht\r\n\r\nGelezen, dank.\r\n"
-    return await asyncio.to_thread(_ack_session_sync, h.port,
-                                   h.ctx.config.smtp.tls_cert.parent / "ca.pem", mail_from,
-                                   rcpts, message)
-
-
-async def _notice_ack(h: Harness) -> tuple[str, str]:
-    """A delivered notice for Sanne: its reference and the ack address inside it."""
-    reply = await h.send(h.signal(json_payload(
-        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))
-    await h.drain()
-    [(_, _, item)] = h.notices(SCHOOL_A)
-    assert item.header("Reply-To") == "", "the ack address is not outside"
-    return reply.text.rsplit(" ", 1)[1], notice_header(item, h.ids.school_a, "Reply-To")
-
-
-async def _acknowledged(h: Harness, ref: str) -> bool:
-    return ("acknowledged", ref) in [(r.event, r.ref) for r in await h.receipts()]
-
-
-async def test_automatic_replies_are_not_acknowledgements(harness: Harness) -> None:
-    """A null sender (550 5.7.1 at RCPT) and replies marked Auto-Submitted (not `no`),
-    Precedence bulk/junk/auto_reply, X-Autoreply or X-Autorespond (550 5.7.1 at DATA) record
-    nothing; the person's reply afterwards is recorded, also with `Auto-Submitted: no`."""
-    ref, ack = await _notice_ack(harness)
-    [(code, text)] = await _ack_session(harness, [ack], mail_from="")
-    assert (code, text) == (550, "5.7.1 An automatic reply is not an acknowledgement")
-    for header in ("Auto-Submitted: auto-replied", "auto-submitted:  Auto-Generated (vacation)",
-                   "Auto-Submitted: auto-notified; owner-email=\"a@b.example\"",
-                   "Precedence: bulk", "Precedence: junk", "Precedence: auto_reply",
-                   "X-Autoreply: yes", "X-Autorespond: Out of office",
-                   "Auto-Submitted:\r\n auto-replied"):
-        message = (f"From: {CONTACT_A}\r\n{header}\r\nSubject: Automatisch antwoord\r\n\r\n"
-                   "Ik ben afwezig tot maandag.\r\n").encode()
-        replies = await _ack_session(harness, [ack], message)
-        assert replies == [(250, "2.1.5 OK"),
-                           (550, "5.7.1 An automatic reply is not an acknowledgement")], header
-    assert not await _acknowledged(harness, ref)
-    person = b"Auto-Submitted: no (a person)\r\nSubject: Re: Vertrouwelijk bericht\r\n\r\nOk.\r\n"
-    assert (await _ack_session(harness, [ack], person))[-1][0] == 250
-    assert await _acknowledged(harness, ref)
-
-
-async def test_ack_recipients_are_collapsed_and_capped(harness: Harness) -> None:
-    """The same ack address twice is one recipient and one acknowledgement; past five distinct
-    addresses in one transaction, 452 4.5.3 without a look-up."""
-    ref, ack = await _notice_ack(harness)
-    replies = await _ack_session(harness, [ack, ack.upper().replace("@HWC", "@hwc"), ack])
-    assert [code for code, _ in replies] == [250, 250, 250, 250]
-    assert [r.event for r in await harness.receipts()].count("acknowledged") == 1
-    assert await _acknowledged(harness, ref)
-    unknown = [f"ack+{c * 26}@hwc.example.nl" for c in "abcdefg"]
-    replies = await _ack_session(harness, [*unknown[:5], unknown[0], *unknown[5:]])
-    assert [code for code, _ in replies] == [550] * 6 + [452, 452]
-    assert replies[-1][1] == "4.5.3 Too many recipients"
-
-
-async def test_ack_token_of_an_earlier_notice_is_still_taken(harness: Harness) -> None:
-    """A token stored before the address moved inside (notices already sent) still acknowledges."""
-    ref, _ = await _notice_ack(harness)
-    token = "q" * 26
-
-    raw_sql(harness.ctx.config.storage.path, "UPDATE notices SET ack_digest = ? WHERE ref = ?",
-            (harness.ctx.vault.digest("ack", token), ref))
-    replies = await _ack_session(harness, [f"ack+{token}@hwc.example.nl"])
-    assert replies[-1][0] == 250 and await _acknowledged(harness, ref)
