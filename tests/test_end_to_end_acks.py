@@ -8,13 +8,7 @@ import smtplib
 import ssl
 from pathlib import Path
 
-from conftest import (
-    CONTACT_A,
-    SANNE_BIRTH,
-    SCHOOL_A,
-    Harness,
-    raw_sql,
-)
+from conftest import CONTACT_A, SANNE_BIRTH, SCHOOL_A, Harness, raw_sql
 
 from gateway.devkit.demokit import json_payload, notice_header
 

@@ -5,14 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import (
-    GATEWAY,
-    PASSWORD,
-    SANNE_BIRTH,
-    SCHOOL_A,
-    SENDER,
-    Harness,
-)
+from conftest import GATEWAY, PASSWORD, SANNE_BIRTH, SCHOOL_A, SENDER, Harness
 
 from gateway.crypto.gpg import Gpg
 from gateway.devkit.demokit import json_payload

@@ -7,13 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import (
-    CONTACT_A,
-    SCHOOL_A,
-    Harness,
-    HarnessFactory,
-    start_relay,
-)
+from conftest import CONTACT_A, SCHOOL_A, Harness, HarnessFactory, start_relay
 from test_first_week import ALERTS, HELO_REJECTED, cli, events, sanne, watch_logs
 
 from gateway.admin.common import Refused

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from conftest import (
-    SENDER,
-    Harness,
-)
+from conftest import SENDER, Harness
 from test_first_week import cli, events, watch_logs
 from test_smtp_limits import RawClient
 

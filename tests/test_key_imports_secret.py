@@ -13,12 +13,7 @@ import pytest
 import test_key_imports
 from conftest import CONTACT_A, SCHOOL_A, Identities
 from conftest import run_cli as run
-from test_key_imports import (
-    Key,
-    assert_refused,
-    gpg_cli,
-    in_keyring,
-)
+from test_key_imports import Key, assert_refused, gpg_cli, in_keyring
 
 from gateway.core.config import Config
 

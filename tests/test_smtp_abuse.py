@@ -11,12 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import (
-    PASSWORD,
-    SENDER,
-    Harness,
-    HarnessFactory,
-)
+from conftest import PASSWORD, SENDER, Harness, HarnessFactory
 from test_smtp_limits import RawClient
 
 from gateway.ingress.throttle import (

@@ -18,10 +18,7 @@ from gateway.core.records import from_iso
 from gateway.core.schedule import deadline
 from gateway.crypto.custody import CustodyError, read_passphrase
 from gateway.crypto.gpg import Gpg
-from gateway.crypto.keyadmin import (
-    KeyRefused,
-    import_pinned,
-)
+from gateway.crypto.keyadmin import KeyRefused, import_pinned
 from gateway.pipeline.context import Context
 
 

@@ -10,11 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from gateway.admin.common import (
-    Refused,
-    school_code,
-    signal_deadline,
-)
+from gateway.admin.common import Refused, school_code, signal_deadline
 from gateway.core.model import Child
 from gateway.core.names import names_match
 from gateway.core.records import from_iso, iso

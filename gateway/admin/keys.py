@@ -12,17 +12,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from gateway.admin.common import (
-    Refused,
-    import_key,
-    key_passphrase,
-)
+from gateway.admin.common import Refused, import_key, key_passphrase
 from gateway.core.config import Config
 from gateway.core.records import iso
 from gateway.core.timetext import local_time_text
-from gateway.core.validate import (
-    normalise_fingerprint,
-)
+from gateway.core.validate import normalise_fingerprint
 from gateway.crypto.custody import CustodyError
 from gateway.crypto.gpg import Gpg
 from gateway.crypto.keyadmin import (

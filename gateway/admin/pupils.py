@@ -10,15 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gateway.admin.common import (
-    Refused,
-)
-from gateway.admin.imports import (
-    change_lines,
-    parse_pupils_csv,
-    refused_lines,
-    school_changes,
-)
+from gateway.admin.common import Refused
+from gateway.admin.imports import change_lines, parse_pupils_csv, refused_lines, school_changes
 from gateway.core.records import PupilRow
 from gateway.observe.operator import current_operator
 from gateway.pipeline.context import Context

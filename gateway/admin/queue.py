@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.common import (
-    Refused,
-    signal_deadline,
-)
+from gateway.admin.common import Refused, signal_deadline
 from gateway.core.records import NoticeRecord, iso
 from gateway.core.schedule import time_left
 from gateway.observe.logs import get_logger

@@ -9,19 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.common import (
-    Refused,
-    import_key,
-    school_code,
-)
-from gateway.admin.imports import (
-    parse_duo_csv,
-    refused_lines,
-)
-from gateway.core.validate import (
-    is_address,
-    parse_hostport,
-)
+from gateway.admin.common import Refused, import_key, school_code
+from gateway.admin.imports import parse_duo_csv, refused_lines
+from gateway.core.validate import is_address, parse_hostport
 from gateway.observe.operator import current_operator
 from gateway.pipeline.context import Context
 from gateway.store.api import Tx

@@ -9,16 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.common import (
-    Refused,
-    import_key,
-)
+from gateway.admin.common import Refused, import_key
 from gateway.core.records import LockoutRecord
-from gateway.core.validate import (
-    is_address,
-    normalise_cert_fingerprint,
-    normalise_fingerprint,
-)
+from gateway.core.validate import is_address, normalise_cert_fingerprint, normalise_fingerprint
 from gateway.crypto.passwords import hash_password
 from gateway.observe.operator import current_operator
 from gateway.pipeline.context import Context

@@ -11,9 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.admin.common import (
-    signal_deadline,
-)
+from gateway.admin.common import signal_deadline
 from gateway.admin.keys import keys_list
 from gateway.admin.receipts import receipts_verify
 from gateway.core.records import iso
