@@ -46,7 +46,7 @@ from test_process import Process, _wait_for, free_port
 from gateway.admin import verbs as admin
 from gateway.core import faults
 from gateway.core.config import Config
-from gateway.core.queuepolicy import MAX_CRASHES
+from gateway.core.policy import MAX_CRASHES
 from gateway.crypto.keyadmin import stop_agent
 from gateway.crypto.vault import Vault
 from gateway.devkit.demokit import (

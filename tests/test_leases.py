@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SANNE_BIRTH, Harness
 
-from gateway.core.queuepolicy import (
+from gateway.core.policy import (
     MAX_CRASHES,
     erase_notice,
     erase_status_mail,

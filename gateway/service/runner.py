@@ -15,7 +15,7 @@ expires, and the notice is tried again, with the same bytes and the same Message
 (docs/architecture.md invariant 2). Nothing is deleted on error; one failing notice never stops
 the others. What becomes of a notice after an
 attempt (parked after too many crashes, erased once delivered) is decided here with
-`gateway.core.queuepolicy`; the store only records it.
+`gateway.core.policy`; the store only records it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from gateway.core.config import Config, HostPort
 from gateway.core.faults import crash_point
 from gateway.core.inert import inert
-from gateway.core.queuepolicy import erase_notice, lease_is_dead, parked_after
+from gateway.core.policy import erase_notice, lease_is_dead, parked_after
 from gateway.core.records import ChildRecord, NoticeRecord, from_iso, iso
 from gateway.core.resolve import HELD_NO_USABLE_KEY, HELD_NOT_IN_DIRECTORY
 from gateway.crypto.gpg import GpgError

@@ -20,10 +20,10 @@ node that holds it (`node_id()`: host and process). A lease held is not claimed 
 expires. At start-up a node releases only the leases that are dead: expired, without an owner
 (written before leases had owners), or owned by another process of this same host (only one
 daemon runs per host and database, so that process is gone); a live lease of another node is
-left to that node (`gateway.core.queuepolicy.lease_is_dead`).
+left to that node (`gateway.core.policy.lease_is_dead`).
 
 Policy is not the store's: whether a notice is parked after a crash, whether a finished
-item's ciphertext is erased, are decided by the caller (`gateway.core.queuepolicy`) and passed in.
+item's ciphertext is erased, are decided by the caller (`gateway.core.policy`) and passed in.
 """
 
 from __future__ import annotations
