@@ -494,7 +494,7 @@ async def test_notice_that_keeps_crashing_is_parked_and_kept(harness: Harness) -
     assert harness.inboxes[SCHOOL_A].received == []
 
     # Nothing was deleted: the parked notice keeps its sealed bytes, its child its vault blob.
-    assert row.message and row.message_id and row.recipients
+    assert row.parcel and row.message_id and row.recipients
     [child] = await store.children.all(ref=ref)
     assert (child.state, child.notice_id) == ("sealed", notice.id)
     assert child.blob is not None

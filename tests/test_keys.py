@@ -272,7 +272,7 @@ async def test_queued_notice_is_never_sent_to_a_key_revoked_while_it_waited(
     [notice] = [n for n in await harness.ctx.store.notices.all() if n.ref == ref]
     assert notice.state == "superseded"
     stored = await harness.ctx.store.notices.get(int(notice.id))
-    assert stored is not None and stored.message == b"", "the stale ciphertext is kept"
+    assert stored is not None and stored.parcel == b"", "the stale ciphertext is kept"
     await admin.schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
                                 harness.ids.school_a.public_key(),
                                 harness.ids.school_a.fingerprint)

@@ -345,7 +345,7 @@ async def deliver_one(ctx: Context, row: NoticeRecord,
         outcome = deliver.Outcome(Result.TEMPORARY, "no route: the school has no route and no"
                                   " relay is configured", "no_route")
     else:
-        outcome = await connection.send(row.message, mail_from=ctx.config.gateway.address,
+        outcome = await connection.send(row.parcel, mail_from=ctx.config.gateway.address,
                                         recipients=recipients)
     if outcome.result is Result.DELIVERED:
         crash_point("after-remote-250")

@@ -159,10 +159,11 @@ class NoticeReads(Protocol):
 
 class Notices(NoticeReads, Protocol):
     async def insert(self, ref: str, school: str, message_id: str, recipients: Sequence[str],
-                     fingerprints: Sequence[str], message: bytes, children: Sequence[int],
-                     at: dt.datetime, ack_digest: str | None = None) -> int:
-        """Queue a notice, due at `at`, and seal these routed children into it; `Conflict`
-        when one of them is no longer routed (no child is ever in two notices)."""
+                     fingerprints: Sequence[str], parcel: bytes, children: Sequence[int],
+                     at: dt.datetime, ack_digest: str | None = None,
+                     channel: str = "openpgp") -> int:
+        """Queue a notice (the `parcel` its `channel` sealed), due at `at`, and seal these
+        routed children into it; `Conflict` when one of them is no longer routed."""
 
     async def claim(self, notice_id: int, lease_until: dt.datetime,
                     now: dt.datetime) -> NoticeRecord | None:

@@ -67,12 +67,13 @@ class SqliteDirectory:
 
     async def contacts(self, school: str | None = None) -> list[ContactRecord]:
         if school is None:
-            rows = self._s.all("SELECT school, email, fingerprint FROM contacts"
+            rows = self._s.all("SELECT school, email, fingerprint, channel FROM contacts"
                                " ORDER BY school, email")
         else:
-            rows = self._s.all("SELECT school, email, fingerprint FROM contacts WHERE school = ?"
+            rows = self._s.all("SELECT school, email, fingerprint, channel FROM contacts WHERE school = ?"
                                " ORDER BY email", (school,))
-        return [ContactRecord(r["school"], r["email"], r["fingerprint"]) for r in rows]
+        return [ContactRecord(r["school"], r["email"], r["fingerprint"], r["channel"])
+                for r in rows]
 
     async def gateway_keys(self) -> list[GatewayKeyRecord]:
         return [GatewayKeyRecord(r["fingerprint"], r["state"], r["created_at"],
