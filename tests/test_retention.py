@@ -23,7 +23,7 @@ async def test_delivered_notice_keeps_no_ciphertext(harness: Harness) -> None:
     ref, _ = await _one_delivered_and_one_held(harness)
     [row] = raw_sql(harness.ctx.config.storage.path,
                     "SELECT parcel, state FROM notices WHERE ref = ?", (ref,))
-    assert row["state"] == "delivered" and row["message"] == b""
+    assert row["state"] == "delivered" and row["parcel"] == b""
 
 
 async def test_dry_run_changes_nothing(harness: Harness) -> None:
