@@ -27,15 +27,14 @@ from conftest import (
 from gateway.admin import verbs as admin
 from gateway.core.model import Contact
 from gateway.crypto.keyadmin import stop_agent
-from gateway.devkit.demokit import Identity, Received, json_payload, read_notice
-from gateway.pipeline.directory import (
+from gateway.delivery.openpgp import (
     STALE_REMOVED,
     STALE_REPLACED,
     STALE_UNUSABLE,
-    Snapshot,
-    stale_reason,
-    unpinned,
+    OpenPgpChannel,
 )
+from gateway.devkit.demokit import Identity, Received, json_payload, read_notice
+from gateway.pipeline.directory import Snapshot
 from gateway.service import watch
 
 
@@ -329,16 +328,19 @@ def test_unpinned_names_what_no_longer_holds() -> None:
     """A notice's (address, key) pairs hold only while the school has that contact with that
     key, usable now: removed, replaced and expired since the last load are each caught."""
     now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    pgp = OpenPgpChannel()
     a, b = "a" * 40, "b" * 40
     snapshot = Snapshot("1", now, contacts={"12AB00": (Contact("x@s.nl", a),
                                                        Contact("y@s.nl", b))},
                         key_expires={b: now + dt.timedelta(minutes=1)})
-    assert unpinned(["x@s.nl", "y@s.nl"], [a, b], snapshot, "12AB00", now) == []
-    assert unpinned(["y@s.nl"], [b], snapshot, "12AB00", now + dt.timedelta(minutes=1)) == \
+    assert pgp.still_valid(["x@s.nl", "y@s.nl"], [a, b], snapshot, "12AB00", now) == []
+    later = now + dt.timedelta(minutes=1)
+    assert pgp.still_valid(["y@s.nl"], [b], snapshot, "12AB00", later) == \
         [("y@s.nl", b)], "a key that expired after the directory was loaded"
-    assert unpinned(["x@s.nl"], [b], snapshot, "12AB00", now) == [("x@s.nl", b)]
-    assert unpinned(["x@s.nl"], [a], snapshot, "34CD01", now) == [("x@s.nl", a)]
-    assert unpinned(["x@s.nl"], [], snapshot, "12AB00", now) != [], "whom it was for is unclear"
-    assert stale_reason([("z@s.nl", a)], {"x@s.nl": a}) == STALE_REMOVED
-    assert stale_reason([("x@s.nl", b)], {"x@s.nl": a}) == STALE_REPLACED
-    assert stale_reason([("x@s.nl", a)], {"x@s.nl": a}) == STALE_UNUSABLE
+    assert pgp.still_valid(["x@s.nl"], [b], snapshot, "12AB00", now) == [("x@s.nl", b)]
+    assert pgp.still_valid(["x@s.nl"], [a], snapshot, "34CD01", now) == [("x@s.nl", a)]
+    assert pgp.still_valid(["x@s.nl"], [], snapshot, "12AB00", now) != [], \
+        "whom it was for is unclear"
+    assert pgp.stale_reason([("z@s.nl", a)], {"x@s.nl": a}) == STALE_REMOVED
+    assert pgp.stale_reason([("x@s.nl", b)], {"x@s.nl": a}) == STALE_REPLACED
+    assert pgp.stale_reason([("x@s.nl", a)], {"x@s.nl": a}) == STALE_UNUSABLE

@@ -111,6 +111,19 @@ class NoticeRecord:
 
 
 @dataclass(frozen=True)
+class SealAttempt:
+    """Sealing the notice of one signal for one school, while it is under way or has failed:
+    how often it failed, when it is due again, and its lease (`owner`: the node)."""
+
+    ref: str
+    school: str
+    failures: int
+    next_attempt_at: str
+    until: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True)
 class StatusMailRecord:
     """A sealed status mail to a sender (`child` 0: the signal's, n: the follow-up about
     child n); `pending` lists the children whose follow-up has yet to be queued."""

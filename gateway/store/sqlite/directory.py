@@ -70,8 +70,8 @@ class SqliteDirectory:
             rows = self._s.all("SELECT school, email, fingerprint, channel FROM contacts"
                                " ORDER BY school, email")
         else:
-            rows = self._s.all("SELECT school, email, fingerprint, channel FROM contacts WHERE school = ?"
-                               " ORDER BY email", (school,))
+            rows = self._s.all("SELECT school, email, fingerprint, channel FROM contacts"
+                               " WHERE school = ? ORDER BY email", (school,))
         return [ContactRecord(r["school"], r["email"], r["fingerprint"], r["channel"])
                 for r in rows]
 

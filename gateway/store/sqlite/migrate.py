@@ -62,8 +62,12 @@ COLUMNS = [
 # channel's sealed parcel, opaque to all but that channel (for openpgp the RFC 3156 message
 # it always held), so `message` became `parcel`.
 RENAMES = [("notices", "message", "parcel")]
-# Indexes on columns of COLUMNS: made after those exist.
+# Indexes on columns of COLUMNS: made after those exist; and tables added since.
 LATE_INDEXES = """
+CREATE TABLE IF NOT EXISTS seal_attempts (
+    ref TEXT NOT NULL, school TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL, lease_until TEXT, lease_owner TEXT,
+    PRIMARY KEY (ref, school));
 CREATE INDEX IF NOT EXISTS signals_unreported ON signals(accepted_at) WHERE reported = 0;
 CREATE INDEX IF NOT EXISTS signals_sender_ref_digest ON signals(sender, sender_ref_digest);
 CREATE INDEX IF NOT EXISTS notices_ack ON notices(ack_digest) WHERE ack_digest IS NOT NULL;
