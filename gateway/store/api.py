@@ -119,8 +119,7 @@ class ChildReads(Protocol):
 
     async def count_by_state(self) -> dict[str, int]: ...
 
-    async def seal_leases(self) -> list[SealAttempt]:
-        """Seal attempts (per signal and school) with a lease held."""
+    async def seal_leases(self) -> list[SealAttempt]: ...  # with a lease held
 
 
 class Children(ChildReads, Protocol):
@@ -296,8 +295,9 @@ class Directory(DirectoryReads, Protocol):
 
     async def remove_school(self, code: str) -> int: ...
 
-    async def set_contact(self, school: str, email: str, fingerprint: str) -> str | None:
-        """Add a contact or replace its key; the previous fingerprint, if any."""
+    async def set_contact(self, school: str, email: str, fingerprint: str,
+                          channel: str = "openpgp") -> str | None:
+        """Add a contact (of `channel`) or replace its key; the previous fingerprint, if any."""
 
     async def rename_contact(self, school: str, email: str, new_email: str) -> bool: ...
 

@@ -125,13 +125,14 @@ class SqliteDirectory:
         self._s.bump_directory_version()
         return cur.rowcount
 
-    async def set_contact(self, school: str, email: str, fingerprint: str) -> str | None:
+    async def set_contact(self, school: str, email: str, fingerprint: str,
+                          channel: str = "openpgp") -> str | None:
         row = self._s.one("SELECT fingerprint FROM contacts WHERE school = ? AND email = ?",
                           (school, email))
         self._s.run(
-            "INSERT INTO contacts (school, email, fingerprint) VALUES (?, ?, ?)"
-            " ON CONFLICT(school, email) DO UPDATE SET fingerprint = excluded.fingerprint",
-            (school, email, fingerprint))
+            "INSERT INTO contacts (school, email, fingerprint, channel) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(school, email) DO UPDATE SET fingerprint = excluded.fingerprint,"
+            " channel = excluded.channel", (school, email, fingerprint, channel))
         self._s.bump_directory_version()
         return str(row["fingerprint"]) if row else None
 
