@@ -123,7 +123,7 @@ def crash_fate(crashes_before: int, now: dt.datetime, rules: RetryRules) -> Retr
     count reaches `rules.max_crashes`."""
     crashes = crashes_before + 1
     next_at = backoff_at(crashes, now, rules.retry_min_seconds, rules.retry_max_seconds)
-    if crashes >= rules.max_crashes:
+    if parked_after(crashes, rules.max_crashes):
         return Parked(next_at)
     return Retry(next_at)
 
@@ -153,10 +153,10 @@ def decide(verdict: Verdict, item: Counters, now: dt.datetime, rules: RetryRules
                             rules.retry_max_seconds))
 
 
-def parked_after(crashes: int) -> bool:
-    """Whether a notice that has now crashed `crashes` times is parked for a person: a notice
+def parked_after(crashes: int, max_crashes: int = MAX_CRASHES) -> bool:
+    """Whether an item that has now crashed `crashes` times is parked for a person: an item
     that keeps crashing the gateway must stop being tried, but is never dropped."""
-    return crashes >= MAX_CRASHES
+    return crashes >= max_crashes
 
 
 def erase_notice(state: str) -> bool:

@@ -39,6 +39,7 @@ from gateway.core.policy import (
     Retry,
     Superseded,
     Verdict,
+    erase_notice,
     lease_is_dead,
 )
 from gateway.core.records import NoticeRecord, from_iso, iso
@@ -116,10 +117,11 @@ class NoticeQueue:
             await tx.notices.note_reason(row.id, verdict.reason)
             if isinstance(fate, Done):
                 await tx.notices.finish(row.id, "delivered", reply, now, "delivered",
-                                        erase=fate.erase)
+                                        erase=erase_notice("delivered"))
                 attempt["message_id"] = row.message_id
             elif isinstance(fate, Failed):
-                await tx.notices.finish(row.id, "failed", reply, now, "failed", erase=fate.erase)
+                await tx.notices.finish(row.id, "failed", reply, now, "failed",
+                                        erase=erase_notice("failed"))
             elif isinstance(fate, Retry):
                 await tx.notices.defer(row.id, reply, fate.next_at)
                 attempt["next_attempt_at"] = fate.next_at.isoformat()
