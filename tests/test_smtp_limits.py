@@ -418,7 +418,7 @@ async def test_ack_lookup_uses_an_index_on_an_upgraded_database(tmp_path: Path) 
     with sqlite3.connect(path) as db:  # the first release's tables: no ack columns yet
         db.executescript(SCHEMA)
         db.executemany(
-            "INSERT INTO notices (ref, school, message_id, recipients, fingerprints, parcel,"
+            "INSERT INTO notices (ref, school, message_id, recipients, fingerprints, message,"
             " state, next_attempt_at, created_at) VALUES (?, '12AB00', ?, '[]', '[]', X'',"
             " 'delivered', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
             ((f"HWC-{i}", f"<{i}@x>") for i in range(30_000)))
