@@ -32,7 +32,7 @@ from measure import (
 from rig import Rig
 
 from gateway.crypto.keyadmin import stop_agent
-from gateway.service.runner import PER_DESTINATION
+from gateway.service.delivering import PER_DESTINATION
 
 
 class Bench(Rig):

@@ -11,10 +11,12 @@ ROOT = Path(__file__).parent.parent
 LEVELS = {"debug", "info", "warning", "error", "critical", "exception"}
 # What `**safe_exception(exc)` adds to an event.
 EXCEPTION_KEYS = ["error", "frames"]
-# Events whose name is chosen at run time (runner.deliver_one logs what its transaction returns),
-# so no `log.<level>("...")` call names them.
-COMPUTED = {"notice.delivered": "service/runner.py", "notice.deferred": "service/runner.py",
-            "notice.failed": "service/runner.py"}
+# Events whose name is chosen at run time (service.stage logs `<kind>.attempt_crashed`,
+# `<kind>.parked`, `<kind>.lease_recovered` for each stage), so no `log.<level>("...")` call
+# names them; each stage module lists them in its STAGE_EVENTS.
+COMPUTED = {f"{kind}.{event}": f"service/{module}.py"
+            for kind, module in (("notice", "delivering"), ("seal", "sealing"))
+            for event in ("attempt_crashed", "parked", "lease_recovered")}
 
 
 def _names(node: ast.expr) -> list[str]:

@@ -39,15 +39,14 @@ from gateway.admin.schools import schools_add, schools_remove, schools_set_key
 from gateway.admin.status import status as gateway_status
 from gateway.core.model import Contact
 from gateway.crypto.keyadmin import stop_agent
-from gateway.devkit.demokit import Identity, Received, json_payload, read_notice
-from gateway.pipeline.directory import (
+from gateway.delivery.openpgp import (
     STALE_REMOVED,
     STALE_REPLACED,
     STALE_UNUSABLE,
-    Snapshot,
-    stale_reason,
-    unpinned,
+    OpenPgpChannel,
 )
+from gateway.devkit.demokit import Identity, Received, json_payload, read_notice
+from gateway.pipeline.directory import Snapshot
 from gateway.service import watch
 
 
@@ -284,7 +283,7 @@ async def test_queued_notice_is_never_sent_to_a_key_revoked_while_it_waited(
     [notice] = [n for n in await harness.ctx.store.notices.all() if n.ref == ref]
     assert notice.state == "superseded"
     stored = await harness.ctx.store.notices.get(int(notice.id))
-    assert stored is not None and stored.message == b"", "the stale ciphertext is kept"
+    assert stored is not None and stored.parcel == b"", "the stale ciphertext is kept"
     await schools_set_key(harness.ctx, SCHOOL_A, CONTACT_A,
                           harness.ids.school_a.public_key(),
                           harness.ids.school_a.fingerprint)
@@ -341,16 +340,19 @@ def test_unpinned_names_what_no_longer_holds() -> None:
     """A notice's (address, key) pairs hold only while the school has that contact with that
     key, usable now: removed, replaced and expired since the last load are each caught."""
     now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    pgp = OpenPgpChannel()
     a, b = "a" * 40, "b" * 40
     snapshot = Snapshot("1", now, contacts={"12AB00": (Contact("x@s.nl", a),
                                                        Contact("y@s.nl", b))},
                         key_expires={b: now + dt.timedelta(minutes=1)})
-    assert unpinned(["x@s.nl", "y@s.nl"], [a, b], snapshot, "12AB00", now) == []
-    assert unpinned(["y@s.nl"], [b], snapshot, "12AB00", now + dt.timedelta(minutes=1)) == \
+    assert pgp.still_valid(["x@s.nl", "y@s.nl"], [a, b], snapshot, "12AB00", now) == []
+    later = now + dt.timedelta(minutes=1)
+    assert pgp.still_valid(["y@s.nl"], [b], snapshot, "12AB00", later) == \
         [("y@s.nl", b)], "a key that expired after the directory was loaded"
-    assert unpinned(["x@s.nl"], [b], snapshot, "12AB00", now) == [("x@s.nl", b)]
-    assert unpinned(["x@s.nl"], [a], snapshot, "34CD01", now) == [("x@s.nl", a)]
-    assert unpinned(["x@s.nl"], [], snapshot, "12AB00", now) != [], "whom it was for is unclear"
-    assert stale_reason([("z@s.nl", a)], {"x@s.nl": a}) == STALE_REMOVED
-    assert stale_reason([("x@s.nl", b)], {"x@s.nl": a}) == STALE_REPLACED
-    assert stale_reason([("x@s.nl", a)], {"x@s.nl": a}) == STALE_UNUSABLE
+    assert pgp.still_valid(["x@s.nl"], [b], snapshot, "12AB00", now) == [("x@s.nl", b)]
+    assert pgp.still_valid(["x@s.nl"], [a], snapshot, "34CD01", now) == [("x@s.nl", a)]
+    assert pgp.still_valid(["x@s.nl"], [], snapshot, "12AB00", now) != [], \
+        "whom it was for is unclear"
+    assert pgp.stale_reason([("z@s.nl", a)], {"x@s.nl": a}) == STALE_REMOVED
+    assert pgp.stale_reason([("x@s.nl", b)], {"x@s.nl": a}) == STALE_REPLACED
+    assert pgp.stale_reason([("x@s.nl", a)], {"x@s.nl": a}) == STALE_UNUSABLE

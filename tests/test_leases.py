@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SANNE_BIRTH, Harness
 
-from gateway.core.queuepolicy import (
+from gateway.core.policy import (
     MAX_CRASHES,
     erase_notice,
     erase_status_mail,
@@ -22,6 +22,7 @@ from gateway.core.queuepolicy import (
 from gateway.core.records import iso
 from gateway.devkit.demokit import json_payload
 from gateway.service import runner
+from gateway.service.stage import LEASE
 from gateway.store.api import Tx, node_id
 from gateway.store.sqlite.connection import SqliteStore
 
@@ -135,7 +136,7 @@ async def test_start_up_releases_dead_leases_only(harness: Harness, tmp_path: Pa
                                        harness.ctx.store.chain_key, node=node)
         try:
             async def claim(tx: Tx) -> None:
-                assert await tx.notices.claim(notice_id, now + runner.LEASE, now) is not None
+                assert await tx.notices.claim(notice_id, now + LEASE, now) is not None
             await other.write(claim)
         finally:
             await other.close()

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import structlog
 from conftest import SANNE_BIRTH, SCHOOL_A, Harness
-from test_crash import (  # noqa: F401 - the fixture is used below
+from crash_gateway import (
     GatewayFactory,
     HangingInbox,
-    gateway_home,
+    gateway_home_fixture,  # noqa: F401  (the fixture gateway_home)
 )
 from test_process import _wait_for
 from test_smtp_limits import RawClient
@@ -51,7 +51,7 @@ async def messages(sock: socket.socket, until: str) -> list[str]:
     return got
 
 
-async def test_ready_watchdog_and_stopping_are_sent(gateway_home: GatewayFactory,  # noqa: F811
+async def test_ready_watchdog_and_stopping_are_sent(gateway_home: GatewayFactory,
                                                     tmp_path: Path) -> None:
     """systemd hears READY=1 once listening, WATCHDOG=1 from the loop, STOPPING=1; exit 0."""
     gw = await gateway_home()
@@ -70,7 +70,7 @@ async def test_ready_watchdog_and_stopping_are_sent(gateway_home: GatewayFactory
 
 
 async def test_sigterm_turns_new_sessions_away_and_lets_open_ones_finish(
-        gateway_home: GatewayFactory) -> None:  # noqa: F811
+        gateway_home: GatewayFactory) -> None:
     """After SIGTERM a new session gets 421 4.3.2; an open one still works; then exit 0."""
     gw = await gateway_home()
     await gw.proc.launch(gw.listen)
@@ -94,7 +94,7 @@ async def test_sigterm_turns_new_sessions_away_and_lets_open_ones_finish(
 
 
 async def test_sighup_applies_what_it_can_and_names_the_rest(
-        gateway_home: GatewayFactory) -> None:  # noqa: F811
+        gateway_home: GatewayFactory) -> None:
     """SIGHUP reloads the teacher text and says the listener needs a restart."""
     gw = await gateway_home()
     await gw.proc.launch(gw.listen)
@@ -230,7 +230,7 @@ async def test_watchdog_is_not_fed_while_a_delivery_hangs(
 
 
 async def test_sigterm_is_logged_at_once_and_sessions_left_after_the_grace_get_421(
-        gateway_home: GatewayFactory) -> None:  # noqa: F811
+        gateway_home: GatewayFactory) -> None:
     """SIGTERM is logged (`gateway.stopping`, naming the signal) when it arrives, before the
     grace runs out; a session still open at its end reads 421 4.3.2 and then the end of the
     connection, not a bare drop."""
@@ -268,7 +268,7 @@ def agent_answers(home: Path) -> bool:
 
 
 async def test_the_gpg_agent_stops_with_the_daemon(
-        gateway_home: GatewayFactory) -> None:  # noqa: F811
+        gateway_home: GatewayFactory) -> None:
     """After SIGTERM no gpg-agent of the gateway's GnuPG home is left running."""
     gw = await gateway_home()
     await gw.proc.launch(gw.listen)

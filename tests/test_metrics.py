@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import SANNE_BIRTH, HarnessFactory
-from test_crash import (  # noqa: F401 - the fixture is used below
+from crash_gateway import (
     GatewayFactory,
-    gateway_home,
+    gateway_home_fixture,  # noqa: F401  (the fixture gateway_home)
 )
 from test_process import free_port
 
@@ -74,7 +74,7 @@ def scrape(port: int) -> str:
 
 
 async def test_a_fresh_daemon_exports_every_counter_at_zero_and_no_deadline(
-        gateway_home: GatewayFactory) -> None:  # noqa: F811
+        gateway_home: GatewayFactory) -> None:
     """Scraped at start, the real daemon shows each counter at 0 for every label value it can
     take (so rates and alerts work before the first event), and no next-deadline sample while
     nothing waits (0 would read as a deadline now)."""

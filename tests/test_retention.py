@@ -23,8 +23,8 @@ async def test_delivered_notice_keeps_no_ciphertext(harness: Harness) -> None:
     """Once delivered, the notice's ciphertext is deleted from the database."""
     ref, _ = await _one_delivered_and_one_held(harness)
     [row] = raw_sql(harness.ctx.config.storage.path,
-                    "SELECT message, state FROM notices WHERE ref = ?", (ref,))
-    assert row["state"] == "delivered" and row["message"] == b""
+                    "SELECT parcel, state FROM notices WHERE ref = ?", (ref,))
+    assert row["state"] == "delivered" and row["parcel"] == b""
 
 
 async def test_dry_run_changes_nothing(harness: Harness) -> None:

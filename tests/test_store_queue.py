@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core.queuepolicy import erase_notice
+from gateway.core.policy import erase_notice
 from gateway.core.records import NoticeRecord, iso
 from gateway.store.api import Conflict, Tx
 from gateway.store.chain import chain_problems

@@ -53,7 +53,7 @@ async def queue_retry(ctx: Context, notice: str) -> str:
         if state == "superseded":
             raise Refused(f"notice {notice_id} was superseded ({row.last_reply}): its "
                           "children went into a newer notice")
-        if not row.message:
+        if not row.parcel:
             raise Refused(f"notice {notice_id} has no sealed message left to send")
         await tx.receipts.append("requeued", at=now, ref=row.ref, school=row.school,
                                  notice=notice_id, previous=state, operator=current_operator())

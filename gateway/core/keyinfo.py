@@ -38,6 +38,13 @@ class KeyInfo:
         return None
 
 
+def key_usable(info: KeyInfo | None, purpose: Purpose, now: dt.datetime) -> bool:
+    """Whether gpg's listing of a key (None: gpg does not have it) allows `purpose` now: the
+    one key rule, applied to sender keys and the alerts key by the directory and to contact
+    keys by the OpenPGP channel (gateway.delivery.openpgp)."""
+    return info is not None and info.unusable_reason(purpose, now) is None
+
+
 def key_info(entry: dict[str, Any]) -> KeyInfo:
     expires_text = str(entry.get("expires") or "")
     expires = (dt.datetime.fromtimestamp(int(expires_text), dt.UTC)

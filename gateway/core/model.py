@@ -105,8 +105,11 @@ class School:
 
 @dataclass(frozen=True)
 class Contact:
+    """A pinned contact whose channel can reach it (the channel's rule: the directory)."""
+
     email: str
     fingerprint: str
+    channel: str = "openpgp"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ The rules, as the delivery stage has applied them to notices:
   with the backoff of the crash count, parked for a person at the `max_crashes`-th crash;
 - superseded: the message was made for keys no longer pinned and is erased.
 A seal failure (gpg refusing a key) counts as a crash of the seal stage (`seal_failed`).
+Also here: when a notice is parked (`parked_after`), what is erased when an item finishes
+(`erase_notice`, `erase_status_mail`), and whether a lease found at start-up is dead
+(`lease_is_dead`): the store only records what these decide, whatever database is behind it.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def crash_fate(crashes_before: int, now: dt.datetime, rules: RetryRules) -> Retr
     count reaches `rules.max_crashes`."""
     crashes = crashes_before + 1
     next_at = backoff_at(crashes, now, rules.retry_min_seconds, rules.retry_max_seconds)
-    if crashes >= rules.max_crashes:
+    if parked_after(crashes, rules.max_crashes):
         return Parked(next_at)
     return Retry(next_at)
 
@@ -148,3 +151,35 @@ def decide(verdict: Verdict, item: Counters, now: dt.datetime, rules: RetryRules
         return Failed()
     return Retry(backoff_at(item.attempts, now, rules.retry_min_seconds,
                             rules.retry_max_seconds))
+
+
+def parked_after(crashes: int, max_crashes: int = MAX_CRASHES) -> bool:
+    """Whether an item that has now crashed `crashes` times is parked for a person: an item
+    that keeps crashing the gateway must stop being tried, but is never dropped."""
+    return crashes >= max_crashes
+
+
+def erase_notice(state: str) -> bool:
+    """Whether a finished notice's ciphertext and its children's sealed data go. Delivered:
+    the school has it, and a copy kept here would only wait for the day its recipients' keys
+    leak. Failed: kept (sealed), so that an administrator can still route the child elsewhere
+    or queue it again."""
+    return state == "delivered"
+
+
+def erase_status_mail(state: str) -> bool:
+    """Whether a finished status mail's ciphertext goes: once sent (the sender has it)."""
+    return state == "sent"
+
+
+def lease_is_dead(owner: str | None, until: str, now: str, node: str) -> bool:
+    """Whether a lease found held at start-up may be released: it expired (`until` before
+    `now`, both `records.iso` text), it has no owner (written before leases carried one, by
+    a single node), or its owner is a process of this host (`host:pid`) other than this one:
+    that process is gone, since only one daemon runs per host and database (the instance
+    lock). A live lease of another node is left to that node."""
+    if until < now or owner is None:
+        return True
+    host, _, pid = owner.rpartition(":")
+    this_host, _, this_pid = node.rpartition(":")
+    return host == this_host and pid != this_pid

@@ -93,8 +93,8 @@ class NoticeRecord:
     school: str
     message_id: str
     recipients: tuple[str, ...]
-    fingerprints: tuple[str, ...]
-    message: bytes = field(repr=False)
+    fingerprints: tuple[str, ...]  # the keys the parcel is bound to (openpgp: fingerprints)
+    parcel: bytes = field(repr=False)  # sealed by its channel, opaque to everyone else
     state: str
     attempts: int
     next_attempt_at: str
@@ -107,6 +107,20 @@ class NoticeRecord:
     acked_at: str | None
     requeued_at: str | None
     last_reason: str | None
+    channel: str = "openpgp"  # the delivery channel that sealed it and delivers it
+
+
+@dataclass(frozen=True)
+class SealAttempt:
+    """Sealing the notice of one signal for one school, while it is under way or has failed:
+    how often it failed, when it is due again, and its lease (`owner`: the node)."""
+
+    ref: str
+    school: str
+    failures: int
+    next_attempt_at: str
+    until: str | None
+    owner: str | None
 
 
 @dataclass(frozen=True)
@@ -178,9 +192,12 @@ class SchoolRecord:
 
 @dataclass(frozen=True)
 class ContactRecord:
+    """A school contact as pinned; `channel` names the delivery channel that reaches it."""
+
     school: str
     email: str
     fingerprint: str
+    channel: str = "openpgp"
 
 
 @dataclass(frozen=True)

@@ -89,10 +89,8 @@ def channel_of(name: str) -> Channel:
 
 
 def contacts_of(school: str, snapshot: Snapshot) -> tuple[ContactEntry, ...]:
-    """The school's contacts as the snapshot holds them. The snapshot's contacts carry no
-    channel name yet: they are all OpenPGP contacts, the only channel stored so far (once
-    the contact record carries its channel, this reads it from there)."""
-    return tuple(ContactEntry(school, c.email, c.fingerprint, DEFAULT_CHANNEL)
+    """The school's contacts as the snapshot holds them, each with its stored channel."""
+    return tuple(ContactEntry(school, c.email, c.fingerprint, c.channel)
                  for c in snapshot.contacts.get(school, ()))
 
 

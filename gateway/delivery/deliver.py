@@ -14,7 +14,6 @@ It trusts nothing the server says beyond the reply code.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import ssl
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 import aiosmtplib
 
 from gateway.core.config import HostPort
+from gateway.core.policy import backoff_at
 
 
 class Result(Enum):
@@ -133,10 +133,9 @@ def _command_of(exc: aiosmtplib.SMTPResponseException) -> str:
     return ""
 
 
-def next_attempt_at(attempts: int, now: dt.datetime, minimum: int, maximum: int) -> dt.datetime:
-    """Exponential backoff: minimum after the first failure, doubling, capped at maximum."""
-    delay = min(maximum, minimum * 2 ** max(0, min(attempts - 1, 30)))
-    return now + dt.timedelta(seconds=delay)
+# The backoff is the fate policy's (gateway.core.policy.backoff_at); this name stays for the
+# status-mail round (gateway.notify.report) until that round moves to the outbox stage.
+next_attempt_at = backoff_at
 
 
 def _one_line(text: str) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
-from gateway.core.keyinfo import KeyInfo, Purpose
+from gateway.core.keyinfo import KeyInfo, key_usable
 from gateway.core.resolve import HELD_NO_USABLE_KEY
 from gateway.crypto.gpg import GpgError
 from gateway.delivery import deliver
@@ -49,11 +49,6 @@ STALE_UNUSABLE = "a key it was sealed to is revoked, expired or no longer usable
 NO_ROUTE = "no route: the school has no route and no relay is configured"
 
 UNREACHABLE = Reachability(False, HELD_NO_USABLE_KEY)
-
-
-def key_usable(info: KeyInfo | None, purpose: Purpose, now: dt.datetime) -> bool:
-    """Whether gpg's listing of a key (None: gpg does not have it) allows `purpose` now."""
-    return info is not None and info.unusable_reason(purpose, now) is None
 
 
 def key_reachability(info: KeyInfo | None, now: dt.datetime) -> Reachability:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from gateway.core.fields import format_date_nl
 from gateway.core.inert import inert
 from gateway.core.keyinfo import key_info
-from gateway.core.queuepolicy import erase_status_mail
+from gateway.core.policy import erase_status_mail
 from gateway.core.records import StatusMailRecord, from_iso
 from gateway.crypto.gpg import GpgError
 from gateway.crypto.vault import VaultError

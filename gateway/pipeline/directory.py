@@ -3,20 +3,20 @@
 Takes the store and the gpg adapter; produces an immutable `Snapshot`, rebuilt whenever the
 command line changes something (the store's directory version moves) and at least every few
 minutes (a key can expire while nothing else changes). Each contact key and sender key is
-checked with gpg's own listing: a key that is expired, revoked or cannot do its job is left
-out: nothing downstream can pick it (docs/architecture.md invariant 6). `unpinned` applies this rule
-to a notice sealed earlier, just before it goes out: one made for a contact or key that is no
-longer pinned and usable is not sent (gateway.service.runner supersedes it).
+checked with gpg's own listing (`gateway.core.keyinfo.key_usable`, the one key rule): a key
+that is expired, revoked or cannot do its job is left out, so nothing downstream can pick it
+(docs/architecture.md invariant 6). Each contact keeps its channel's name. Whether a contact in
+the snapshot is reachable now, and whether a notice sealed earlier may still go out, is the
+channel's to say (`gateway.delivery.channel.reachable_contacts`, `Channel.still_valid`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.keyinfo import KeyInfo, key_info
+from gateway.core.keyinfo import KeyInfo, Purpose, key_info, key_usable
 from gateway.core.model import Contact, School, Sender
 from gateway.core.records import from_iso
 from gateway.core.validate import HostPort, parse_hostport
@@ -67,10 +67,8 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
                     | ({alerts_key} if alerts_key else set()))
     infos = await asyncio.to_thread(key_infos, gpg, wanted)
 
-    def usable(fpr: str, purpose: str) -> bool:
-        info = infos.get(fpr)
-        return info is not None and info.unusable_reason(
-            "encrypt" if purpose == "encrypt" else "sign", now) is None
+    def usable(fpr: str, purpose: Purpose) -> bool:
+        return key_usable(infos.get(fpr), purpose, now)
 
     senders = {
         r.name: Sender(
@@ -83,8 +81,10 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
         for r in sender_rows}
     contacts: dict[str, list[Contact]] = {}
     for c in contact_rows:
+        # Every channel so far binds a contact to a key (openpgp: its fingerprint); a keyless
+        # channel would be let through here and judged by its own `reachable`.
         if usable(c.fingerprint, "encrypt"):
-            contacts.setdefault(c.school, []).append(Contact(c.email, c.fingerprint))
+            contacts.setdefault(c.school, []).append(Contact(c.email, c.fingerprint, c.channel))
     schools = {r.code: School(r.code, r.name, len(contacts.get(r.code, [])))
                for r in school_rows}
     routes = {r.code: route for r in school_rows if (route := parse_route(r.route))}
@@ -99,32 +99,3 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
     return Snapshot(version, now, senders, schools,
                     {k: tuple(v) for k, v in contacts.items()}, routes, signing, decrypt,
                     alert_keys, expires)
-
-
-# Why a sealed notice may no longer go out (receipts, `queue`): fixed texts, no addresses.
-STALE_REMOVED = "a contact it was sealed to was removed"
-STALE_REPLACED = "the key of a contact it was sealed to was replaced"
-STALE_UNUSABLE = "a key it was sealed to is revoked, expired or no longer usable"
-
-
-def unpinned(recipients: Sequence[str], fingerprints: Sequence[str], snapshot: Snapshot,
-             school: str, now: dt.datetime) -> list[tuple[str, str]]:
-    """The (address, fingerprint) pairs a sealed notice was made for that are not, now, a
-    contact of its school with that usable key: [] when it may still go out. Issue 11: a
-    notice deferred by the school was delivered after its key's revocation was taken in."""
-    usable = {(c.email, c.fingerprint) for c in snapshot.contacts.get(school, ())
-              if (until := snapshot.key_expires.get(c.fingerprint)) is None or until > now}
-    pairs = list(zip(recipients, fingerprints, strict=False))
-    if len(recipients) != len(fingerprints) or not pairs:
-        return pairs or [("", "")]  # a notice that does not say whom it was for is not sent
-    return [pair for pair in pairs if pair not in usable]
-
-
-def stale_reason(stale: Sequence[tuple[str, str]], pinned: Mapping[str, str]) -> str:
-    """Why the `stale` pairs of `unpinned` fail, against the school's contacts as pinned now
-    (address -> fingerprint, usable or not)."""
-    if any(email not in pinned for email, _ in stale):
-        return STALE_REMOVED
-    if any(pinned[email] != fpr for email, fpr in stale):
-        return STALE_REPLACED
-    return STALE_UNUSABLE

@@ -9,8 +9,9 @@ item stale; it records nothing), the `RetryRules`, this node's id and a clock. `
 - turns an exception of the stage function (or of recording) into a crash: logged as
   `<kind>.attempt_crashed`, counted, retried after the crash backoff, parked at the
   `max_crashes`-th crash with a `parked` receipt (`Queue.record_crash`), a `<kind>.parked`
-  log event and the `on_parked` callback (the alert); a verdict of `Outcome.CRASH` (a seal
-  failure) takes the same path without the `attempt_crashed` event;
+  log event and the `on_parked` callback (the alert); a recorded fate is followed by the
+  optional `on_recorded` callback (the stage's own log event and alerts); a verdict of
+  `Outcome.CRASH` (a seal failure) takes the same path without the `attempt_crashed` event;
 - at start, takes back the leases this node held when it died (`<kind>.lease_recovered`),
   each counted as a crash.
 Fails: an exception of `Queue.record_crash`, `Queue.claim_due` or `on_parked` propagates (the
@@ -100,6 +101,9 @@ class Stage(Generic[T]):
     on_parked: Callable[[T, int], Awaitable[None]]
     lease: dt.timedelta = LEASE
     beat: Callable[[], None] = lambda: None  # after each item: the watchdog's pulse
+    # After a fate was recorded (not a crash's): the stage's own log event and alert.
+    on_recorded: Callable[[T, Fate, Verdict], Awaitable[None]] | None = None
+    why_crashed: str = CRASHED  # the `why` of the parked receipt after an exception
 
     async def claim(self) -> list[T]:
         """The due items, leased to this node."""
@@ -120,12 +124,13 @@ class Stage(Generic[T]):
             else:
                 now = self.clock()
                 fate = decide(verdict, item.counters, now, self.rules)
-                await self.queue.record(item, fate, verdict, now)
+                if await self.queue.record(item, fate, verdict, now) and self.on_recorded:
+                    await self.on_recorded(item, fate, verdict)
         except Exception as exc:
             # Tried again after a backoff; never dropped on our error, parked if it recurs.
             log.error(f"{self.kind}.attempt_crashed", **item.log_fields(),
                       **safe_exception(exc))
-            fate = await self.crashed(item, CRASHED)
+            fate = await self.crashed(item, self.why_crashed)
         self.beat()
         return fate
 

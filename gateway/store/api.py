@@ -15,15 +15,12 @@ a transaction go through the store's read views (`store.notices.get(...)`), each
 Receipts are appended in the same transaction as the state change they record, chained by a
 keyed hash (`gateway.store.chain`); they are never changed, only purged from the oldest on.
 
-Leases: `claim` on a queue (notices, status mails) takes a lease until a time and records the
-node that holds it (`node_id()`: host and process). A lease held is not claimed again until it
-expires. At start-up a node releases only the leases that are dead: expired, without an owner
-(written before leases had owners), or owned by another process of this same host (only one
-daemon runs per host and database, so that process is gone); a live lease of another node is
-left to that node (`gateway.core.queuepolicy.lease_is_dead`).
-
-Policy is not the store's: whether a notice is parked after a crash, whether a finished
-item's ciphertext is erased, are decided by the caller (`gateway.core.queuepolicy`) and passed in.
+Leases: `claim` on a queue (notices, status mails, seal attempts) takes a lease until a time,
+naming the node that holds it (`node_id()`: host and process); a lease held is not claimed
+again until it expires. At start-up a node takes back only dead leases (expired, ownerless, or
+of a gone process of this host); a live lease of another node is that node's. Policy is not the
+store's: which lease is dead, parking after crashes, erasing a finished item's ciphertext are
+decided by the caller (`gateway.core.policy`) and passed in.
 """
 
 from __future__ import annotations
@@ -48,6 +45,7 @@ from gateway.core.records import (
     PupilRow,
     Receipt,
     SchoolRecord,
+    SealAttempt,
     SenderAddressRecord,
     SenderCertRecord,
     SenderKeyRecord,
@@ -121,6 +119,8 @@ class ChildReads(Protocol):
 
     async def count_by_state(self) -> dict[str, int]: ...
 
+    async def seal_leases(self) -> list[SealAttempt]: ...  # with a lease held
+
 
 class Children(ChildReads, Protocol):
     async def insert(self, ref: str, n: int, state: str, school: str | None,
@@ -131,6 +131,15 @@ class Children(ChildReads, Protocol):
                         school: str | None = None, reason: str | None = None,
                         erase: bool = False, expect: Sequence[str] = ()) -> bool:
         """Move one child on (its blob erased with `erase`); with `expect`, only from those."""
+
+    # Sealing (ref, school): leased to this node when due and free (else None); a failure
+    # counted (the count), its lease released until `next_at`; forgotten once done or held.
+    async def claim_seal(self, ref: str, school: str, lease_until: dt.datetime,
+                         now: dt.datetime) -> SealAttempt | None: ...
+
+    async def seal_failed(self, ref: str, school: str, next_at: dt.datetime) -> int: ...
+
+    async def seal_finished(self, ref: str, school: str) -> None: ...
 
 
 class NoticeReads(Protocol):
@@ -159,20 +168,18 @@ class NoticeReads(Protocol):
 
 class Notices(NoticeReads, Protocol):
     async def insert(self, ref: str, school: str, message_id: str, recipients: Sequence[str],
-                     fingerprints: Sequence[str], message: bytes, children: Sequence[int],
-                     at: dt.datetime, ack_digest: str | None = None) -> int:
-        """Queue a notice, due at `at`, and seal these routed children into it; `Conflict`
-        when one of them is no longer routed (no child is ever in two notices)."""
+                     fingerprints: Sequence[str], parcel: bytes, children: Sequence[int],
+                     at: dt.datetime, ack_digest: str | None = None,
+                     channel: str = "openpgp") -> int:
+        """Queue a notice (its `channel`'s parcel) due at `at`, sealing these routed children."""
 
     async def claim(self, notice_id: int, lease_until: dt.datetime,
                     now: dt.datetime) -> NoticeRecord | None:
-        """Lease a queued notice to this node, counting the attempt: the notice as claimed,
-        or None when another holds a live lease or it is no longer queued."""
+        """Lease a queued notice to this node, counting the attempt: as claimed, or None."""
 
     async def finish(self, notice_id: int, state: str, reply: str, at: dt.datetime,
                      child_state: str, erase: bool) -> None:
-        """Delivered or failed: its children follow; with `erase`, the ciphertext and the
-        children's sealed data go."""
+        """Delivered or failed, its children too; `erase`: ciphertext and sealed data go."""
 
     async def acknowledge(self, ack_digest: str, at: dt.datetime) -> NoticeRecord | None:
         """Record a school's acknowledgement (the token is single-use): the notice, or None."""
@@ -184,8 +191,7 @@ class Notices(NoticeReads, Protocol):
         """Park a queued notice for a person; False when it was no longer queued."""
 
     async def supersede(self, notice_id: int, reason: str, at: dt.datetime) -> list[int] | None:
-        """A queued notice never goes out: superseded, ciphertext erased, its sealed children
-        back to routed. Their numbers; None when it was no longer queued."""
+        """Superseded, ciphertext erased, children back to routed (their numbers, or None)."""
 
     async def defer(self, notice_id: int, reply: str, next_at: dt.datetime) -> None: ...
     async def note_reason(self, notice_id: int, reason: str) -> None: ...
@@ -289,8 +295,9 @@ class Directory(DirectoryReads, Protocol):
 
     async def remove_school(self, code: str) -> int: ...
 
-    async def set_contact(self, school: str, email: str, fingerprint: str) -> str | None:
-        """Add a contact or replace its key; the previous fingerprint, if any."""
+    async def set_contact(self, school: str, email: str, fingerprint: str,
+                          channel: str = "openpgp") -> str | None:
+        """Add a contact (of `channel`) or replace its key; the previous fingerprint, if any."""
 
     async def rename_contact(self, school: str, email: str, new_email: str) -> bool: ...
 
@@ -299,8 +306,7 @@ class Directory(DirectoryReads, Protocol):
 
     async def add_gateway_key(self, fingerprint: str, at: dt.datetime,
                               overlap_until: dt.datetime | None = None) -> str | None:
-        """Make `fingerprint` current; the one it replaces decrypts until `overlap_until`.
-        The replaced key's fingerprint."""
+        """Make `fingerprint` current; the replaced one (returned) decrypts until overlap."""
 
     async def retire_gateway_key(self, fingerprint: str, at: dt.datetime) -> bool: ...
 
@@ -391,5 +397,4 @@ class Store(Protocol):
         """Once: re-link an intact chain of unkeyed receipts under the key; the breaks found."""
 
     async def protect_sender_refs(self, protect: Callable[[str, str, bool], ProtectedRef]) -> int:
-        """Upgrade: case references kept in clear become `protect(ref, reference,
-        still_to_report)`; the clear values are wiped from the file. How many."""
+        """Upgrade: clear case references become `protect(...)`, then wiped. How many."""

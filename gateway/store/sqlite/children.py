@@ -10,13 +10,18 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.core.records import ChildRecord, iso
+from gateway.core.records import ChildRecord, SealAttempt, iso
 from gateway.store.sqlite.base import Session, placeholders
 
 
 def child_of(row: sqlite3.Row) -> ChildRecord:
     return ChildRecord(row["ref"], int(row["n"]), row["state"], row["school"], row["reason"],
                        row["blob"], row["pseudonym"], row["notice_id"], row["updated_at"])
+
+
+def attempt_of(row: sqlite3.Row) -> SealAttempt:
+    return SealAttempt(row["ref"], row["school"], int(row["failures"]),
+                       row["next_attempt_at"], row["lease_until"], row["lease_owner"])
 
 
 class SqliteChildren:
@@ -76,3 +81,33 @@ class SqliteChildren:
             sql += f" AND state IN ({placeholders(expect)})"
             params += list(expect)
         return self._s.run(sql, params).rowcount == 1
+
+    async def seal_leases(self) -> list[SealAttempt]:
+        return [attempt_of(r) for r in self._s.all(
+            "SELECT * FROM seal_attempts WHERE lease_until IS NOT NULL ORDER BY ref, school")]
+
+    async def claim_seal(self, ref: str, school: str, lease_until: dt.datetime,
+                         now: dt.datetime) -> SealAttempt | None:
+        self._s.run("INSERT OR IGNORE INTO seal_attempts (ref, school, failures,"
+                    " next_attempt_at) VALUES (?, ?, 0, ?)", (ref, school, iso(now)))
+        cur = self._s.run(
+            "UPDATE seal_attempts SET lease_until = ?, lease_owner = ? WHERE ref = ?"
+            " AND school = ? AND next_attempt_at <= ? AND (lease_until IS NULL"
+            " OR lease_until < ?)", (iso(lease_until), self._s.node, ref, school, iso(now),
+                                     iso(now)))
+        if cur.rowcount != 1:
+            return None
+        row = self._s.one("SELECT * FROM seal_attempts WHERE ref = ? AND school = ?",
+                          (ref, school))
+        return attempt_of(row) if row else None
+
+    async def seal_failed(self, ref: str, school: str, next_at: dt.datetime) -> int:
+        self._s.run("UPDATE seal_attempts SET failures = failures + 1, lease_until = NULL,"
+                    " lease_owner = NULL, next_attempt_at = ? WHERE ref = ? AND school = ?",
+                    (iso(next_at), ref, school))
+        row = self._s.one("SELECT failures FROM seal_attempts WHERE ref = ? AND school = ?",
+                          (ref, school))
+        return int(row["failures"]) if row else 0
+
+    async def seal_finished(self, ref: str, school: str) -> None:
+        self._s.run("DELETE FROM seal_attempts WHERE ref = ? AND school = ?", (ref, school))

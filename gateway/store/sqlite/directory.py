@@ -67,12 +67,13 @@ class SqliteDirectory:
 
     async def contacts(self, school: str | None = None) -> list[ContactRecord]:
         if school is None:
-            rows = self._s.all("SELECT school, email, fingerprint FROM contacts"
+            rows = self._s.all("SELECT school, email, fingerprint, channel FROM contacts"
                                " ORDER BY school, email")
         else:
-            rows = self._s.all("SELECT school, email, fingerprint FROM contacts WHERE school = ?"
-                               " ORDER BY email", (school,))
-        return [ContactRecord(r["school"], r["email"], r["fingerprint"]) for r in rows]
+            rows = self._s.all("SELECT school, email, fingerprint, channel FROM contacts"
+                               " WHERE school = ? ORDER BY email", (school,))
+        return [ContactRecord(r["school"], r["email"], r["fingerprint"], r["channel"])
+                for r in rows]
 
     async def gateway_keys(self) -> list[GatewayKeyRecord]:
         return [GatewayKeyRecord(r["fingerprint"], r["state"], r["created_at"],
@@ -124,13 +125,14 @@ class SqliteDirectory:
         self._s.bump_directory_version()
         return cur.rowcount
 
-    async def set_contact(self, school: str, email: str, fingerprint: str) -> str | None:
+    async def set_contact(self, school: str, email: str, fingerprint: str,
+                          channel: str = "openpgp") -> str | None:
         row = self._s.one("SELECT fingerprint FROM contacts WHERE school = ? AND email = ?",
                           (school, email))
         self._s.run(
-            "INSERT INTO contacts (school, email, fingerprint) VALUES (?, ?, ?)"
-            " ON CONFLICT(school, email) DO UPDATE SET fingerprint = excluded.fingerprint",
-            (school, email, fingerprint))
+            "INSERT INTO contacts (school, email, fingerprint, channel) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(school, email) DO UPDATE SET fingerprint = excluded.fingerprint,"
+            " channel = excluded.channel", (school, email, fingerprint, channel))
         self._s.bump_directory_version()
         return str(row["fingerprint"]) if row else None
 

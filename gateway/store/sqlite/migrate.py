@@ -1,7 +1,8 @@
 """Bringing a database of an earlier release up to date, at open.
 
 Takes the open connection (in the store's database thread); makes the tables, adds the columns
-and indexes added since the first release (`COLUMNS`, `LATE_INDEXES`), moves case references
+and indexes added since the first release (`COLUMNS`, `LATE_INDEXES`), renames columns
+(`RENAMES`), moves case references
 kept in clear (`protect_sender_refs`) and re-links a chain of unkeyed receipts under the
 receipt key (`key_chain`). Each step only looks once it is done; a failing step raises and the
 database is left as the last committed step left it.
@@ -52,9 +53,21 @@ COLUMNS = [
     # released. NULL on leases written before: those were all of one node.
     ("notices", "lease_owner", "TEXT", ""),
     ("status_mails", "lease_owner", "TEXT", ""),
+    # The delivery channel of a contact and of a notice (gateway.delivery.channel.CHANNELS):
+    # every contact and notice before channels existed was OpenPGP/MIME by SMTP.
+    ("contacts", "channel", "TEXT NOT NULL DEFAULT 'openpgp'", ""),
+    ("notices", "channel", "TEXT NOT NULL DEFAULT 'openpgp'", ""),
 ]
-# Indexes on columns of COLUMNS: made after those exist.
+# Columns renamed since the first release: (table, old name, new name). A notice holds its
+# channel's sealed parcel, opaque to all but that channel (for openpgp the RFC 3156 message
+# it always held), so `message` became `parcel`.
+RENAMES = [("notices", "message", "parcel")]
+# Indexes on columns of COLUMNS: made after those exist; and tables added since.
 LATE_INDEXES = """
+CREATE TABLE IF NOT EXISTS seal_attempts (
+    ref TEXT NOT NULL, school TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL, lease_until TEXT, lease_owner TEXT,
+    PRIMARY KEY (ref, school));
 CREATE INDEX IF NOT EXISTS signals_unreported ON signals(accepted_at) WHERE reported = 0;
 CREATE INDEX IF NOT EXISTS signals_sender_ref_digest ON signals(sender, sender_ref_digest);
 CREATE INDEX IF NOT EXISTS notices_ack ON notices(ack_digest) WHERE ack_digest IS NOT NULL;
@@ -67,6 +80,10 @@ def upgrade(conn: sqlite3.Connection) -> None:
     """Make the tables, then add what is missing (with its backfill)."""
     conn.executescript(SCHEMA)
     conn.execute(APPEND_ONLY_TRIGGER)
+    for table, old, new in RENAMES:
+        present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if old in present and new not in present:
+            conn.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
     for table, column, definition, backfill in COLUMNS:
         present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in present:

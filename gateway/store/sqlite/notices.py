@@ -21,13 +21,14 @@ def notice_of(row: sqlite3.Row) -> NoticeRecord:
     return NoticeRecord(
         id=int(row["id"]), ref=row["ref"], school=row["school"], message_id=row["message_id"],
         recipients=tuple(json.loads(row["recipients"])),
-        fingerprints=tuple(json.loads(row["fingerprints"])), message=bytes(row["message"]),
+        fingerprints=tuple(json.loads(row["fingerprints"])), parcel=bytes(row["parcel"]),
         state=row["state"], attempts=int(row["attempts"]),
         next_attempt_at=row["next_attempt_at"], lease_until=row["lease_until"],
         lease_owner=row["lease_owner"], created_at=row["created_at"],
         last_reply=row["last_reply"], crashes=int(row["crashes"]),
         ack_digest=row["ack_digest"], acked_at=row["acked_at"],
-        requeued_at=row["requeued_at"], last_reason=row["last_reason"])
+        requeued_at=row["requeued_at"], last_reason=row["last_reason"],
+        channel=row["channel"])
 
 
 class SqliteNotices:
@@ -75,14 +76,15 @@ class SqliteNotices:
         return [int(r["id"]) for r in self._s.all(sql, list(reasons))]
 
     async def insert(self, ref: str, school: str, message_id: str, recipients: Sequence[str],
-                     fingerprints: Sequence[str], message: bytes, children: Sequence[int],
-                     at: dt.datetime, ack_digest: str | None = None) -> int:
+                     fingerprints: Sequence[str], parcel: bytes, children: Sequence[int],
+                     at: dt.datetime, ack_digest: str | None = None,
+                     channel: str = "openpgp") -> int:
         cur = self._s.run(
-            "INSERT INTO notices (ref, school, message_id, recipients, fingerprints, message,"
-            " state, next_attempt_at, created_at, ack_digest)"
-            " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            "INSERT INTO notices (ref, school, message_id, recipients, fingerprints, parcel,"
+            " state, next_attempt_at, created_at, ack_digest, channel)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
             (ref, school, message_id, json.dumps(list(recipients)),
-             json.dumps(list(fingerprints)), message, iso(at), iso(at), ack_digest))
+             json.dumps(list(fingerprints)), parcel, iso(at), iso(at), ack_digest, channel))
         notice_id = int(cur.lastrowid or 0)
         for n in children:
             cur = self._s.run(
@@ -112,7 +114,7 @@ class SqliteNotices:
     async def finish(self, notice_id: int, state: str, reply: str, at: dt.datetime,
                      child_state: str, erase: bool) -> None:
         self._s.run("UPDATE notices SET state = ?, last_reply = ?, lease_until = NULL,"
-                    " lease_owner = NULL, message = CASE WHEN ? THEN X'' ELSE message END"
+                    " lease_owner = NULL, parcel = CASE WHEN ? THEN X'' ELSE parcel END"
                     " WHERE id = ?", (state, reply, erase, notice_id))
         self._s.run("UPDATE children SET state = ?, updated_at = ?,"
                     " blob = CASE WHEN ? THEN NULL ELSE blob END WHERE notice_id = ?",
@@ -140,7 +142,7 @@ class SqliteNotices:
     async def supersede(self, notice_id: int, reason: str, at: dt.datetime) -> list[int] | None:
         cur = self._s.run(
             "UPDATE notices SET state = 'superseded', last_reply = ?, lease_until = NULL,"
-            " lease_owner = NULL, message = X'', ack_digest = NULL WHERE id = ?"
+            " lease_owner = NULL, parcel = X'', ack_digest = NULL WHERE id = ?"
             " AND state = 'queued'", (reason, notice_id))
         if cur.rowcount != 1:
             return None
@@ -160,7 +162,7 @@ class SqliteNotices:
 
     async def requeue(self, notice_id: int, at: dt.datetime) -> NoticeRecord | None:
         before = await self.get(notice_id)
-        if before is None or not before.message:
+        if before is None or not before.parcel:
             return before
         if before.state in ("failed", "parked"):
             self._s.run(

@@ -84,6 +84,7 @@ class SqliteSignals:
         for ref in old:
             s.run("DELETE FROM notices WHERE ref = ?", (ref,))
             s.run("DELETE FROM status_mails WHERE ref = ?", (ref,))
+            s.run("DELETE FROM seal_attempts WHERE ref = ?", (ref,))
             s.run("DELETE FROM children WHERE ref = ?", (ref,))
             s.run("DELETE FROM signals WHERE ref = ?", (ref,))
         return len(old)
