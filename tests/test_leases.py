@@ -109,7 +109,7 @@ async def test_upgrade_adds_lease_owner_to_an_older_database(tmp_path: Path) -> 
     await store.close()
     with sqlite3.connect(path, isolation_level=None) as db:  # as an older gateway left it
         db.execute("ALTER TABLE notices DROP COLUMN lease_owner")
-        db.execute("ALTER TABLE status_mails DROP COLUMN lease_owner")
+        db.execute("ALTER TABLE outbox DROP COLUMN lease_owner")
         db.execute("UPDATE notices SET lease_until = '2026-03-02T08:00:00Z'")
     store = await SqliteStore.open(path, KEY)
     try:

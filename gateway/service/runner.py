@@ -43,13 +43,10 @@ from gateway.delivery.seal import (
     new_ack_token,
     seal_notice,
 )
-from gateway.notify.alerts import send_alert
-from gateway.notify.report import (
-    attempt_status_mail,
-    claim_due_status_mails,
-    report_finished,
-    status_mail_crashed,
-)
+from gateway.notify import outbox
+from gateway.notify.alerts import ALERTS, send_alert
+from gateway.notify.report import report_finished
+from gateway.notify.statusmail import STATUS_MAILS
 from gateway.observe import metrics
 from gateway.observe.logs import get_logger, safe_exception
 from gateway.observe.sdnotify import notify, watchdog_interval
@@ -447,27 +444,9 @@ async def deliver_and_report(ctx: Context, sessions: Sessions) -> StepReport:
 
 
 async def deliver_status_mails(ctx: Context, sessions: Sessions) -> int:
-    """One attempt for each due status mail (gateway.notify.report), over one session to the relay
-    taken from the notices' sessions; returns how many were attempted."""
-    claimed = await claim_due_status_mails(ctx)
-    if not claimed:
-        return 0
-    relay = ctx.config.delivery.relay
-    connection = None if relay is None else sessions.take(relay)
-    try:
-        for row in claimed:
-            try:
-                await attempt_status_mail(ctx, row, connection)
-            except Exception as exc:
-                # Tried again after the backoff: a status mail is never dropped on our error.
-                log.error("status_mail.attempt_crashed", status_mail=row.id,
-                          **safe_exception(exc))
-                await status_mail_crashed(ctx, row)
-            ctx.pulse.beat()
-    finally:
-        if connection is not None:
-            sessions.give_back(connection)
-    return len(claimed)
+    """The outbox (status mails, then alerts: gateway.notify.outbox) over one session to the
+    relay taken from the notices' sessions; returns how many were attempted."""
+    return await outbox.deliver_due(ctx, sessions, (STATUS_MAILS, ALERTS))
 
 
 async def step(ctx: Context) -> StepReport:

@@ -15,12 +15,12 @@ a transaction go through the store's read views (`store.notices.get(...)`), each
 Receipts are appended in the same transaction as the state change they record, chained by a
 keyed hash (`gateway.store.chain`); they are never changed, only purged from the oldest on.
 
-Leases: `claim` on a queue (notices, status mails) takes a lease until a time and records the
-node that holds it (`node_id()`: host and process). A lease held is not claimed again until it
-expires. At start-up a node releases only the leases that are dead: expired, without an owner
-(written before leases had owners), or owned by another process of this same host (only one
-daemon runs per host and database, so that process is gone); a live lease of another node is
-left to that node (`gateway.core.queuepolicy.lease_is_dead`).
+Leases: `claim` on a queue (notices; the outbox, `gateway.store.outbox`) takes a lease until a time
+and records the node that holds it (`node_id()`: host and process). A lease held is not claimed
+again until it expires. At start-up a node releases only the leases that are dead: expired, without
+an owner (written before leases had owners), or owned by another process of this same host (only one
+daemon runs per host and database, so that process is gone); a live lease of another node is left to
+that node (`gateway.core.queuepolicy.lease_is_dead`).
 
 Policy is not the store's: whether a notice is parked after a crash, whether a finished
 item's ciphertext is erased, are decided by the caller (`gateway.core.queuepolicy`) and passed in.
@@ -43,7 +43,6 @@ from gateway.core.records import (
     LockoutRecord,
     NoticeRecord,
     OpenSignal,
-    PendingFollowUp,
     ProtectedRef,
     PupilRow,
     Receipt,
@@ -53,10 +52,10 @@ from gateway.core.records import (
     SenderKeyRecord,
     SenderRecord,
     SignalRecord,
-    StatusMailRecord,
     Unacknowledged,
     UnreportedSignal,
 )
+from gateway.store.outbox import Outbox, OutboxReads
 
 T = TypeVar("T")
 _NODE: tuple[int, str] | None = None
@@ -196,32 +195,6 @@ class Notices(NoticeReads, Protocol):
         made due at `at`. The notice as it was before, or None when there is none."""
 
 
-class StatusMailReads(Protocol):
-    async def due(self, now: dt.datetime, limit: int = 50) -> list[int]: ...
-
-    async def pending_follow_ups(self) -> list[PendingFollowUp]: ...
-
-    async def all(self, ref: str | None = None) -> list[StatusMailRecord]:
-        """Status mails, oldest first (of one signal, with `ref`)."""
-
-
-class StatusMails(StatusMailReads, Protocol):
-    async def insert(self, ref: str, child: int, sender: str, recipient: str, fingerprint: str,
-                     message_id: str, message: bytes, at: dt.datetime,
-                     pending: Sequence[int] = ()) -> int | None:
-        """Queue one status mail, due now; None when it was queued before (nothing changed)."""
-
-    async def claim(self, mail_id: int, lease_until: dt.datetime,
-                    now: dt.datetime) -> StatusMailRecord | None:
-        """As `Notices.claim`, for a status mail."""
-
-    async def finish(self, mail_id: int, state: str, reply: str, erase: bool) -> None: ...
-
-    async def defer(self, mail_id: int, reply: str, next_at: dt.datetime) -> None: ...
-    async def settle_pending(self, mail_id: int, numbers: Sequence[int]) -> None:
-        """These children of a status mail need no follow-up any more."""
-
-
 class ReceiptReads(Protocol):
     async def all(self, since: dt.datetime | None = None,
                    ref: str | None = None) -> list[Receipt]:
@@ -357,7 +330,8 @@ class Tx(Protocol):
     signals: Signals
     children: Children
     notices: Notices
-    status_mails: StatusMails
+    outbox: Outbox
+    status_mails: Outbox  # the outbox, by the name it had when it held status mails only
     receipts: Receipts
     directory: Directory
     register: Register
@@ -373,7 +347,8 @@ class Store(Protocol):
     signals: SignalReads
     children: ChildReads
     notices: NoticeReads
-    status_mails: StatusMailReads
+    outbox: OutboxReads
+    status_mails: OutboxReads  # as in `Tx`
     receipts: ReceiptReads
     directory: DirectoryReads
     register: RegisterReads

@@ -51,8 +51,13 @@ COLUMNS = [
     # The node holding a lease (`gateway.store.api.node_id`): at start-up only dead leases are
     # released. NULL on leases written before: those were all of one node.
     ("notices", "lease_owner", "TEXT", ""),
-    ("status_mails", "lease_owner", "TEXT", ""),
+    ("outbox", "lease_owner", "TEXT", ""),
 ]
+# The outbox (status mails and alerts) was the table `status_mails` (status mails only, with
+# `ref`, `child` and `sender` NOT NULL): its rows move over as they are, of kind "status".
+OUTBOX_COLUMNS = ("id, ref, child, sender, recipient, fingerprint, message_id, message, state,"
+                  " attempts, next_attempt_at, lease_until, lease_owner, created_at, last_reply,"
+                  " pending")
 # Indexes on columns of COLUMNS: made after those exist.
 LATE_INDEXES = """
 CREATE INDEX IF NOT EXISTS signals_unreported ON signals(accepted_at) WHERE reported = 0;
@@ -67,6 +72,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
     """Make the tables, then add what is missing (with its backfill)."""
     conn.executescript(SCHEMA)
     conn.execute(APPEND_ONLY_TRIGGER)
+    move_status_mails(conn)
     for table, column, definition, backfill in COLUMNS:
         present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in present:
@@ -76,6 +82,21 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.executescript(LATE_INDEXES)
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                  (str(SCHEMA_VERSION),))
+
+
+def move_status_mails(conn: sqlite3.Connection) -> None:
+    """Move the rows of a `status_mails` table (before the outbox) into `outbox`, ids, states,
+    leases and pending follow-ups kept, in one transaction; the old table goes."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                    " AND name = 'status_mails'").fetchone() is None:
+        return
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(status_mails)")}
+    selected = ", ".join(name if name in present else "NULL"
+                         for name in OUTBOX_COLUMNS.split(", "))
+    # Column names from OUTBOX_COLUMNS and PRAGMA table_info only: no value is spliced in.
+    move = f"INSERT INTO outbox (kind, {OUTBOX_COLUMNS}) SELECT 'status', {selected}"
+    conn.executescript(f"BEGIN IMMEDIATE; {move} FROM status_mails;"
+                       " DROP TABLE status_mails; COMMIT;")
 
 
 def key_chain(s: Session) -> list[str]:
