@@ -57,9 +57,15 @@ async def _receipt(tx: Tx, item: OutboxRecord, fate: Fate, verdict: Verdict,
 async def _after(ctx: Context, item: OutboxRecord, fate: Fate, verdict: Verdict) -> None:
     event = _event(fate)
     code = verdict.reply[:3] if verdict.reply[:3].isdigit() else None
-    log_fn = log.info if event == "sent" else log.warning
-    log_fn(f"status_mail.{event}", ref=item.ref, child=item.child, sender=item.sender,
-           status_mail=item.id, attempt=item.attempts, smtp_code=code)
+    if event == "sent":
+        log.info("status_mail.sent", ref=item.ref, child=item.child, sender=item.sender,
+                 status_mail=item.id, attempt=item.attempts, smtp_code=code)
+    elif event == "deferred":
+        log.warning("status_mail.deferred", ref=item.ref, child=item.child, sender=item.sender,
+                    status_mail=item.id, attempt=item.attempts, smtp_code=code)
+    else:
+        log.warning("status_mail.failed", ref=item.ref, child=item.child, sender=item.sender,
+                    status_mail=item.id, attempt=item.attempts, smtp_code=code)
     if event == "failed":
         await send_alert(ctx, "status_mail.failed",
                          f"status mail {item.about} to {item.sender} failed", [
