@@ -21,8 +21,8 @@ from gateway.core.policy import (
 )
 from gateway.core.records import iso
 from gateway.devkit.demokit import json_payload
+from gateway.pipeline.stage import LEASE
 from gateway.service import runner
-from gateway.service.stage import LEASE
 from gateway.store.api import Tx, node_id
 from gateway.store.sqlite.connection import SqliteStore
 
@@ -110,7 +110,7 @@ async def test_upgrade_adds_lease_owner_to_an_older_database(tmp_path: Path) -> 
     await store.close()
     with sqlite3.connect(path, isolation_level=None) as db:  # as an older gateway left it
         db.execute("ALTER TABLE notices DROP COLUMN lease_owner")
-        db.execute("ALTER TABLE status_mails DROP COLUMN lease_owner")
+        db.execute("ALTER TABLE outbox DROP COLUMN lease_owner")
         db.execute("UPDATE notices SET lease_until = '2026-03-02T08:00:00Z'")
     store = await SqliteStore.open(path, KEY)
     try:

@@ -1,4 +1,4 @@
-"""The runner discipline (service.stage) over a small in-memory implementation of its Queue."""
+"""The runner discipline (pipeline.stage) over a small in-memory implementation of its Queue."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from gateway.core.policy import (
     Superseded,
     Verdict,
 )
-from gateway.service.stage import CRASHED, DIED, Queue, Stage
+from gateway.pipeline.stage import CRASHED, DIED, Queue, Stage
 
 START = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
 RULES = RetryRules(give_up_hours=48, retry_min_seconds=60, retry_max_seconds=3600)

@@ -267,7 +267,7 @@ async def test_signals_reported_before_the_upgrade_get_no_second_mail(
     await h.drain()
     assert len(relay.received) == 1
     # What an older gateway left: the signal reported, and no table of status mails.
-    raw_sql(h.ctx.config.storage.path, "DROP TABLE status_mails")
+    raw_sql(h.ctx.config.storage.path, "DROP TABLE outbox")  # now the outbox
     upgraded = await open_store(h.ctx.config.storage.path, h.ctx.config.secrets_dir)
     await upgraded.close()
     print(await held_route(h.ctx, f"{ref}-1", SCHOOL_A))

@@ -14,6 +14,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.policy import Counters
+
 
 def iso(t: dt.datetime) -> str:
     """Times are stored as UTC ISO strings of fixed width, so text order is time order."""
@@ -124,26 +126,51 @@ class SealAttempt:
 
 
 @dataclass(frozen=True)
-class StatusMailRecord:
-    """A sealed status mail to a sender (`child` 0: the signal's, n: the follow-up about
-    child n); `pending` lists the children whose follow-up has yet to be queued."""
+class OutboxRecord:
+    """A sealed mail in the outbox: `kind` "status" (to a sender: `child` 0 the signal's, n the
+    follow-up about child n; `pending` lists the children whose follow-up has yet to be
+    queued) or "alert" (to `[alerts] address`: no ref, child or sender; `topic` the alert's
+    kind; `fingerprint` "" when it went unencrypted, no [alerts] key being set)."""
 
     id: int
-    ref: str
-    child: int
-    sender: str
+    kind: str
+    topic: str | None
+    ref: str | None
+    child: int | None
+    sender: str | None
     recipient: str
     fingerprint: str
     message_id: str
     message: bytes = field(repr=False)
     state: str
     attempts: int
+    crashes: int
     next_attempt_at: str
     lease_until: str | None
     lease_owner: str | None
     created_at: str
     last_reply: str | None
     pending: tuple[int, ...] | None
+
+    @property
+    def counters(self) -> Counters:
+        """As claimed, for the fate policy (`gateway.core.policy`)."""
+        return Counters(self.attempts, self.crashes, from_iso(self.created_at))
+
+    @property
+    def about(self) -> str:
+        """What a status mail's receipts name: the signal, or the child it follows up."""
+        return str(self.ref) if not self.child else f"{self.ref}-{self.child}"
+
+    def log_fields(self) -> dict[str, object]:
+        """References only: a status mail's signal, child and sender; an alert's kind."""
+        if self.kind == "alert":
+            return {"alert": self.id, "kind": self.topic}
+        return {"ref": self.ref, "child": self.child, "sender": self.sender,
+                "status_mail": self.id}
+
+
+StatusMailRecord = OutboxRecord  # a status mail is an outbox item of kind "status"
 
 
 @dataclass(frozen=True)

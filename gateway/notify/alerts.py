@@ -2,80 +2,98 @@
 
 Takes a subject and lines of text that hold references, school codes and fingerprints only,
 never personal data (what others wrote into them, such as a school server's reply, is made
-inert: gateway.core.inert); sends one mail to `[alerts] address` through `[delivery] relay` with
-STARTTLS verified, signed by the gateway and encrypted to `[alerts] key` when one is set (and
-never in plaintext when one is set but unusable). Every alert is also a log event, so with no
-address configured, or when the mail fails, the journal still has it. One attempt: an alert
-about a failing delivery path must not wait in that same path.
+inert: gateway.core.inert). Every alert is first a log event (`alert.raised`), so with no
+address configured, or when the mail never goes out, the journal still has it. With
+`[alerts] address` set, the mail is composed once (signed by the gateway and encrypted to
+`[alerts] key` when one is set, and never in plaintext when one is set but unusable; plain
+text only when none is set) and queued in the outbox (gateway.notify.outbox), which makes one
+attempt at once through `[delivery] relay` over a connection of its own (STARTTLS verified)
+and then retries it with the notices' backoff from the delivery loop, as long as a notice
+would be retried: an alert about a failing school server does not wait behind that server.
+`alert.sent` or `alert.not_sent` is logged when the outbox is done with it. An alert whose own
+attempts keep crashing is parked and logged (`alert.parked`), never alerted about: an alert
+about an alert would loop.
 """
 
 from __future__ import annotations
 
-import email.utils
+import datetime as dt
 from collections.abc import Sequence
 
 from gateway.core.inert import inert
+from gateway.core.policy import Done, Failed, Fate, Parked, Retry, Verdict
+from gateway.core.records import OutboxRecord
 from gateway.crypto.gpg import GpgError
-from gateway.delivery import deliver
-from gateway.delivery.seal import make_message_id, seal_text
+from gateway.notify.outbox import Kind, compose, deliver_now
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
+from gateway.store.api import Tx
 
 log = get_logger("alerts")
 
 
-def plain_message(body: str, *, subject: str, sender: str, recipient: str, message_id: str,
-                  date: str) -> bytes:
-    headers = [("From", sender), ("To", recipient), ("Subject", subject), ("Date", date),
-               ("Message-ID", message_id), ("MIME-Version", "1.0"),
-               ("Content-Type", 'text/plain; charset="utf-8"'),
-               ("Content-Transfer-Encoding", "8bit")]
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers)
-    return (head + "\r\n" + body.replace("\r\n", "\n").replace("\n", "\r\n")).encode("utf-8")
-
-
 async def send_alert(ctx: Context, kind: str, subject: str, lines: Sequence[str]) -> bool:
-    """Log the alert and mail it where configured; True when a server accepted the mail."""
+    """Log the alert and queue its mail where configured, with one attempt at once; True
+    when a server accepted the mail at that attempt."""
     config = ctx.config
     log.warning("alert.raised", kind=kind, subject=inert(subject))
-    if not config.alerts.address:
+    address = config.alerts.address
+    if not address:
         return False
-    relay = config.delivery.relay
-    if relay is None:
+    if config.delivery.relay is None:
         log.error("alert.not_sent", kind=kind, reason="no [delivery] relay to send alerts through")
         return False
-    sender = config.gateway.address
-    now = ctx.clock()
-    message_id = make_message_id(sender.rpartition("@")[2])
     # Lines carry what others wrote (a school server's reply, a key's owner): made inert, so
     # the mail cannot steer the reader's terminal or fake a line or a header (issue 11).
     body = "\n".join([*(inert(line) for line in lines), "", "-- hwc-gateway"]) + "\n"
-    full_subject = f"hwc-gateway: {inert(subject)}"
     snapshot = ctx.snapshot
-    if config.alerts.key:
-        if config.alerts.key not in snapshot.alert_keys or snapshot.signing_key is None:
-            log.error("alert.not_sent", kind=kind, reason="[alerts] key is not usable")
-            return False
-        try:
-            message = await seal_text(ctx.gpg, body, subject=full_subject, sender=sender,
-                                      recipients=[config.alerts.address],
-                                      fingerprints=[config.alerts.key],
-                                      signer=snapshot.signing_key, message_id=message_id,
-                                      now=now)
-        except GpgError:
-            log.error("alert.not_sent", kind=kind, reason="gpg could not seal the alert")
-            return False
-    else:
-        message = plain_message(body, subject=full_subject, sender=sender,
-                                recipient=config.alerts.address, message_id=message_id,
-                                date=email.utils.format_datetime(now))
-    outcome = await deliver.send(message, mail_from=sender, recipients=[config.alerts.address],
-                                 destination=relay,
-                                 context=deliver.tls_context(config.delivery.ca_file),
-                                 timeout=config.delivery.timeout_seconds,
-                                 local_hostname=config.smtp.hostname)
-    if outcome.result is deliver.Result.DELIVERED:
-        log.info("alert.sent", kind=kind, reply=inert(outcome.reply))
-        return True
-    log.error("alert.not_sent", kind=kind, reason=inert(outcome.reply))
-    return False
+    key = config.alerts.key or None
+    if key is not None and (key not in snapshot.alert_keys or snapshot.signing_key is None):
+        log.error("alert.not_sent", kind=kind, reason="[alerts] key is not usable")
+        return False
+    now = ctx.clock()
+    try:
+        mail = await compose(ctx, body, subject=f"hwc-gateway: {inert(subject)}",
+                             recipient=address, fingerprint=key, signer=snapshot.signing_key,
+                             now=now)
+    except GpgError:
+        log.error("alert.not_sent", kind=kind, reason="gpg could not seal the alert")
+        return False
+    alert_id = await ctx.store.write(lambda tx: tx.outbox.insert_alert(
+        kind, address, key or "", mail.message_id, mail.message, now))
+    log.info("alert.queued", kind=kind, alert=alert_id)
+    return isinstance(await deliver_now(ctx, ALERTS, alert_id), Done)
+
+
+async def _check(ctx: Context, item: OutboxRecord) -> str | None:
+    return None  # sealed to the key that was pinned when it was raised: still the reader's
+
+
+async def _receipt(tx: Tx, item: OutboxRecord, fate: Fate, verdict: Verdict,
+                   now: dt.datetime) -> None:
+    return None  # alerts are in the journal, not in the receipts (as before the outbox)
+
+
+async def _after(ctx: Context, item: OutboxRecord, fate: Fate, verdict: Verdict) -> None:
+    reply = inert(verdict.reply)
+    if isinstance(fate, Done):
+        log.info("alert.sent", kind=item.topic, alert=item.id, reply=reply)
+    elif isinstance(fate, Retry):
+        log.warning("alert.deferred", kind=item.topic, alert=item.id, attempt=item.attempts,
+                    reply=reply)
+    elif isinstance(fate, Failed):
+        log.error("alert.not_sent", kind=item.topic, alert=item.id, reason=reply)
+
+
+async def _crashed(tx: Tx, item: OutboxRecord, fate: Retry | Parked, why: str,
+                   now: dt.datetime) -> None:
+    return None
+
+
+async def _parked(ctx: Context, item: OutboxRecord, crashes: int) -> None:
+    # Logged only: queuing an alert about an alert that cannot be sent would loop.
+    log.error("alert.not_sent", kind=item.topic, alert=item.id,
+              reason=f"parked after {crashes} crashes")
+
+
+ALERTS = Kind("alert", "alert", _check, _receipt, _after, _crashed, _parked)

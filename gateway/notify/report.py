@@ -3,7 +3,7 @@
 Takes a `Context`. For each signal of a sender that wants status mail (the default) whose
 children are all delivered or held (or dropped or failed), `report_finished` seals one mail,
 signed and encrypted to the sender's pinned key, for the sender's first allowed address, and
-queues it in the store (table `status_mails`, the ciphertext only) in the same transaction that
+queues it in the outbox (gateway.notify.outbox, the ciphertext only) in the same transaction that
 marks the signal reported: queued once, whoever runs the round. It carries the sender's own
 reference (opened from the vault for this mail only), the gateway's reference, and per child
 one of three outcomes and its time in `[schedule] timezone` with its offset: delivered to the
@@ -17,11 +17,10 @@ released) or dropped gets a short follow-up of its own, queued the same way once
 is no longer queued (so it never arrives first). It quotes the gateway's reference only: the
 case reference is not kept after the first mail.
 
-`attempt_status_mail` makes one delivery attempt of a claimed mail, through `[delivery] relay`
-over the runner's SMTP sessions (gateway.delivery.deliver), as a notice's: a temporary failure is
-deferred with the notices' backoff, a permanent one or one past `give_up_after_hours` fails and
-alerts the administrator; every outcome is a receipt and a log event. A mail whose sender, or
-whose key, is no longer pinned when it is due is not sent (it fails, with an alert).
+The queue is the outbox (gateway.notify.outbox, table `outbox`, kind "status"), which delivers
+the mails with the notices' discipline: what is particular to status mails there (the receipts,
+log events and alerts of each outcome, the check that the sender and its key are still pinned)
+is `gateway.notify.statusmail`'s.
 
 The status round (`report_finished`) runs on one node only (`SINGLE_NODE`): two nodes would
 each seal a mail for the same signal; the queue's UNIQUE (ref, child) keeps one, but the other
@@ -31,7 +30,6 @@ node's gpg work and its lock (`ctx.reporting`) guard only their own process.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,14 +37,10 @@ from dataclasses import dataclass
 from gateway.core.fields import format_date_nl
 from gateway.core.inert import inert
 from gateway.core.keyinfo import key_info
-from gateway.core.policy import erase_status_mail
-from gateway.core.records import StatusMailRecord, from_iso
+from gateway.core.records import from_iso
 from gateway.crypto.gpg import GpgError
 from gateway.crypto.vault import VaultError
-from gateway.delivery import deliver
-from gateway.delivery.deliver import Result
-from gateway.delivery.seal import make_message_id, seal_text
-from gateway.notify.alerts import send_alert
+from gateway.notify.outbox import compose
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.pipeline.intake import sender_ref_aad
@@ -54,9 +48,8 @@ from gateway.store.api import Tx
 
 log = get_logger("report")
 
-LEASE = dt.timedelta(minutes=10)  # as a notice's: a crashed attempt's mail is tried again after
 SINGLE_NODE = True  # the status round runs on one node only: see the module docstring
-SIGNAL = 0  # `status_mails.child` of a signal's own status mail; n is the follow-up for child n
+SIGNAL = 0  # the outbox's `child` of a signal's own status mail; n is the follow-up for child n
 
 # Written for a colleague at Veilig Thuis. A child not (yet) at a school reads the same
 # whatever the reason, so that the mail tells nothing about the register (see above).
@@ -131,7 +124,7 @@ def follow_up_body(ref: str, child: ChildOutcome, zone: zoneinfo.ZoneInfo,
 
 
 async def report_finished(ctx: Context) -> None:
-    """Queue the status mails and follow-ups that are due (sending is `attempt_status_mail`'s)."""
+    """Queue the status mails and follow-ups that are due (sending is the outbox's)."""
     async with ctx.reporting:
         await _queue_status_mails(ctx)
         await _queue_follow_ups(ctx)
@@ -165,7 +158,7 @@ async def _queue_status_mails(ctx: Context) -> None:
 
 
 async def _queue_follow_ups(ctx: Context) -> None:
-    parents = await ctx.store.status_mails.pending_follow_ups()
+    parents = await ctx.store.outbox.pending_follow_ups()
     if not parents:
         return
     states = {(c.ref, c.n): c for c in
@@ -206,7 +199,6 @@ def _sender_ref(ctx: Context, ref: str, blob: bytes | None) -> str | None:
 
 async def _seal(ctx: Context, sender_name: str, subject: str, body: str) -> Sealed | str:
     """The mail sealed for the sender, or why it cannot be made (then it is never sent)."""
-    config = ctx.config
     sender = ctx.snapshot.senders.get(sender_name)
     if sender is None:
         return "the sender is no longer registered"
@@ -221,16 +213,14 @@ async def _seal(ctx: Context, sender_name: str, subject: str, body: str) -> Seal
     if not encrypt_to:
         return "none of the sender's pinned keys can encrypt"
     address = sorted(sender.allowed_from)[0]
-    message_id = make_message_id(config.gateway.address.rpartition("@")[2])
     try:
         # Dated where the sender is, as the times in the text are.
-        message = await seal_text(
-            ctx.gpg, body, subject=subject, sender=config.gateway.address, recipients=[address],
-            fingerprints=encrypt_to[:1], signer=ctx.snapshot.signing_key,
-            message_id=message_id, now=now.astimezone(_zone(ctx)))
+        mail = await compose(ctx, body, subject=subject, recipient=address,
+                             fingerprint=encrypt_to[0], signer=ctx.snapshot.signing_key,
+                             now=now.astimezone(_zone(ctx)))
     except GpgError:
         return "gpg could not seal the status mail"
-    return Sealed(message, address, encrypt_to[0], message_id)
+    return Sealed(mail.message, address, encrypt_to[0], mail.message_id)
 
 
 async def _keep(ctx: Context, ref: str, child: int, sender: str, built: Sealed | str | None,
@@ -243,7 +233,7 @@ async def _keep(ctx: Context, ref: str, child: int, sender: str, built: Sealed |
     async def record(tx: Tx) -> int | None:
         mail_id = None
         if isinstance(built, Sealed):
-            mail_id = await tx.status_mails.insert(ref, child, sender, built.recipient,
+            mail_id = await tx.outbox.insert(ref, child, sender, built.recipient,
                                                    built.fingerprint, built.message_id,
                                                    built.message, now, pending)
             if mail_id is not None:
@@ -255,7 +245,7 @@ async def _keep(ctx: Context, ref: str, child: int, sender: str, built: Sealed |
         if child == SIGNAL:
             await tx.signals.mark_reported([ref])
         if settles is not None:
-            await tx.status_mails.settle_pending(settles[0], [settles[1]])
+            await tx.outbox.settle_pending(settles[0], [settles[1]])
         return mail_id
 
     mail_id = await ctx.store.write(record)
@@ -263,92 +253,3 @@ async def _keep(ctx: Context, ref: str, child: int, sender: str, built: Sealed |
         log.info("status_mail.queued", ref=ref, child=child, sender=sender, status_mail=mail_id)
     elif isinstance(built, str):
         log.warning("status_mail.not_queued", ref=ref, child=child, sender=sender, reason=built)
-
-
-async def claim_due_status_mails(ctx: Context) -> list[StatusMailRecord]:
-    """The status mails due now, each claimed with a lease (its attempt counted)."""
-    now = ctx.clock()
-    rows = await ctx.store.status_mails.due(now)
-    if not rows:
-        return []
-
-    async def claim(tx: Tx) -> list[StatusMailRecord]:
-        claimed = [await tx.status_mails.claim(mail_id, now + LEASE, now) for mail_id in rows]
-        return [mail for mail in claimed if mail is not None]
-
-    return await ctx.store.write(claim)
-
-
-async def attempt_status_mail(ctx: Context, row: StatusMailRecord,
-                              connection: deliver.Connection | None) -> None:
-    """One attempt for one claimed status mail (its row as claimed), and its receipt. The
-    connection is the runner's session to the relay (None: no relay configured now)."""
-    snapshot = await ctx.refresh()
-    sender = snapshot.senders.get(row.sender)
-    if sender is None or row.fingerprint not in sender.fingerprints:
-        # Like a notice (issue 11): never sent to a key the directory no longer holds.
-        outcome = deliver.Outcome(Result.PERMANENT, "the sender or its key is no longer pinned")
-    elif connection is None:
-        outcome = deliver.Outcome(Result.TEMPORARY, "no route: no [delivery] relay is configured")
-    else:
-        outcome = await connection.send(row.message, mail_from=ctx.config.gateway.address,
-                                        recipients=[row.recipient])
-    await record_outcome(ctx, row, outcome)
-
-
-async def record_outcome(ctx: Context, row: StatusMailRecord, outcome: deliver.Outcome) -> None:
-    """Sent, deferred with the notices' backoff, or failed (past `give_up_after_hours` too);
-    a failure alerts the administrator."""
-    now = ctx.clock()
-    delivery = ctx.config.delivery
-    mail_id, ref, child, sender = int(row.id), str(row.ref), int(row.child), row.sender
-    about = ref if child == SIGNAL else f"{ref}-{child}"
-    attempt_no = int(row.attempts)
-    code = outcome.reply[:3] if outcome.reply[:3].isdigit() else None
-    give_up = from_iso(row.created_at) + dt.timedelta(hours=delivery.give_up_after_hours)
-    next_at = deliver.next_attempt_at(attempt_no, now, delivery.retry_min_seconds,
-                                      delivery.retry_max_seconds)
-    sent = outcome.result is Result.DELIVERED
-    failed = not sent and (outcome.result is Result.PERMANENT or now >= give_up)
-
-    async def record(tx: Tx) -> None:
-        if sent:
-            await tx.status_mails.finish(mail_id, "sent", outcome.reply,
-                                         erase=erase_status_mail("sent"))
-            await tx.receipts.append("status_sent", at=now, ref=about, sender=sender,
-                                     status_mail=mail_id, attempt=attempt_no, reply=outcome.reply,
-                                     message_id=row.message_id)
-        elif failed:
-            await tx.status_mails.finish(mail_id, "failed", outcome.reply,
-                                         erase=erase_status_mail("failed"))
-            await tx.receipts.append("status_failed", at=now, ref=about, sender=sender,
-                                     status_mail=mail_id, attempt=attempt_no, reply=outcome.reply)
-        else:
-            await tx.status_mails.defer(mail_id, outcome.reply, next_at)
-            await tx.receipts.append("status_deferred", at=now, ref=about, sender=sender,
-                                     status_mail=mail_id, attempt=attempt_no, reply=outcome.reply,
-                                     next_attempt_at=next_at.isoformat())
-
-    await ctx.store.write(record)
-    if sent:
-        log.info("status_mail.sent", ref=ref, child=child, sender=sender, status_mail=mail_id,
-                 attempt=attempt_no, smtp_code=code)
-    elif failed:
-        log.warning("status_mail.failed", ref=ref, child=child, sender=sender,
-                    status_mail=mail_id, attempt=attempt_no, smtp_code=code)
-        await send_alert(ctx, "status_mail.failed", f"status mail {about} to {sender} failed", [
-            f"The status mail about {about} for sender {sender} could not be delivered"
-            f" after {attempt_no} attempt(s).",
-            f"The answer was: {outcome.reply}",
-            "The sender has not been told what became of this signal: tell them another way"
-            " (`hwc-gateway receipts list` shows the outcomes by reference).",
-        ])
-    else:
-        log.warning("status_mail.deferred", ref=ref, child=child, sender=sender,
-                    status_mail=mail_id, attempt=attempt_no, smtp_code=code)
-
-
-async def status_mail_crashed(ctx: Context, row: StatusMailRecord) -> None:
-    """An attempt that failed inside the gateway: tried again after the backoff, never lost."""
-    await record_outcome(ctx, row, deliver.Outcome(Result.TEMPORARY,
-                                                   "the attempt failed inside the gateway"))

@@ -1,7 +1,7 @@
 """The deliver stage: one attempt for each due notice, by the channel named on the notice.
 
 Takes the context and the SMTP `Sessions`; produces delivery attempts and their receipts. It
-runs under the runner discipline of `gateway.service.stage`: a due notice is claimed with a
+runs under the runner discipline of `gateway.pipeline.stage`: a due notice is claimed with a
 lease naming this node (the attempt counted in the same statement), and the stage function
 (`deliver_one`) decides only that notice's fate:
 - before the attempt, the notice's recipients and keys are checked against the directory as
@@ -50,8 +50,8 @@ from gateway.notify.alerts import send_alert
 from gateway.observe import metrics
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
+from gateway.pipeline.stage import Stage
 from gateway.service.sealing import rules_of
-from gateway.service.stage import Stage
 from gateway.store.api import Tx
 
 log = get_logger("runner")
@@ -86,7 +86,7 @@ class ClaimedNotice:
 
 
 class NoticeQueue:
-    """The deliver stage's queue (`gateway.service.stage.Queue`) over the store."""
+    """The deliver stage's queue (`gateway.pipeline.stage.Queue`) over the store."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -8,7 +8,7 @@ delivers) and feeds systemd's watchdog while both make progress; each loop sleep
 next retry is due or something wakes it (a new signal, a `held route` from the command line,
 a directory change, a sealed notice).
 
-Both stages run under one discipline (`gateway.service.stage`): claim with a lease naming
+Both stages run under one discipline (`gateway.pipeline.stage`): claim with a lease naming
 this node, a stage function that decides one item's fate, bounded retries, parking with a
 receipt and an alert. State lives only in the store: after a crash the leases that died with
 the process are taken back at start-up (`recover_leases`). The SMTP sessions live in
@@ -24,12 +24,10 @@ from dataclasses import dataclass
 
 from gateway.core.config import Config
 from gateway.delivery.sessions import Sessions
-from gateway.notify.report import (
-    attempt_status_mail,
-    claim_due_status_mails,
-    report_finished,
-    status_mail_crashed,
-)
+from gateway.notify import outbox
+from gateway.notify.alerts import ALERTS
+from gateway.notify.report import report_finished
+from gateway.notify.statusmail import STATUS_MAILS
 from gateway.observe.logs import get_logger, safe_exception
 from gateway.observe.sdnotify import notify, watchdog_interval
 from gateway.pipeline.context import Context
@@ -57,9 +55,10 @@ class StepReport:
 
 
 async def recover_leases(ctx: Context) -> int:
-    """At start-up: the leases of seal attempts and notices that died with their process
-    are taken back, each counted as a crash (`Stage.recover`); how many."""
-    return await recover_seal_leases(ctx) + await recover_notice_leases(ctx)
+    """At start-up: the leases of seal attempts, notices and outbox items that died with their
+    process are taken back, each counted as a crash (`Stage.recover`); how many."""
+    return (await recover_seal_leases(ctx) + await recover_notice_leases(ctx)
+            + await outbox.recover(ctx, (STATUS_MAILS, ALERTS)))
 
 
 async def prepare(ctx: Context) -> StepReport:
@@ -79,27 +78,9 @@ async def deliver_and_report(ctx: Context, sessions: Sessions) -> StepReport:
 
 
 async def deliver_status_mails(ctx: Context, sessions: Sessions) -> int:
-    """One attempt for each due status mail (gateway.notify.report), over one session to the relay
-    taken from the notices' sessions; returns how many were attempted."""
-    claimed = await claim_due_status_mails(ctx)
-    if not claimed:
-        return 0
-    relay = ctx.config.delivery.relay
-    connection = None if relay is None else sessions.take(relay)
-    try:
-        for row in claimed:
-            try:
-                await attempt_status_mail(ctx, row, connection)
-            except Exception as exc:
-                # Tried again after the backoff: a status mail is never dropped on our error.
-                log.error("status_mail.attempt_crashed", status_mail=row.id,
-                          **safe_exception(exc))
-                await status_mail_crashed(ctx, row)
-            ctx.pulse.beat()
-    finally:
-        if connection is not None:
-            sessions.give_back(connection)
-    return len(claimed)
+    """The outbox (status mails, then alerts: gateway.notify.outbox) over one session to the
+    relay taken from the notices' sessions; returns how many were attempted."""
+    return await outbox.deliver_due(ctx, sessions, (STATUS_MAILS, ALERTS))
 
 
 async def step(ctx: Context) -> StepReport:

@@ -2,7 +2,7 @@
 
 Takes the context (store, vault, directory snapshot, gpg); produces queued notices, each the
 parcel of the channel that reaches the school (`gateway.delivery.channel`), with a `sealed`
-receipt. It runs under the runner discipline of `gateway.service.stage`: the children of one
+receipt. It runs under the runner discipline of `gateway.pipeline.stage`: the children of one
 signal for one school are one item, claimed with a lease naming this node (a row of the
 store's seal attempts); the stage function (`seal_one`) decides only that item's fate:
 - sealed (`Done`): the notice is queued and its children are `sealed`, in one transaction;
@@ -55,7 +55,7 @@ from gateway.observe import metrics
 from gateway.observe.logs import get_logger, safe_exception
 from gateway.pipeline.context import Context
 from gateway.pipeline.directory import Snapshot
-from gateway.service.stage import Stage
+from gateway.pipeline.stage import Stage
 from gateway.store.api import Conflict, Tx
 
 log = get_logger("runner")
@@ -124,7 +124,7 @@ async def release_reachable(ctx: Context) -> int:
 
 
 class SealQueue:
-    """The seal stage's queue (`gateway.service.stage.Queue`) over the store."""
+    """The seal stage's queue (`gateway.pipeline.stage.Queue`) over the store."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

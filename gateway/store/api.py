@@ -15,12 +15,12 @@ a transaction go through the store's read views (`store.notices.get(...)`), each
 Receipts are appended in the same transaction as the state change they record, chained by a
 keyed hash (`gateway.store.chain`); they are never changed, only purged from the oldest on.
 
-Leases: `claim` on a queue (notices, status mails, seal attempts) takes a lease until a time,
-naming the node that holds it (`node_id()`: host and process); a lease held is not claimed
-again until it expires. At start-up a node takes back only dead leases (expired, ownerless, or
-of a gone process of this host); a live lease of another node is that node's. Policy is not the
-store's: which lease is dead, parking after crashes, erasing a finished item's ciphertext are
-decided by the caller (`gateway.core.policy`) and passed in.
+Leases: `claim` on a queue (notices, seal attempts; the outbox, `gateway.store.outbox`) takes a
+lease until a time, naming the node that holds it (`node_id()`: host and process); a lease held
+is not claimed again until it expires. At start-up a node takes back only dead leases (expired,
+ownerless, or of a gone process of this host); a live lease of another node is that node's.
+Policy is not the store's: which lease is dead, parking after crashes, erasing a finished item's
+ciphertext are decided by the caller (`gateway.core.policy`) and passed in.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from gateway.core.records import (
     LockoutRecord,
     NoticeRecord,
     OpenSignal,
-    PendingFollowUp,
     ProtectedRef,
     PupilRow,
     Receipt,
@@ -51,10 +50,10 @@ from gateway.core.records import (
     SenderKeyRecord,
     SenderRecord,
     SignalRecord,
-    StatusMailRecord,
     Unacknowledged,
     UnreportedSignal,
 )
+from gateway.store.outbox import Outbox, OutboxReads
 
 T = TypeVar("T")
 _NODE: tuple[int, str] | None = None
@@ -202,32 +201,6 @@ class Notices(NoticeReads, Protocol):
         made due at `at`. The notice as it was before, or None when there is none."""
 
 
-class StatusMailReads(Protocol):
-    async def due(self, now: dt.datetime, limit: int = 50) -> list[int]: ...
-
-    async def pending_follow_ups(self) -> list[PendingFollowUp]: ...
-
-    async def all(self, ref: str | None = None) -> list[StatusMailRecord]:
-        """Status mails, oldest first (of one signal, with `ref`)."""
-
-
-class StatusMails(StatusMailReads, Protocol):
-    async def insert(self, ref: str, child: int, sender: str, recipient: str, fingerprint: str,
-                     message_id: str, message: bytes, at: dt.datetime,
-                     pending: Sequence[int] = ()) -> int | None:
-        """Queue one status mail, due now; None when it was queued before (nothing changed)."""
-
-    async def claim(self, mail_id: int, lease_until: dt.datetime,
-                    now: dt.datetime) -> StatusMailRecord | None:
-        """As `Notices.claim`, for a status mail."""
-
-    async def finish(self, mail_id: int, state: str, reply: str, erase: bool) -> None: ...
-
-    async def defer(self, mail_id: int, reply: str, next_at: dt.datetime) -> None: ...
-    async def settle_pending(self, mail_id: int, numbers: Sequence[int]) -> None:
-        """These children of a status mail need no follow-up any more."""
-
-
 class ReceiptReads(Protocol):
     async def all(self, since: dt.datetime | None = None,
                    ref: str | None = None) -> list[Receipt]:
@@ -363,7 +336,8 @@ class Tx(Protocol):
     signals: Signals
     children: Children
     notices: Notices
-    status_mails: StatusMails
+    outbox: Outbox
+    status_mails: Outbox  # the outbox, by the name it had when it held status mails only
     receipts: Receipts
     directory: Directory
     register: Register
@@ -379,7 +353,8 @@ class Store(Protocol):
     signals: SignalReads
     children: ChildReads
     notices: NoticeReads
-    status_mails: StatusMailReads
+    outbox: OutboxReads
+    status_mails: OutboxReads  # as in `Tx`
     receipts: ReceiptReads
     directory: DirectoryReads
     register: RegisterReads

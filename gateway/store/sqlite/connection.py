@@ -43,13 +43,12 @@ from gateway.store.api import (
     RegisterReads,
     SignalReads,
     Signals,
-    StatusMailReads,
-    StatusMails,
     StoreError,
     Tx,
     node_id,
 )
 from gateway.store.chain import CHAIN_SCHEME
+from gateway.store.outbox import Outbox, OutboxReads
 from gateway.store.sqlite import migrate
 from gateway.store.sqlite.base import Session
 from gateway.store.sqlite.children import SqliteChildren
@@ -57,10 +56,10 @@ from gateway.store.sqlite.directory import SqliteDirectory
 from gateway.store.sqlite.lockouts import SqliteLockouts
 from gateway.store.sqlite.meta import SqliteMeta
 from gateway.store.sqlite.notices import SqliteNotices
+from gateway.store.sqlite.outbox import SqliteOutbox
 from gateway.store.sqlite.receipts import SqliteReceipts
 from gateway.store.sqlite.register import SqliteRegister
 from gateway.store.sqlite.signals import SqliteSignals
-from gateway.store.sqlite.status_mails import SqliteStatusMails
 
 T = TypeVar("T")
 
@@ -72,7 +71,8 @@ class SqliteTx:
         self.signals: Signals = SqliteSignals(s)
         self.children: Children = SqliteChildren(s)
         self.notices: Notices = SqliteNotices(s)
-        self.status_mails: StatusMails = SqliteStatusMails(s)
+        self.outbox: Outbox = SqliteOutbox(s)
+        self.status_mails: Outbox = self.outbox
         self.receipts: Receipts = SqliteReceipts(s)
         self.directory: Directory = SqliteDirectory(s)
         self.register: Register = SqliteRegister(s)
@@ -136,8 +136,8 @@ class SqliteStore:
         self.signals = cast(SignalReads, _Reads(self, SqliteSignals, SignalReads))
         self.children = cast(ChildReads, _Reads(self, SqliteChildren, ChildReads))
         self.notices = cast(NoticeReads, _Reads(self, SqliteNotices, NoticeReads))
-        self.status_mails = cast(StatusMailReads,
-                                 _Reads(self, SqliteStatusMails, StatusMailReads))
+        self.outbox = cast(OutboxReads, _Reads(self, SqliteOutbox, OutboxReads))
+        self.status_mails = self.outbox
         self.receipts = cast(ReceiptReads, _Reads(self, SqliteReceipts, ReceiptReads))
         self.directory = cast(DirectoryReads, _Reads(self, SqliteDirectory, DirectoryReads))
         self.register = cast(RegisterReads, _Reads(self, SqliteRegister, RegisterReads))

@@ -52,7 +52,7 @@ COLUMNS = [
     # The node holding a lease (`gateway.store.api.node_id`): at start-up only dead leases are
     # released. NULL on leases written before: those were all of one node.
     ("notices", "lease_owner", "TEXT", ""),
-    ("status_mails", "lease_owner", "TEXT", ""),
+    ("outbox", "lease_owner", "TEXT", ""),
     # The delivery channel of a contact and of a notice (gateway.delivery.channel.CHANNELS):
     # every contact and notice before channels existed was OpenPGP/MIME by SMTP.
     ("contacts", "channel", "TEXT NOT NULL DEFAULT 'openpgp'", ""),
@@ -62,6 +62,11 @@ COLUMNS = [
 # channel's sealed parcel, opaque to all but that channel (for openpgp the RFC 3156 message
 # it always held), so `message` became `parcel`.
 RENAMES = [("notices", "message", "parcel")]
+# The outbox (status mails and alerts) was the table `status_mails` (status mails only, with
+# `ref`, `child` and `sender` NOT NULL): its rows move over as they are, of kind "status".
+OUTBOX_COLUMNS = ("id, ref, child, sender, recipient, fingerprint, message_id, message, state,"
+                  " attempts, next_attempt_at, lease_until, lease_owner, created_at, last_reply,"
+                  " pending")
 # Indexes on columns of COLUMNS: made after those exist; and tables added since.
 LATE_INDEXES = """
 CREATE TABLE IF NOT EXISTS seal_attempts (
@@ -80,6 +85,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
     """Make the tables, then add what is missing (with its backfill)."""
     conn.executescript(SCHEMA)
     conn.execute(APPEND_ONLY_TRIGGER)
+    move_status_mails(conn)
     for table, old, new in RENAMES:
         present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
         if old in present and new not in present:
@@ -93,6 +99,21 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.executescript(LATE_INDEXES)
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                  (str(SCHEMA_VERSION),))
+
+
+def move_status_mails(conn: sqlite3.Connection) -> None:
+    """Move the rows of a `status_mails` table (before the outbox) into `outbox`, ids, states,
+    leases and pending follow-ups kept, in one transaction; the old table goes."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                    " AND name = 'status_mails'").fetchone() is None:
+        return
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(status_mails)")}
+    selected = ", ".join(name if name in present else "NULL"
+                         for name in OUTBOX_COLUMNS.split(", "))
+    # Column names from OUTBOX_COLUMNS and PRAGMA table_info only: no value is spliced in.
+    move = f"INSERT INTO outbox (kind, {OUTBOX_COLUMNS}) SELECT 'status', {selected}"
+    conn.executescript(f"BEGIN IMMEDIATE; {move} FROM status_mails;"
+                       " DROP TABLE status_mails; COMMIT;")
 
 
 def key_chain(s: Session) -> list[str]:

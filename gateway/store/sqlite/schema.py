@@ -50,14 +50,15 @@ CREATE TABLE IF NOT EXISTS notices (
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,
     lease_until TEXT, created_at TEXT NOT NULL, last_reply TEXT);
 CREATE INDEX IF NOT EXISTS notices_due ON notices(state, next_attempt_at);
-CREATE TABLE IF NOT EXISTS status_mails (
-    id INTEGER PRIMARY KEY, ref TEXT NOT NULL, child INTEGER NOT NULL, sender TEXT NOT NULL,
-    recipient TEXT NOT NULL, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, topic TEXT, ref TEXT, child INTEGER,
+    sender TEXT, recipient TEXT NOT NULL, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL,
     message BLOB NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at TEXT NOT NULL, lease_until TEXT, created_at TEXT NOT NULL, last_reply TEXT,
-    pending TEXT, UNIQUE (ref, child));
-CREATE INDEX IF NOT EXISTS status_mails_due ON status_mails(state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS status_mails_pending ON status_mails(id) WHERE pending IS NOT NULL;
+    crashes INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL, lease_until TEXT,
+    lease_owner TEXT, created_at TEXT NOT NULL, last_reply TEXT, pending TEXT,
+    UNIQUE (ref, child));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(kind, state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(id) WHERE pending IS NOT NULL;
 CREATE TABLE IF NOT EXISTS receipts (
     seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, ref TEXT, school TEXT,
     detail TEXT NOT NULL, pseudonym TEXT, prev TEXT NOT NULL, hash TEXT NOT NULL);

@@ -83,8 +83,11 @@ class SqliteSignals:
             (iso(cutoff),))]
         for ref in old:
             s.run("DELETE FROM notices WHERE ref = ?", (ref,))
-            s.run("DELETE FROM status_mails WHERE ref = ?", (ref,))
+            s.run("DELETE FROM outbox WHERE kind = 'status' AND ref = ?", (ref,))
             s.run("DELETE FROM seal_attempts WHERE ref = ?", (ref,))
             s.run("DELETE FROM children WHERE ref = ?", (ref,))
             s.run("DELETE FROM signals WHERE ref = ?", (ref,))
+        # Alerts belong to no signal: a finished one goes after the same time.
+        s.run("DELETE FROM outbox WHERE kind = 'alert' AND state != 'queued' AND created_at < ?",
+              (iso(cutoff),))
         return len(old)
