@@ -14,13 +14,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from conftest import Template
 
 from gateway.core.config import HostPort
+from gateway.core.policy import backoff_at
 from gateway.crypto.tlsdev import make_ca, make_server_cert
 from gateway.delivery.deliver import (
     FIXES,
     Outcome,
     Result,
     classify_reply,
-    next_attempt_at,
     our_problem,
     send,
     tls_context,
@@ -128,7 +128,7 @@ def test_classify_reply_folds_multiline_text() -> None:
 )
 def test_next_attempt_at_doubles_up_to_the_cap(attempts: int, seconds: int) -> None:
     """Backoff starts at the minimum after the first failure, doubles, and stops at the maximum."""
-    assert next_attempt_at(attempts, NOW, 60, 1800) == NOW + dt.timedelta(seconds=seconds)
+    assert backoff_at(attempts, NOW, 60, 1800) == NOW + dt.timedelta(seconds=seconds)
 
 
 def test_tls_context_verifies_and_requires_tls12() -> None:

@@ -15,7 +15,6 @@ from conftest import SANNE_BIRTH, Harness
 from gateway.core.policy import (
     MAX_CRASHES,
     erase_notice,
-    erase_status_mail,
     lease_is_dead,
     parked_after,
 )
@@ -38,9 +37,8 @@ def test_parked_only_after_max_crashes() -> None:
 
 
 def test_only_what_reached_its_recipient_is_erased() -> None:
-    """A delivered notice and a sent status mail lose their ciphertext; failed ones keep it."""
+    """A delivered notice loses its ciphertext; a failed one keeps it."""
     assert (erase_notice("delivered"), erase_notice("failed")) == (True, False)
-    assert (erase_status_mail("sent"), erase_status_mail("failed")) == (True, False)
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,12 @@ import ssl
 import aiosmtplib
 import pytest
 
+from gateway.core.policy import backoff_at
 from gateway.delivery.deliver import (
     Result,
     _command_of,
     classify_reply,
     failure_reason,
-    next_attempt_at,
     our_problem,
 )
 
@@ -38,8 +38,8 @@ def test_backoff_doubles_up_to_thirty_times_at_most() -> None:
     """The doubling stops at 2**30 (the cap on the exponent keeps the number small)."""
     now = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
     huge = 2**40
-    assert next_attempt_at(31, now, 1, huge) == now + dt.timedelta(seconds=2**30)
-    assert next_attempt_at(32, now, 1, huge) == now + dt.timedelta(seconds=2**30)
+    assert backoff_at(31, now, 1, huge) == now + dt.timedelta(seconds=2**30)
+    assert backoff_at(32, now, 1, huge) == now + dt.timedelta(seconds=2**30)
 
 
 # --- deliver: the gateway's own set-up faults (issue 12) at their edges ---

@@ -16,10 +16,11 @@ The rules, as the delivery stage has applied them to notices:
 - crash (an exception of ours, or a process that died holding the lease): counted, retried
   with the backoff of the crash count, parked for a person at the `max_crashes`-th crash;
 - superseded: the message was made for keys no longer pinned and is erased.
-A seal failure (gpg refusing a key) counts as a crash of the seal stage (`seal_failed`).
-Also here: when a notice is parked (`parked_after`), what is erased when an item finishes
-(`erase_notice`, `erase_status_mail`), and whether a lease found at start-up is dead
-(`lease_is_dead`): the store only records what these decide, whatever database is behind it.
+A seal failure (gpg refusing a key) counts as a crash of the seal stage (`crash_fate`).
+Also here: when a notice is parked (`parked_after`), what is erased when a notice finishes
+(`erase_notice`; an outbox mail goes by its fate's `erase`), and whether a lease found at
+start-up is dead (`lease_is_dead`): the store only records what these decide, whatever database
+is behind it.
 """
 
 from __future__ import annotations
@@ -128,13 +129,6 @@ def crash_fate(crashes_before: int, now: dt.datetime, rules: RetryRules) -> Retr
     return Retry(next_at)
 
 
-def seal_failed(crashes_before: int, now: dt.datetime, rules: RetryRules) -> Retry | Parked:
-    """Sealing a notice failed (gpg refused a key, the directory changed under it): like a
-    crash, retried with backoff and parked at the `max_crashes`-th failure, when its
-    children are held with HELD_SEAL_PARKED."""
-    return crash_fate(crashes_before, now, rules)
-
-
 def decide(verdict: Verdict, item: Counters, now: dt.datetime, rules: RetryRules) -> Fate:
     """The fate of one attempt's item under `rules` (the table in this module's docstring)."""
     outcome = verdict.outcome
@@ -165,11 +159,6 @@ def erase_notice(state: str) -> bool:
     leak. Failed: kept (sealed), so that an administrator can still route the child elsewhere
     or queue it again."""
     return state == "delivered"
-
-
-def erase_status_mail(state: str) -> bool:
-    """Whether a finished status mail's ciphertext goes: once sent (the sender has it)."""
-    return state == "sent"
 
 
 def lease_is_dead(owner: str | None, until: str, now: str, node: str) -> bool:

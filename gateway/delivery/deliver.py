@@ -24,7 +24,6 @@ from pathlib import Path
 import aiosmtplib
 
 from gateway.core.config import HostPort
-from gateway.core.policy import backoff_at
 
 
 class Result(Enum):
@@ -131,11 +130,6 @@ def _command_of(exc: aiosmtplib.SMTPResponseException) -> str:
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
         return "CONNECT"
     return ""
-
-
-# The backoff is the fate policy's (gateway.core.policy.backoff_at); this name stays for the
-# status-mail round (gateway.notify.report) until that round moves to the outbox stage.
-next_attempt_at = backoff_at
 
 
 def _one_line(text: str) -> str:
