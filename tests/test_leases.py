@@ -46,6 +46,7 @@ def test_only_what_reached_its_recipient_is_erased() -> None:
     [
         (None, "2026-03-02T08:00:00Z", True),  # written before leases had owners
         ("elsewhere:42", "2026-03-02T06:59:59Z", True),  # expired
+        ("elsewhere:42", iso(T0), False),  # runs out this very moment: not expired yet
         ("elsewhere:42", "2026-03-02T08:00:00Z", False),  # another node's live attempt
         (f"{HOST}:42", "2026-03-02T08:00:00Z", True),  # this host, a process that ended
         (f"{HOST}:7", "2026-03-02T08:00:00Z", False),  # this very process
@@ -54,6 +55,15 @@ def test_only_what_reached_its_recipient_is_erased() -> None:
 def test_lease_is_dead(owner: str | None, until: str, dead: bool) -> None:
     """At start-up only expired, ownerless or this host's ended processes' leases are dead."""
     assert lease_is_dead(owner, until, iso(T0), f"{HOST}:7") is dead
+
+
+def test_a_node_is_its_host_up_to_the_last_colon() -> None:
+    """The process is what follows the last colon of a node id, so a host name with colons in
+    it (an IPv6 address, a named node) is compared whole: a live lease of another such host is
+    left alone, and one of an ended process of this host is released."""
+    later = "2026-03-02T08:00:00Z"
+    assert lease_is_dead("fd00::a:1", later, iso(T0), "fd00::b:2") is False
+    assert lease_is_dead("fd00::a:1", later, iso(T0), "fd00::a:2") is True
 
 
 def test_node_id_is_host_and_process() -> None:
