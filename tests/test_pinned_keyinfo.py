@@ -9,7 +9,13 @@ from typing import Literal
 
 import pytest
 
-from gateway.core.keyinfo import KeyInfo, SelfSignature, key_info, self_signatures_in_use
+from gateway.core.keyinfo import (
+    KeyInfo,
+    SelfSignature,
+    key_info,
+    key_usable,
+    self_signatures_in_use,
+)
 
 # -- keyinfo: gpg's colon listing, short and odd records included ---------------------------------
 
@@ -110,3 +116,23 @@ def test_a_key_is_unusable_when_revoked_expired_or_without_the_capability(
     """A key is refused when gpg says it is unusable, when it expires now or has expired, and
     when the whole key lacks the capability (a lower-case letter is one subkey's only)."""
     assert key_info(fields).unusable_reason(purpose, NOW_UTC) == reason
+
+
+NOW = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(("info", "purpose", "usable"), [
+    (None, "encrypt", False),  # gpg does not have the key
+    (KeyInfo(WANT, (), "SCE", None, None), "encrypt", True),
+    (KeyInfo(WANT, (), "SCE", None, None), "sign", True),
+    (KeyInfo(WANT, (), "SC", None, None), "encrypt", False),  # cannot encrypt
+    (KeyInfo(WANT, (), "E", None, None), "sign", False),  # cannot sign
+    (KeyInfo(WANT, (), "SCE", None, "revoked"), "encrypt", False),
+    (KeyInfo(WANT, (), "SCE", NOW, None), "encrypt", False),  # expires this very moment
+    (KeyInfo(WANT, (), "SCE", NOW + dt.timedelta(seconds=1), None), "encrypt", True),
+])
+def test_key_usable_is_the_one_key_rule(info: KeyInfo | None, purpose: Literal["encrypt", "sign"],
+                                        usable: bool) -> None:
+    """A key is usable for a purpose only when gpg has it, reports no problem, it has not
+    expired by now, and it can do that purpose: the rule the directory and the channel share."""
+    assert key_usable(info, purpose, NOW) is usable
