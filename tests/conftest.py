@@ -30,7 +30,8 @@ from gateway.admin.keys import keys_export, keys_init
 from gateway.admin.pupils import pupils_import
 from gateway.admin.schools import schools_add, schools_import_duo
 from gateway.admin.senders import senders_add
-from gateway.core.config import Config, HostPort, load_config
+from gateway.core.config import Config, load_config
+from gateway.core.validate import HostPort
 from gateway.crypto.keyadmin import stop_agent
 from gateway.crypto.tlsdev import CertPair
 from gateway.devkit.demokit import (

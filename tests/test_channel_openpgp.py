@@ -21,10 +21,10 @@ from conftest import (
     expired_key,
 )
 
-from gateway.core.config import HostPort
 from gateway.core.keyinfo import KeyInfo, key_info, key_usable
 from gateway.core.model import Contact
 from gateway.core.resolve import HELD_NO_USABLE_KEY
+from gateway.core.validate import HostPort
 from gateway.delivery import deliver
 from gateway.delivery.channel import (
     CHANNELS,

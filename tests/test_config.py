@@ -14,11 +14,11 @@ from gateway.core.config import (
     DEFAULT_TEACHER_TEXT,
     Config,
     ConfigError,
-    HostPort,
     config_warnings,
     load_config,
     not_fqdn,
 )
+from gateway.core.validate import HostPort
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from conftest import Template
 
-from gateway.core.config import HostPort
 from gateway.core.policy import backoff_at
+from gateway.core.validate import HostPort
 from gateway.crypto.tlsdev import make_ca, make_server_cert
 from gateway.delivery.deliver import (
     FIXES,

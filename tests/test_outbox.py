@@ -12,9 +12,9 @@ from structlog.testing import capture_logs
 from test_leases import KEY, T0
 
 from gateway.admin.keys import keys_pin_alerts
-from gateway.core.config import HostPort
 from gateway.core.policy import MAX_CRASHES
 from gateway.core.records import iso
+from gateway.core.validate import HostPort
 from gateway.devkit.demokit import Received, SchoolInbox, json_payload, read_notice
 from gateway.notify.alerts import send_alert
 from gateway.store.sqlite.connection import SqliteStore

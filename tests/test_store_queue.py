@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+import test_store
 
 from gateway.core.policy import erase_notice
 from gateway.core.records import NoticeRecord, iso
@@ -16,26 +15,9 @@ from gateway.store.api import Conflict, Tx
 from gateway.store.chain import chain_problems
 from gateway.store.sqlite.connection import SqliteStore as Store
 
-T0 = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)
-KEY = b"k" * 32  # the receipt key of these tests
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "var" / "hwc.sqlite3", KEY)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-async def append_receipts(store: Store, count: int) -> None:
-    for i in range(count):
-        async def body(tx: Tx, i: int = i) -> None:
-            await tx.receipts.append("signal.accepted", at=T0 + dt.timedelta(minutes=i),
-                                     ref=f"HWC-{i}")
-
-        await store.write(body)
+# The store fixture, the receipt key and the receipts helper are test_store's.
+store = test_store.store
+KEY, T0, append_receipts = test_store.KEY, test_store.T0, test_store.append_receipts
 
 
 async def queued_signal(store: Store) -> None:

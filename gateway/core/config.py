@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.configread import Table, date_ranges, is_loopback, positive, timezone_problem
-from gateway.core.validate import HostPort as HostPort
-from gateway.core.validate import is_address
+from gateway.core.validate import HostPort, is_address
 
 DEFAULT_TEACHER_TEXT = (
     "Dit kind heeft een ingrijpende gebeurtenis meegemaakt. U hoeft niets te vragen of te doen;\n"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from gateway.core.config import HostPort
+from gateway.core.validate import HostPort
 
 
 class Result(Enum):

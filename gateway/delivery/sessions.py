@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from gateway.core.config import HostPort
+from gateway.core.validate import HostPort
 from gateway.delivery import deliver
 from gateway.pipeline.context import Context
 

@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.core.config import HostPort
 from gateway.core.policy import (
     Done,
     Fate,
@@ -38,6 +37,7 @@ from gateway.core.policy import (
     Verdict,
 )
 from gateway.core.records import OutboxRecord
+from gateway.core.validate import HostPort
 from gateway.crypto.gpg import GpgError
 from gateway.delivery import deliver
 from gateway.delivery.seal import make_message_id, seal_text

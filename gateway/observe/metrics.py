@@ -20,8 +20,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from gateway.core.config import HostPort
 from gateway.core.model import RejectClass
+from gateway.core.validate import HostPort
 
 REGISTRY = CollectorRegistry()
 

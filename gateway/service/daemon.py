@@ -21,7 +21,8 @@ import signal
 import ssl
 from typing import Any
 
-from gateway.core.config import Config, ConfigError, HostPort, load_config
+from gateway.core.config import Config, ConfigError, load_config
+from gateway.core.validate import HostPort
 from gateway.crypto.keyadmin import stop_agent
 from gateway.ingress.handler import IntakeHandler
 from gateway.ingress.listener import start_listener

@@ -26,7 +26,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.config import HostPort
 from gateway.core.faults import crash_point
 from gateway.core.inert import inert
 from gateway.core.policy import (
@@ -43,6 +42,7 @@ from gateway.core.policy import (
     lease_is_dead,
 )
 from gateway.core.records import NoticeRecord, from_iso, iso
+from gateway.core.validate import HostPort
 from gateway.delivery import deliver
 from gateway.delivery.channel import CHANNELS, Parcel
 from gateway.delivery.sessions import Sessions

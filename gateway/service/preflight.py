@@ -21,7 +21,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.core.config import Config, HostPort
+from gateway.core.config import Config
+from gateway.core.validate import HostPort
 from gateway.crypto.vault import PSEUDONYM_KEY, VAULT_KEY
 from gateway.service import statelock
 from gateway.store.chainkey import RECEIPTS_KEY
