@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -36,6 +36,17 @@ class Session:
 
     def many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         self.conn.executemany(sql, params)
+
+    def lease(self, table: Literal["notices", "outbox"], item_id: int, until: str,
+              now: str) -> bool:
+        """Lease a queued item of a delivery queue to this node until `until`, counting the
+        attempt, unless a live lease is on it: whether it was leased. The one claim rule of
+        both queues (`table` is one of two names, never a value from outside)."""
+        cur = self.run(
+            f"UPDATE {table} SET lease_until = ?, lease_owner = ?, attempts = attempts + 1"  # noqa: S608
+            " WHERE id = ? AND state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
+            (until, self.node, item_id, now))
+        return cur.rowcount == 1
 
     def bump_directory_version(self) -> None:
         """Tell a running daemon that senders, schools, keys or the register changed."""

@@ -98,11 +98,7 @@ class SqliteNotices:
 
     async def claim(self, notice_id: int, lease_until: dt.datetime,
                     now: dt.datetime) -> NoticeRecord | None:
-        cur = self._s.run(
-            "UPDATE notices SET lease_until = ?, lease_owner = ?, attempts = attempts + 1"
-            " WHERE id = ? AND state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
-            (iso(lease_until), self._s.node, notice_id, iso(now)))
-        if cur.rowcount != 1:
+        if not self._s.lease("notices", notice_id, iso(lease_until), iso(now)):
             return None
         return await self.get(notice_id)
 

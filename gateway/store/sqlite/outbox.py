@@ -95,11 +95,7 @@ class SqliteOutbox:
 
     async def claim(self, mail_id: int, lease_until: dt.datetime,
                     now: dt.datetime) -> OutboxRecord | None:
-        cur = self._s.run(
-            "UPDATE outbox SET lease_until = ?, lease_owner = ?, attempts = attempts + 1"
-            " WHERE id = ? AND state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
-            (iso(lease_until), self._s.node, mail_id, iso(now)))
-        if cur.rowcount != 1:
+        if not self._s.lease("outbox", mail_id, iso(lease_until), iso(now)):
             return None
         row = self._s.one("SELECT * FROM outbox WHERE id = ?", (mail_id,))
         return outbox_of(row) if row else None
