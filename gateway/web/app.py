@@ -23,7 +23,7 @@ from gateway.web.site import SITE, STATIC, Site
 
 # A link's token: 43 base64url characters for a pickup or an enrolment link, 26 base32 ones
 # for a PGP notice's acknowledgement; anything else is no route (404) before a handler runs.
-TOKEN = "{token:[A-Za-z0-9_-]{20,64}}"
+TOKEN = "{token:[A-Za-z0-9_-]{20,64}}"  # noqa: S105 - a route pattern, not a secret
 _STATIC_TYPES = {"style.css": "text/css", "passkey.js": "text/javascript"}
 
 
@@ -75,11 +75,11 @@ class WebServer:
     async def start(self) -> None:
         web_config = self.ctx.config.web
         context = tls_context(web_config.tls_cert, web_config.tls_key)
-        runner = web.AppRunner(make_app(self.ctx), access_log=None, handle_signals=False)
+        runner = web.AppRunner(make_app(self.ctx), access_log=None, handle_signals=False,
+                               shutdown_timeout=5)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port, ssl_context=context,
-                              shutdown_timeout=5).start()
+            await web.TCPSite(runner, self.host, self.port, ssl_context=context).start()
         except BaseException:
             await runner.cleanup()
             raise

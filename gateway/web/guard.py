@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.observe.logs import get_logger, safe_exception
-from gateway.web.site import Site, csrf_ok, message, site_of
+from gateway.web.site import CSRF_NEW, Site, csrf_ok, message, set_cookie, site_of
 
 log = get_logger("web")
 
@@ -65,13 +65,6 @@ def same_origin(origin: str | None, fetch_site: str | None, ours: str) -> bool:
 async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: every response, error pages and static files alike."""
     response.headers.update(security_headers(site_of(request).secure))
-
-
-def set_cookie(response: web.StreamResponse, site: Site, name: str, value: str,
-               max_age: int | None) -> None:
-    """A cookie as every cookie here is: Secure, HttpOnly, SameSite=Strict, Path=/."""
-    response.set_cookie(site.cookie(name), value, max_age=max_age, path="/", secure=True,
-                        httponly=True, samesite="Strict")
 
 
 async def _post_refusal(request: web.Request, site: Site) -> web.Response | None:
@@ -130,7 +123,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.error("web.failed", route=route_name(request), **safe_exception(exc))
         response = message(request, 500, "Er ging iets mis",
                            "Er ging bij ons iets mis. Probeer het over een paar minuten opnieuw.")
-    seed = request.get("csrf_new")
-    if isinstance(seed, str):
+    seed = request.get(CSRF_NEW)
+    if seed is not None:
         set_cookie(response, site, "csrf", seed, None)
     return response

@@ -105,6 +105,8 @@ class Site:
 
 
 SITE = web.AppKey("site", Site)
+CSRF_SEED = web.RequestKey("csrf_seed", str)  # the seed this response's forms are MACs of
+CSRF_NEW = web.RequestKey("csrf_new", str)  # a seed made now: guard sets it as the cookie
 
 
 def site_of(request: web.Request) -> Site:
@@ -116,11 +118,11 @@ def csrf_token(request: web.Request) -> str:
     now when it has none, and set by `guard` on the response). A forged cross-site POST has
     neither the cookie (SameSite=Strict) nor the MAC."""
     site = site_of(request)
-    seed = request.get("csrf_seed") or request.cookies.get(site.cookie("csrf"), "")
+    seed = request.get(CSRF_SEED) or request.cookies.get(site.cookie("csrf"), "")
     if not _seed_shape(seed):
         seed = new_id()
-        request["csrf_new"] = seed
-    request["csrf_seed"] = seed
+        request[CSRF_NEW] = seed
+    request[CSRF_SEED] = seed
     return _mac(site.secret, seed)
 
 
@@ -154,6 +156,48 @@ def message(request: web.Request, status: int, title: str, text: str,
             helpdesk: bool = True) -> web.Response:
     """A plain page saying what happened (and, with `helpdesk`, whom to call)."""
     return page(request, "message.html", status, title=title, text=text, show_helpdesk=helpdesk)
+
+
+def set_cookie(response: web.StreamResponse, site: Site, name: str, value: str,
+               max_age: int | None) -> None:
+    """A cookie as every cookie here is: Secure, HttpOnly, SameSite=Strict, Path=/."""
+    response.set_cookie(site.cookie(name), value, max_age=max_age, path="/", secure=True,
+                        httponly=True, samesite="Strict")
+
+
+def start_session(response: web.StreamResponse, site: Site, session: Session) -> None:
+    """A new session for what was just proved, its id in the session cookie (which replaces
+    any earlier one: one browser, one session)."""
+    key = new_id()
+    site.sessions.put(key, session)
+    set_cookie(response, site, "session", key, site.ctx.config.web.session_minutes * 60)
+
+
+def session_of(request: web.Request, kind: str, digest: str) -> Session | None:
+    """The request's session when it is of `kind` for the link with token digest `digest`."""
+    site = site_of(request)
+    key = request.cookies.get(site.cookie("session"), "")
+    found = site.sessions.get(key) if _seed_shape(key) else None
+    return found if found is not None and found.kind == kind and found.digest == digest \
+        else None
+
+
+def keep_session(request: web.Request, session: Session) -> None:
+    """Replace the request's session (same cookie) with `session`."""
+    site = site_of(request)
+    key = request.cookies.get(site.cookie("session"), "")
+    if _seed_shape(key):
+        site.sessions.put(key, session)
+
+
+def see_other(location: str) -> web.Response:
+    """303 to a page of ours (after a POST, or to the start of a flow)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def refusal(status: int, text: str) -> web.Response:
+    """A JSON answer to the passkey script: `text` is shown to the person."""
+    return web.json_response({"message": text}, status=status)
 
 
 def client_address(request: web.Request) -> str:
