@@ -7,10 +7,22 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pyotp
 import pytest
 from conftest import Template
-from web_rig import CHILD, CONTACT, HELPDESK, OTHER, SCHOOL, TEACHER_TEXT, Authenticator, \
-    Client, Rig, csrf_of, rig_fixture
+from web_rig import (
+    CHILD,
+    CONTACT,
+    HELPDESK,
+    OTHER,
+    SCHOOL,
+    TEACHER_TEXT,
+    Authenticator,
+    Client,
+    Rig,
+    csrf_of,
+    rig_fixture,
+)
 
 from gateway.crypto import pickupbox
 
@@ -21,11 +33,11 @@ async def rig(template: Template, tmp_path: Path) -> AsyncIterator[Rig]:
         yield made
 
 
-async def sign_in(rig: Rig, client: Client, token: str, totp: object,
+async def sign_in(rig: Rig, client: Client, token: str, totp: pyotp.TOTP,
                   email: str = CONTACT) -> None:
     _, text = await client.get(f"/bericht/{token}")
     response, _ = await client.post(f"/bericht/{token}/code", {
-        "email": email, "code": totp.now()}, csrf=csrf_of(text))  # type: ignore[attr-defined]
+        "email": email, "code": totp.now()}, csrf=csrf_of(text))
     assert response.status == 303
 
 

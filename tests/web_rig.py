@@ -129,6 +129,12 @@ class Client:
                                      **kw) as r:
             return r, await r.text()
 
+    async def post_raw(self, path: str, body: bytes,
+                       headers: dict[str, str]) -> tuple[aiohttp.ClientResponse, str]:
+        async with self.session.post(self.base + path, data=body, allow_redirects=False,
+                                     headers={"Origin": self.origin, **headers}) as r:
+            return r, await r.text()
+
     async def close(self) -> None:
         await self.session.close()
 
