@@ -63,11 +63,14 @@ async def test_the_landing_page_changes_and_counts_nothing(rig: Rig) -> None:
 async def test_an_app_code_opens_the_notice_in_dutch(rig: Rig) -> None:
     """The contact's address and a right code give a session; the notice page shows "Handle
     with Care", the child's name, birth date as DD-MM-YYYY, reference and the teacher text,
-    with the "Gelezen" button, and each showing is a receipt with contact and client."""
+    with the "Gelezen" button, and each showing (a GET, not a HEAD) is a receipt with contact
+    and client."""
     totp = await rig.add_totp()
     token, notice = await rig.pickup()
     client = rig.client()
     await sign_in(rig, client, token, totp)
+    async with client.session.head(client.base + f"/bericht/{token}/lezen") as head:
+        assert head.status == 405  # a HEAD shows nothing, so it records nothing either
     for _ in range(2):
         response, text = await client.get(f"/bericht/{token}/lezen")
         assert response.status == 200

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.crypto import pickupbox
 from gateway.crypto.keyadmin import stop_agent
+from gateway.observe.logs import configure
 from gateway.pipeline.context import Context, open_context
 from gateway.store.api import Tx
 from gateway.web.app import WebServer
@@ -215,6 +216,7 @@ class Rig:
 
 
 async def start_rig(template: Template, base: Path, extra: str = "") -> Rig:
+    configure(json=True)  # on this test's stdout (an earlier test's capture is closed)
     port = free_port()
     config = copy_gateway_state(template, base, extra_config=web_config(port, extra))
     clock = FakeClock()

@@ -136,6 +136,7 @@ async def thanks(request: web.Request) -> web.Response:
 
 def routes(token: str) -> list[web.RouteDef]:
     base = f"/bericht/{token}"
-    return [web.get(f"{base}/lezen", show, name="pickup_read"),
+    # No HEAD for the notice: each showing is a receipt, and a HEAD shows nothing.
+    return [web.get(f"{base}/lezen", show, name="pickup_read", allow_head=False),
             web.post(f"{base}/gelezen", acknowledge, name="pickup_acknowledge"),
             web.get(f"{base}/bedankt", thanks, name="pickup_thanks")]
