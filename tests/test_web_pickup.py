@@ -242,3 +242,24 @@ async def test_a_passkey_opens_the_notice_and_its_counter_must_grow(rig: Rig) ->
     response, _ = await reader.post(f"/bericht/{token}/passkey", csrf=csrf,
                                     json_body=authenticator.get(json.loads(options)))
     assert response.status == 400
+
+
+async def test_a_locked_contact_is_locked_on_every_link(rig: Rig) -> None:
+    """Wrong codes for one contact spread over two links (none of which reaches the limit
+    alone) lock the contact: its right code is then refused on a third link too."""
+    totp = await rig.add_totp()
+    links = [(await rig.pickup())[0] for _ in range(3)]
+    client = rig.client()
+    wrong = f"{(int(totp.now()) + 1) % 1_000_000:06d}"
+    statuses = []
+    for token in (links[0], links[0], links[1]):
+        _, text = await client.get(f"/bericht/{token}")
+        response, _ = await client.post(f"/bericht/{token}/code",
+                                        {"email": CONTACT, "code": wrong}, csrf=csrf_of(text))
+        statuses.append(response.status)
+    assert statuses == [400, 400, 429]
+    _, text = await client.get(f"/bericht/{links[2]}")
+    response, text = await client.post(f"/bericht/{links[2]}/code",
+                                       {"email": CONTACT, "code": totp.now()},
+                                       csrf=csrf_of(text))
+    assert response.status == 429 and HELPDESK in text

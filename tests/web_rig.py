@@ -223,7 +223,8 @@ async def start_rig(template: Template, base: Path, extra: str = "") -> Rig:
     ctx = await open_context(config, clock=clock)
     await ctx.store.write(lambda tx: tx.directory.upsert_school(SCHOOL, "De Regenboog",
                                                                  "Utrecht"))
-    server = WebServer(ctx)
+    assert config.web.listen is not None
+    server = WebServer(ctx, config.web.listen)
     await server.start()
     scheme = server.scheme
     return Rig(ctx, server, clock, f"{scheme}://127.0.0.1:{server.bound_port}",

@@ -13,6 +13,7 @@ signed (`gateway.web.site.Challenge`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hmac
@@ -168,7 +169,7 @@ async def app_setup(request: web.Request) -> web.Response:
         return message(request, 404, "Niet beschikbaar", "Een app gebruiken kan hier niet.")
     invitation, session = found
     if session.totp_secret is None:  # one secret per session: a reload shows the same code
-        session = Session(**{**session.__dict__, "totp_secret": totp.new_secret()})
+        session = dataclasses.replace(session, totp_secret=totp.new_secret())
         keep_session(request, session)
     return _app_page(request, invitation, session, None, 200)
 
