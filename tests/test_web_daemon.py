@@ -23,7 +23,8 @@ from gateway.service.daemon import Daemon, StartError
 
 async def test_the_daemon_serves_https_and_stops(template: Template, tmp_path: Path,
                                                  capfd: pytest.CaptureFixture[str]) -> None:
-    """With tls_cert/tls_key the daemon serves the pages over HTTPS with HSTS, logs
+    """With tls_cert/tls_key the daemon serves the pages over HTTPS with HSTS and __Host-
+    cookies, logs
     `web.started` (listen, tls) and, at shutdown, `web.stopped`; the port is closed after."""
     configure(json=True)
     port = free_port()
@@ -39,6 +40,8 @@ async def test_the_daemon_serves_https_and_stops(template: Template, tmp_path: P
                 f"https://127.0.0.1:{port}/nergens", ssl=False) as response:
             assert response.status == 404
             assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
+            # Over HTTPS the cookies carry the __Host- prefix: this host only, Secure, Path=/.
+            assert response.headers["Set-Cookie"].startswith("__Host-csrf=")
     finally:
         await daemon.shutdown()
         await ctx.close()

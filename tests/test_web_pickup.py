@@ -263,3 +263,16 @@ async def test_a_locked_contact_is_locked_on_every_link(rig: Rig) -> None:
                                        {"email": CONTACT, "code": totp.now()},
                                        csrf=csrf_of(text))
     assert response.status == 429 and HELPDESK in text
+
+
+async def test_behind_a_proxy_the_receipt_names_the_client(rig: Rig) -> None:
+    """On loopback without TLS of its own (behind a reverse proxy) the opening receipt names
+    the address the proxy appended to X-Forwarded-For; a value that is no address is ignored."""
+    totp = await rig.add_totp()
+    token, _ = await rig.pickup()
+    client = rig.client()
+    await sign_in(rig, client, token, totp)
+    for forwarded in ("198.51.100.1, 203.0.113.7", "<script>"):
+        await client.get(f"/bericht/{token}/lezen", headers={"X-Forwarded-For": forwarded})
+    assert [o["client"] for o in await rig.events("pickup_opened")] == \
+        ["203.0.113.7", "127.0.0.1"]
