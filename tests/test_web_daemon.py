@@ -112,5 +112,5 @@ async def test_logs_hold_no_token_code_address_or_name(
     assert {"web.enrolled", "web.code_refused", "web.signed_in", "pickup.opened",
             "notice.acknowledged"} <= events
     for secret_text in (enrol_token, enrol_code, enrol_code.replace("-", ""), token, wrong,
-                        right, CONTACT, CHILD["name"], CHILD["child_ref"]):
+                        right, CONTACT, CHILD["name"], CHILD["ref"]):
         assert secret_text not in out

@@ -75,7 +75,7 @@ async def test_an_app_code_opens_the_notice_in_dutch(rig: Rig) -> None:
         response, text = await client.get(f"/bericht/{token}/lezen")
         assert response.status == 200
         assert "<h1>Handle with Care</h1>" in text
-        assert CHILD["name"] in text and "12-04-2016" in text and CHILD["child_ref"] in text
+        assert CHILD["name"] in text and "12-04-2016" in text and CHILD["ref"] in text
         assert TEACHER_TEXT in text and 'id="gelezen"' in text
     opened = await rig.events("pickup_opened")
     assert [(o["notice"], o["contact"], o["client"]) for o in opened] == \

@@ -39,8 +39,8 @@ SCHOOL = "12AB00"
 CONTACT = "hwc@regenboog.example.nl"
 OTHER = "zorg@regenboog.example.nl"
 HELPDESK = "Bel de leerplichtambtenaar: 030 123 45 67."
-CHILD = {"name": "Sanne Canarie de Vries", "birthdate": "2016-04-12",
-         "child_ref": "HWC-TEST-1/1"}
+# A child as the pickup channel seals it in the box (gateway/delivery/pickup.py).
+CHILD = {"name": "Sanne Canarie de Vries", "birthdate": "2016-04-12", "ref": "HWC-TEST-1/1"}
 TEACHER_TEXT = "Wees er vandaag extra voor het kind."
 
 

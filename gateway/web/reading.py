@@ -8,8 +8,9 @@ the client's address); "Gelezen" (POST) marks the notice read and acknowledged, 
 `acknowledged` (via "pickup", the contact), in one transaction, which stops the escalation as an
 acknowledged mail does. Without a session each page sends the browser back to the landing.
 
-The box holds `{"children": [{"name", "birthdate" (ISO date), "child_ref"}], "teacher_text"}`,
-sealed with the associated data `pickup:{message_id}` of its notice.
+The box holds `{"children": [{"name", "birthdate" (ISO date), "ref"}], "teacher_text"}`, sealed
+with the associated data `pickup:{message_id}` of its notice (as `gateway.delivery.pickup`
+seals it).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def children_of(box: dict[str, Any]) -> list[ChildView]:
         with contextlib.suppress(ValueError):  # otherwise shown as sealed
             born = format_date_nl(dt.date.fromisoformat(born))
         shown.append(ChildView(str(child.get("name", "")), born,
-                               str(child.get("child_ref", ""))))
+                               str(child.get("ref", ""))))
     return shown
 
 
