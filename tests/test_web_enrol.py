@@ -77,8 +77,8 @@ async def test_wrong_codes_lock_the_invitation(rig: Rig) -> None:
 
 async def test_a_passkey_enrols_the_contact_once(rig: Rig) -> None:
     """The passkey ceremony: options for this relying party with the challenge kept, the
-    answer verified, the credential stored, the invitation used up (receipt `enrolled`), and
-    "Klaar"; the link then says the enrolment is done."""
+    answer verified, the credential stored, the invitation used up (receipt
+    `school.contact_enrolled`), and "Klaar"; the link then says the enrolment is done."""
     token, code = await rig.invite()
     client = rig.client()
     await enter_code(client, token, code)
@@ -96,8 +96,9 @@ async def test_a_passkey_enrols_the_contact_once(rig: Rig) -> None:
     assert response.status == 200 and json.loads(body) == {"next": f"/inschrijven/{token}/klaar"}
     [credential] = await rig.ctx.store.pickups.credentials(SCHOOL, CONTACT)
     assert credential.kind == "passkey" and credential.credential_id in authenticator.keys
-    [enrolled] = await rig.events("enrolled")
-    assert (enrolled["school"], enrolled["method"]) == (SCHOOL, "passkey")
+    [enrolled] = await rig.events("school.contact_enrolled")
+    assert (enrolled["school"], enrolled["contact"], enrolled["method"]) == \
+        (SCHOOL, CONTACT, "passkey")
     response, text = await client.get(f"/inschrijven/{token}/klaar")
     assert response.status == 200 and 'id="done"' in text
     response, _ = await client.get(f"/inschrijven/{token}")
