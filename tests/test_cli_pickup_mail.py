@@ -149,7 +149,8 @@ async def test_a_mail_superseded_before_it_went_is_never_sent(
 async def test_an_invitation_that_expired_in_the_queue_is_not_mailed(
         harness_factory: HarnessFactory, capsys: pytest.CaptureFixture[str]) -> None:
     """An enrolment mail whose invitation ended before the outbox could send it (the relay was
-    down for days) is not sent: receipt `enrolment_failed`, an alert, nothing at the contact."""
+    down for days) is not sent: receipt `enrolment_failed`, an alert, nothing at the contact,
+    and the stored mail (with its link) is erased."""
     h = await harness_factory(extra_config=web_config(enrolment_hours=1))
     relay = await start_relay(h)
     await invite(h, capsys)
@@ -159,6 +160,8 @@ async def test_an_invitation_that_expired_in_the_queue_is_not_mailed(
     assert to_contact(relay) == []
     [failed] = [r for r in await h.receipts() if r.event == "enrolment_failed"]
     assert failed.school == SCHOOL_C and "expired" in failed.detail["reply"]
+    [row] = raw_sql(h.ctx.config.storage.path, "SELECT * FROM outbox WHERE kind = 'enrol'")
+    assert (row["state"], bytes(row["message"])) == ("failed", b""), "the link stays behind"
     assert any(e["event"] == "alert.raised" and e["kind"] == "enrolment_mail.failed"
                for e in logged)
 

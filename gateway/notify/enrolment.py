@@ -13,9 +13,10 @@ notice) and queues it in the outbox as kind "enrol", inside the caller's transac
 holds the token, so it is stored sealed with the gateway's vault, bound to its Message-ID
 (`enrol:<message-id>`): the database alone does not carry a usable link. `ENROLMENTS` is the
 outbox kind: it opens the mail only to send it, over the outbox's verified-TLS path; sent, the
-stored mail is erased as every sent outbox mail is. Before each attempt it checks that the
-invitation is still the contact's open one (not replaced by a re-enrolment, used, expired, or
-its contact removed) and that the pickup page is on.
+stored mail is erased as every sent outbox mail is, and failed as well (a new invitation, not a
+retry, renews a link). Before each attempt it checks that the invitation is still the
+contact's open one (not replaced by a re-enrolment, used, expired, or its contact removed) and
+that the pickup page is on.
 Receipts `enrolment_sent`, `enrolment_deferred`, `enrolment_failed`, `enrolment_parked` name
 the school and the contact; log events `enrolment_mail.*` the school and the outbox id only.
 Fails: `queue_enrolment` raises nothing of its own (the store's errors pass); the kind's
@@ -232,4 +233,4 @@ async def _parked(ctx: Context, item: OutboxRecord, crashes: int) -> None:
 
 
 ENROLMENTS = Kind("enrol", "enrolment_mail", _check, _receipt, _after, _crashed, _parked,
-                  _message)
+                  _message, erase_failed=True)

@@ -92,7 +92,9 @@ class Kind:
     the transaction that applies a fate. `after`: the log events (and alerts) once applied.
     `crashed`: inside the transaction of a crash (`Retry` or `Parked`). `on_parked`: once
     parked (after the stage's `<event>.parked` log event). `message`: the mail to send, from
-    the item as stored (as it is, unless the kind stores it sealed)."""
+    the item as stored (as it is, unless the kind stores it sealed). `erase_failed`: a failed
+    item's mail goes too (it is never sent again: an enrolment mail's link is renewed by a new
+    invitation, not by a retry)."""
 
     name: str
     event: str
@@ -102,6 +104,7 @@ class Kind:
     crashed: Callable[[Tx, OutboxRecord, Retry | Parked, str, dt.datetime], Awaitable[None]]
     on_parked: Callable[[Context, OutboxRecord, int], Awaitable[None]]
     message: Callable[[Context, OutboxRecord], bytes] = lambda ctx, item: item.message
+    erase_failed: bool = False
 
 
 class Sessions(Protocol):
@@ -140,7 +143,8 @@ class OutboxQueue:
                 applied = await tx.outbox.defer(item.id, reply, fate.next_at)
             else:
                 state = "sent" if isinstance(fate, Done) else "failed"
-                applied = await tx.outbox.finish(item.id, state, reply, erase=fate.erase)
+                applied = await tx.outbox.finish(item.id, state, reply,
+                                                 erase=fate.erase or self.kind.erase_failed)
             if applied:
                 await self.kind.receipt(tx, item, fate, verdict, now)
             return applied
