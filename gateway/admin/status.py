@@ -2,7 +2,7 @@
 
 Takes a `Context` and whether the listener answers; produces a `Status`: the data for
 `status --json` and one line per thing that needs the administrator (the exit is 1 when there
-is one). Reads only.
+is one), and the pickup notices delivered and waiting to be read (`pickup_lines`). Reads only.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ async def status(ctx: Context, listener_up: bool) -> Status:
     if escalated:
         attention.append(f"{len(escalated)} signals escalated: {', '.join(escalated[:5])}")
     unacked = await ctx.store.notices.unacknowledged()
+    pickup = await pickup_waiting(ctx)
     last = await ctx.store.receipts.last("delivered")
     data = {"listener": {"address": str(ctx.config.smtp.listen), "up": listener_up},
             "counts": counts, "queued": counts.get("notice.queued", 0), "oldest_queued": oldest,
@@ -71,11 +72,33 @@ async def status(ctx: Context, listener_up: bool) -> Status:
             "next_deadline": ({"ref": deadlines[0][1], "deadline": iso(deadlines[0][0]),
                                "time_left": time_left(deadlines[0][0], now)}
                               if deadlines else None),
-            "escalated": escalated, "unacknowledged": len(unacked),
+            "escalated": escalated, "unacknowledged": len(unacked), "pickup_waiting": pickup,
             "last_delivery": ({"at": last.at, "ref": last.ref, "school": last.school}
                               if last else None),
             "receipts": count, **setup_data, "attention": attention}
     return Status(data, attention)
+
+
+async def pickup_waiting(ctx: Context) -> dict[str, Any]:
+    """Pickup notices delivered and not yet read: how many, the earliest deadline of their
+    signals and the earliest expiry of their links (None while none waits)."""
+    rows = await ctx.store.pickups.waiting()
+    deadlines = []
+    for row in rows:
+        signal = await ctx.store.signals.get(row.ref)
+        deadlines.append(signal_deadline(ctx, signal.accepted_at if signal else row.created_at))
+    return {"count": len(rows), "deadline": iso(min(deadlines)) if deadlines else None,
+            "expires": min(row.expires_at for row in rows) if rows else None}
+
+
+def pickup_lines(data: dict[str, Any]) -> list[str]:
+    """`status`'s lines for the pickup page, from `data` (times already as a person reads
+    them): added after the others, which stay as they were."""
+    waiting = data.get("pickup_waiting") or {"count": 0}
+    if not waiting["count"]:
+        return ["pickup    nothing waiting to be read"]
+    return [f"pickup    {waiting['count']} waiting to be read on the pickup page"
+            f" (first due {waiting['deadline']}, first link expires {waiting['expires']})"]
 
 
 async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dict[str, Any]]:
