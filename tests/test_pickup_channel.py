@@ -24,6 +24,7 @@ from conftest import (
 from test_process import CANARY_BIRTH, CANARY_NAME, CANARY_STRINGS
 
 from gateway.admin.pupils import pupils_import
+from gateway.admin.status import status
 from gateway.core.model import CODEWORD, Contact
 from gateway.core.resolve import HELD_NO_USABLE_KEY
 from gateway.crypto import pickupbox
@@ -238,7 +239,7 @@ async def test_held_until_enrolled_then_released(harness_factory: HarnessFactory
 
 async def test_held_while_the_page_is_off(harness: Harness) -> None:
     """Without `[web]` an enrolled pickup contact is not reachable: the child is held and
-    nothing is mailed (never a fallback to ordinary mail)."""
+    nothing is mailed (never a fallback to ordinary mail); `status` says why."""
     await make_pickup_school(harness)
     ref = (await harness.send(harness.signal(sanne()))).text.rsplit(" ", 1)[1]
     await harness.drain()
@@ -246,6 +247,9 @@ async def test_held_while_the_page_is_off(harness: Harness) -> None:
     assert child is not None and child.state == "held"
     assert harness.inboxes[SCHOOL_A].received == []
     assert len(harness.inboxes[SCHOOL_B].received) == 0
+    shown = await status(harness.ctx, True)
+    assert shown.data["pickup_without_web"] == [SCHOOL_A]
+    assert any("pickup page, but [web] is off" in line for line in shown.attention)
 
 
 async def test_superseded_when_the_contact_is_removed_before_delivery(

@@ -108,7 +108,8 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
     config, snapshot = ctx.config, await ctx.refresh()
     lines: list[str] = []
     relay = config.delivery.relay
-    with_contacts = sorted({str(c.school) for c in await ctx.store.directory.contacts()})
+    contacts = await ctx.store.directory.contacts()
+    with_contacts = sorted({str(c.school) for c in contacts})
     unreachable = [code for code in with_contacts if relay is None
                    and code not in snapshot.routes]
     if unreachable:
@@ -116,6 +117,12 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
                      f"relay is empty: their notices are never delivered "
                      f"({', '.join(unreachable[:5])}); `schools add CODE ... --route` or set"
                      " the relay")
+    no_page = [] if config.web.enabled else sorted(
+        {str(c.school) for c in contacts if c.channel == "pickup"})
+    if no_page:
+        lines.append(f"{len(no_page)} schools are reached through the pickup page, but [web] is"
+                     f" off: their children are held ({', '.join(no_page[:5])}); set [web]"
+                     " listen and public_url")
     keyless = sorted(name for name, sender in snapshot.senders.items()
                      if not sender.fingerprints)
     if keyless:
@@ -148,7 +155,8 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
         until = max(i["until"] for i in items)
         lines.append(f"sender {name} is locked out of AUTH until {until} ({what}):"
                      f" `senders unlock {name}` once its password is right")
-    data = {"unreachable_schools": unreachable, "senders_without_key": keyless,
+    data = {"unreachable_schools": unreachable, "pickup_without_web": no_page,
+            "senders_without_key": keyless,
             "relay": str(relay) if relay else None, "alerts_address": config.alerts.address,
             "auth_lockouts": lockouts, "waiting_on_setup": waiting_on_us}
     return lines, data
