@@ -272,3 +272,28 @@ async def test_superseded_when_the_contact_is_removed_before_delivery(
     assert box is not None and box.sealed is None
     child = await h.ctx.store.children.get(ref, 1)
     assert child is not None and child.state == "held"
+
+
+async def test_a_reenrolment_before_delivery_supersedes_and_the_new_passkey_releases(
+        harness_factory: HarnessFactory) -> None:
+    """Re-enrolment (every second factor dropped: a lost phone) while a notification waits:
+    it never goes out and its child is held; the new passkey releases the child into a fresh
+    notification with a new link."""
+    h = await harness_factory(extra_config=web_config())
+    await make_pickup_school(h)
+    h.inboxes[SCHOOL_A].fail_next("451 4.3.0 try again later")
+    ref = (await h.send(h.signal(sanne()))).text.rsplit(" ", 1)[1]
+    await h.drain()
+    await h.ctx.store.write(lambda tx: tx.pickups.drop_credentials(SCHOOL_A, CONTACT_A))
+    h.clock.advance(minutes=5)
+    await h.drain()
+    [superseded] = [r for r in await h.receipts() if r.event == "superseded"]
+    assert superseded.detail["reason"] == STALE_NOT_ENROLLED
+    child = await h.ctx.store.children.get(ref, 1)
+    assert child is not None and child.state == "held" and h.inboxes[SCHOOL_A].received == []
+    await h.ctx.store.write(lambda tx: enrol_contact(tx, h))
+    await h.drain()
+    [item] = h.inboxes[SCHOOL_A].received
+    _, token = link_of(mail_of(item)[1])
+    record = await h.ctx.store.pickups.get(pickupbox.token_digest(h.ctx.vault, token))
+    assert record is not None and record.ref == ref and record.state == "delivered"
