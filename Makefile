@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# axe-core, the accessibility rules the pickup page's browser tests run in the page (npm registry).
+AXE := $(VENV)/axe/node_modules/axe-core/axe.min.js
+$(AXE):
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: the browser tests need axe-core from the npm registry (Debian: apt-get install npm)"; exit 1; }
+	npm install --silent --no-save --no-audit --no-fund --prefix $(VENV)/axe axe-core@4
+
 run: check-gpg $(STAMP)
 	@$(BIN)/hwc-gateway --config $(CONFIG) keys init --if-missing
 	$(BIN)/hwc-gateway --config $(CONFIG) serve
 
-test: check-gpg $(STAMP) lint
+test: check-gpg $(STAMP) $(AXE) lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

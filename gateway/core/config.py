@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.core.configread import Table, date_ranges, is_loopback, positive, timezone_problem
 from gateway.core.validate import HostPort, is_address
+from gateway.core.webconfig import WebSection, web_section
 
 DEFAULT_TEACHER_TEXT = (
     "Dit kind heeft een ingrijpende gebeurtenis meegemaakt. U hoeft niets te vragen of te doen;\n"
@@ -131,6 +132,7 @@ class Config:
     alerts: AlertsSection
     retention: RetentionSection
     metrics: MetricsSection
+    web: WebSection = field(default_factory=WebSection)
 
     @property
     def gnupg_home(self) -> Path:
@@ -278,10 +280,11 @@ def parse_config(doc: dict[str, Any], path: Path) -> Config:
     retention = RetentionSection(receipts_days=rt.value("receipts_days", int, positive),
                                  held_days=rt.value("held_days", int, positive))
     metrics = _metrics(table("metrics", MetricsSection))
+    web = web_section(table("web", WebSection))
     if problems:
         raise ConfigError(problems)
     return Config(path, gateway, smtp, delivery, storage, keys, schedule, alerts, retention,
-                  metrics)
+                  metrics, web)
 
 
 def not_fqdn(name: str) -> bool:

@@ -219,12 +219,75 @@ class SchoolRecord:
 
 @dataclass(frozen=True)
 class ContactRecord:
-    """A school contact as pinned; `channel` names the delivery channel that reaches it."""
+    """A school contact as pinned; `channel` names the delivery channel that reaches it;
+    `fingerprint` is None for a contact of a keyless channel (pickup)."""
 
     school: str
     email: str
-    fingerprint: str
+    fingerprint: str | None
     channel: str = "openpgp"
+
+
+@dataclass(frozen=True)
+class EnrolmentRecord:
+    """The open invitation of a pickup contact: the digests of its link token and phone code,
+    until when it holds, and when it was used (then it opens nothing more)."""
+
+    school: str
+    email: str
+    token_digest: str = field(repr=False)
+    code_digest: str = field(repr=False)
+    created_at: str
+    expires_at: str
+    used_at: str | None
+
+
+@dataclass(frozen=True)
+class CredentialRecord:
+    """A pickup contact's second factor: a passkey (`credential_id`, COSE `public_key`,
+    `sign_count`) or an authenticator app (`secret`, vault-sealed; `last_step`: the last time
+    step a code was taken for, so a code works once)."""
+
+    id: int
+    school: str
+    email: str
+    kind: str  # "passkey" or "totp"
+    credential_id: str | None
+    public_key: bytes | None = field(repr=False)
+    sign_count: int
+    secret: bytes | None = field(repr=False)
+    last_step: int | None
+    created_at: str
+    last_used_at: str | None
+
+
+@dataclass(frozen=True)
+class PickupRecord:
+    """A pickup notice: its box (sealed under the link's key; None once erased), when its link
+    expires, how often and when it was opened and read, and its notice's ref, school,
+    recipients, state and acknowledgement."""
+
+    notice_id: int
+    ref: str
+    school: str
+    recipients: tuple[str, ...]
+    state: str
+    sealed: bytes | None = field(repr=False)
+    expires_at: str
+    opened: int
+    first_opened_at: str | None
+    read_at: str | None
+    read_by: str | None
+    acked_at: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Wrong codes counted against one subject (a link, a contact, an invitation)."""
+
+    failures: int
+    locked_until: str | None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ that imports it. Nothing here fails, except `SealError`, which a channel raises.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 
 DEFAULT_CHANNEL = "openpgp"
 
@@ -37,10 +38,21 @@ REACHABLE = Reachability(True)
 
 
 @dataclass(frozen=True)
+class PickupBox:
+    """What a pickup notice keeps beside its parcel until its link expires: the keyed digest
+    of the link's token, the notice sealed under the link's key, and the expiry."""
+
+    token_digest: str = field(repr=False)
+    sealed: bytes = field(repr=False)
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class Parcel:
     """One sealed notice as its channel made it: the recipients and keys it is bound to (in
     the same order), its Message-ID, its bytes (opaque to all but its channel), the keyed
-    digest of its acknowledgement token, and the key that signed it ("" when none did)."""
+    digest of its acknowledgement token, the key that signed it ("" when none did), and for
+    a pickup notice its box (stored with the notice, in the same transaction)."""
 
     channel: str
     recipients: tuple[str, ...]
@@ -49,6 +61,7 @@ class Parcel:
     body: bytes
     ack_digest: str
     signed_by: str = ""
+    pickup: PickupBox | None = None
 
     def __repr__(self) -> str:
         return f"Parcel({self.channel}, {self.message_id}, {len(self.body)} bytes)"

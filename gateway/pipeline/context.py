@@ -59,7 +59,7 @@ class Context:
         stale = now - self.snapshot.loaded_at > SNAPSHOT_MAX_AGE
         if force or stale or await self.store.directory.version() != self.snapshot.version:
             self.snapshot = await load_snapshot(self.store, self.gpg, now,
-                                                self.config.alerts.key)
+                                                self.config.alerts.key, self.config.web)
         return self.snapshot
 
     async def close(self) -> None:

@@ -5,7 +5,9 @@ command line changes something (the store's directory version moves) and at leas
 minutes (a key can expire while nothing else changes). Each contact key and sender key is
 checked with gpg's own listing (`gateway.core.keyinfo.key_usable`, the one key rule): a key
 that is expired, revoked or cannot do its job is left out, so nothing downstream can pick it
-(docs/architecture.md invariant 6). Each contact keeps its channel's name. Whether a contact in
+(docs/architecture.md invariant 6). Each contact keeps its channel's name; a contact of a
+keyless channel (pickup) is let through, with the contacts that have a second factor
+(`enrolled`) and the page's origin (`pickup_url`) for that channel to judge. Whether a contact in
 the snapshot is reachable now, and whether a notice sealed earlier may still go out, is the
 channel's to say (`gateway.delivery.channel.reachable_contacts`, `Channel.still_valid`).
 """
@@ -20,6 +22,7 @@ from gateway.core.keyinfo import KeyInfo, Purpose, key_info, key_usable
 from gateway.core.model import Contact, School, Sender
 from gateway.core.records import from_iso
 from gateway.core.validate import HostPort, parse_hostport
+from gateway.core.webconfig import WebSection
 from gateway.crypto.gpg import Gpg
 from gateway.store.api import Store
 
@@ -37,6 +40,10 @@ class Snapshot:
     alert_keys: frozenset[str] = frozenset()  # [alerts] key, when it is usable
     # When the pinned keys expire (those that do): a key can expire between two loads.
     key_expires: dict[str, dt.datetime] = field(default_factory=dict)
+    # Pickup contacts (school, address) with a second factor the page accepts (a passkey, or
+    # an app while `[web] allow_totp`), and the page's origin ("" when `[web]` is off).
+    enrolled: frozenset[tuple[str, str]] = frozenset()
+    pickup_url: str = ""
 
 
 def parse_route(text: str | None) -> HostPort | None:
@@ -53,7 +60,7 @@ def key_infos(gpg: Gpg, fingerprints: list[str], secret: bool = False) -> dict[s
 
 
 async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
-                        alerts_key: str = "") -> Snapshot:
+                        alerts_key: str = "", web: WebSection | None = None) -> Snapshot:
     version = await store.directory.version()
     sender_rows = await store.directory.senders()
     sender_keys = await store.directory.sender_keys()
@@ -62,8 +69,10 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
     school_rows = await store.directory.schools()
     contact_rows = await store.directory.contacts()
     gateway_rows = await store.directory.gateway_keys()
+    credentials = await store.pickups.credentials()
 
-    wanted = sorted({k.fingerprint for k in sender_keys} | {c.fingerprint for c in contact_rows}
+    wanted = sorted({k.fingerprint for k in sender_keys}
+                    | {c.fingerprint for c in contact_rows if c.fingerprint}
                     | ({alerts_key} if alerts_key else set()))
     infos = await asyncio.to_thread(key_infos, gpg, wanted)
 
@@ -81,10 +90,14 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
         for r in sender_rows}
     contacts: dict[str, list[Contact]] = {}
     for c in contact_rows:
-        # Every channel so far binds a contact to a key (openpgp: its fingerprint); a keyless
-        # channel would be let through here and judged by its own `reachable`.
-        if usable(c.fingerprint, "encrypt"):
-            contacts.setdefault(c.school, []).append(Contact(c.email, c.fingerprint, c.channel))
+        # A contact bound to a key (openpgp) is in only while that key is usable; a contact of
+        # a keyless channel (pickup) is let through, to be judged by its channel's `reachable`.
+        if c.fingerprint is None or usable(c.fingerprint, "encrypt"):
+            contacts.setdefault(c.school, []).append(
+                Contact(c.email, c.fingerprint or "", c.channel))
+    allow_totp = web is not None and web.allow_totp
+    enrolled = frozenset((c.school, c.email) for c in credentials
+                         if c.kind == "passkey" or (c.kind == "totp" and allow_totp))
     schools = {r.code: School(r.code, r.name, len(contacts.get(r.code, [])))
                for r in school_rows}
     routes = {r.code: route for r in school_rows if (route := parse_route(r.route))}
@@ -98,4 +111,5 @@ async def load_snapshot(store: Store, gpg: Gpg, now: dt.datetime,
     expires = {fpr: info.expires for fpr, info in infos.items() if info.expires is not None}
     return Snapshot(version, now, senders, schools,
                     {k: tuple(v) for k, v in contacts.items()}, routes, signing, decrypt,
-                    alert_keys, expires)
+                    alert_keys, expires, enrolled,
+                    web.public_url if web is not None and web.enabled else "")

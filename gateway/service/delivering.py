@@ -182,7 +182,8 @@ async def deliver_one(ctx: Context, item: ClaimedNotice,
     stale = channel.still_valid(row.recipients, row.fingerprints, ctx.snapshot, row.school,
                                 ctx.clock())
     if stale:
-        pinned = {c.email: c.fingerprint for c in await ctx.store.directory.contacts(row.school)}
+        pinned = {c.email: c.fingerprint or "" for c in
+                  await ctx.store.directory.contacts(row.school)}
         return Verdict(Outcome.SUPERSEDED, reason=channel.stale_reason(stale, pinned))
     outcome = await channel.deliver(ctx, item.parcel(), connection)
     if outcome.result is deliver.Result.DELIVERED:

@@ -27,7 +27,9 @@ async def key_owners(ctx: Context) -> dict[str, tuple[str, Purpose]]:
     for sender_key in await ctx.store.directory.sender_keys():
         owners[sender_key.fingerprint] = (f"sender {sender_key.sender}", "sign")
     for contact in await ctx.store.directory.contacts():
-        owners[contact.fingerprint] = (f"school {contact.school} {contact.email}", "encrypt")
+        if contact.fingerprint:  # a pickup contact has no key
+            owners[contact.fingerprint] = (f"school {contact.school} {contact.email}",
+                                           "encrypt")
     if ctx.config.alerts.key:
         owners[ctx.config.alerts.key] = ("alerts", "encrypt")
     return owners

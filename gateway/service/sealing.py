@@ -161,6 +161,9 @@ class SealQueue:
             notice_id = await tx.notices.insert(
                 item.ref, item.school, parcel.message_id, parcel.recipients, parcel.keys,
                 parcel.body, item.numbers, now, parcel.ack_digest, channel=parcel.channel)
+            if parcel.pickup is not None:
+                box = parcel.pickup
+                await tx.pickups.put(notice_id, box.token_digest, box.sealed, box.expires_at)
             await tx.children.seal_finished(item.ref, item.school)
             await tx.receipts.append("sealed", at=now, ref=item.ref, school=item.school,
                                      notice=notice_id,

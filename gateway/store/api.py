@@ -54,6 +54,7 @@ from gateway.core.records import (
     UnreportedSignal,
 )
 from gateway.store.outbox import Outbox, OutboxReads
+from gateway.store.pickups import PickupReads, Pickups
 
 T = TypeVar("T")
 _NODE: tuple[int, str] | None = None
@@ -268,9 +269,10 @@ class Directory(DirectoryReads, Protocol):
 
     async def remove_school(self, code: str) -> int: ...
 
-    async def set_contact(self, school: str, email: str, fingerprint: str,
+    async def set_contact(self, school: str, email: str, fingerprint: str | None,
                           channel: str = "openpgp") -> str | None:
-        """Add a contact (of `channel`) or replace its key; the previous fingerprint, if any."""
+        """Add a contact (of `channel`; a keyless channel's has no fingerprint) or replace its
+        key; the previous fingerprint, if there was one."""
 
     async def rename_contact(self, school: str, email: str, new_email: str) -> bool: ...
 
@@ -343,6 +345,7 @@ class Tx(Protocol):
     register: Register
     lockouts: Lockouts
     meta: Meta
+    pickups: Pickups
 
 
 class Store(Protocol):
@@ -360,6 +363,7 @@ class Store(Protocol):
     register: RegisterReads
     lockouts: LockoutReads
     meta: MetaReads
+    pickups: PickupReads
 
     async def write(self, body: Callable[[Tx], Coroutine[Any, Any, T]]) -> T: ...
 

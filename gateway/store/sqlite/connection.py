@@ -49,6 +49,7 @@ from gateway.store.api import (
 )
 from gateway.store.chain import CHAIN_SCHEME
 from gateway.store.outbox import Outbox, OutboxReads
+from gateway.store.pickups import PickupReads, Pickups
 from gateway.store.sqlite import migrate
 from gateway.store.sqlite.base import Session
 from gateway.store.sqlite.children import SqliteChildren
@@ -57,6 +58,7 @@ from gateway.store.sqlite.lockouts import SqliteLockouts
 from gateway.store.sqlite.meta import SqliteMeta
 from gateway.store.sqlite.notices import SqliteNotices
 from gateway.store.sqlite.outbox import SqliteOutbox
+from gateway.store.sqlite.pickups import SqlitePickups
 from gateway.store.sqlite.receipts import SqliteReceipts
 from gateway.store.sqlite.register import SqliteRegister
 from gateway.store.sqlite.signals import SqliteSignals
@@ -78,6 +80,7 @@ class SqliteTx:
         self.register: Register = SqliteRegister(s)
         self.lockouts: Lockouts = SqliteLockouts(s)
         self.meta: Meta = SqliteMeta(s)
+        self.pickups: Pickups = SqlitePickups(s)
 
 
 def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -143,6 +146,7 @@ class SqliteStore:
         self.register = cast(RegisterReads, _Reads(self, SqliteRegister, RegisterReads))
         self.lockouts = cast(LockoutReads, _Reads(self, SqliteLockouts, LockoutReads))
         self.meta = cast(MetaReads, _Reads(self, SqliteMeta, MetaReads))
+        self.pickups = cast(PickupReads, _Reads(self, SqlitePickups, PickupReads))
 
     @classmethod
     async def open(cls, path: Path, chain_key: bytes, node: str | None = None) -> SqliteStore:

@@ -125,7 +125,7 @@ class SqliteDirectory:
         self._s.bump_directory_version()
         return cur.rowcount
 
-    async def set_contact(self, school: str, email: str, fingerprint: str,
+    async def set_contact(self, school: str, email: str, fingerprint: str | None,
                           channel: str = "openpgp") -> str | None:
         row = self._s.one("SELECT fingerprint FROM contacts WHERE school = ? AND email = ?",
                           (school, email))
@@ -134,7 +134,7 @@ class SqliteDirectory:
             " ON CONFLICT(school, email) DO UPDATE SET fingerprint = excluded.fingerprint,"
             " channel = excluded.channel", (school, email, fingerprint, channel))
         self._s.bump_directory_version()
-        return str(row["fingerprint"]) if row else None
+        return str(row["fingerprint"]) if row and row["fingerprint"] else None
 
     async def rename_contact(self, school: str, email: str, new_email: str) -> bool:
         cur = self._s.run("UPDATE contacts SET email = ? WHERE school = ? AND email = ?",
@@ -160,7 +160,7 @@ class SqliteDirectory:
         self._s.run("INSERT INTO gateway_keys (fingerprint, state, created_at)"
                     " VALUES (?, 'current', ?)", (fingerprint, iso(at)))
         self._s.bump_directory_version()
-        return str(row["fingerprint"]) if row else None
+        return str(row["fingerprint"]) if row and row["fingerprint"] else None
 
     async def retire_gateway_key(self, fingerprint: str, at: dt.datetime) -> bool:
         cur = self._s.run("UPDATE gateway_keys SET state = 'retired', decrypt_until = ?"

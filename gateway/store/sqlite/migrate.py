@@ -76,9 +76,33 @@ CREATE TABLE IF NOT EXISTS seal_attempts (
 CREATE INDEX IF NOT EXISTS signals_unreported ON signals(accepted_at) WHERE reported = 0;
 CREATE INDEX IF NOT EXISTS signals_sender_ref_digest ON signals(sender, sender_ref_digest);
 CREATE INDEX IF NOT EXISTS notices_ack ON notices(ack_digest) WHERE ack_digest IS NOT NULL;
+CREATE TABLE IF NOT EXISTS enrolments (
+    school TEXT NOT NULL, email TEXT NOT NULL, token_digest TEXT NOT NULL UNIQUE,
+    code_digest TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+    used_at TEXT, PRIMARY KEY (school, email),
+    FOREIGN KEY (school, email) REFERENCES contacts(school, email)
+        ON DELETE CASCADE ON UPDATE CASCADE);
+CREATE TABLE IF NOT EXISTS credentials (
+    id INTEGER PRIMARY KEY, school TEXT NOT NULL, email TEXT NOT NULL, kind TEXT NOT NULL,
+    credential_id TEXT UNIQUE, public_key BLOB, sign_count INTEGER NOT NULL DEFAULT 0,
+    secret BLOB, last_step INTEGER, created_at TEXT NOT NULL, last_used_at TEXT,
+    FOREIGN KEY (school, email) REFERENCES contacts(school, email)
+        ON DELETE CASCADE ON UPDATE CASCADE);
+CREATE INDEX IF NOT EXISTS credentials_contact ON credentials(school, email);
+CREATE TABLE IF NOT EXISTS pickups (
+    notice_id INTEGER PRIMARY KEY REFERENCES notices(id), token_digest TEXT NOT NULL UNIQUE,
+    sealed BLOB, expires_at TEXT NOT NULL, opened INTEGER NOT NULL DEFAULT 0,
+    first_opened_at TEXT, read_at TEXT, read_by TEXT);
+CREATE INDEX IF NOT EXISTS pickups_sealed ON pickups(expires_at) WHERE sealed IS NOT NULL;
+CREATE TABLE IF NOT EXISTS web_failures (
+    scope TEXT NOT NULL, subject TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
+    since TEXT NOT NULL, locked_until TEXT, PRIMARY KEY (scope, subject));
 """
 # notices_ack: anyone may name an ack address without AUTH; without the index each unknown one
 # scanned every notice (62 ms at 30,000 notices, issue 11). Partial: a used token is NULL.
+# enrolments, credentials, pickups, web_failures: the pickup channel (gateway.delivery.pickup)
+# and its page (gateway.web): invitations, passkeys and app secrets, the boxes only a link
+# opens, and wrong codes counted per link, contact and invitation.
 
 
 def upgrade(conn: sqlite3.Connection) -> None:
@@ -96,9 +120,26 @@ def upgrade(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             if backfill:
                 conn.execute(backfill)
+    keyless_contacts(conn)
     conn.executescript(LATE_INDEXES)
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                  (str(SCHEMA_VERSION),))
+
+
+def keyless_contacts(conn: sqlite3.Connection) -> None:
+    """Let `contacts.fingerprint` be NULL (a pickup contact has no key): SQLite cannot drop a
+    NOT NULL, so the table is made anew with its rows, in one transaction."""
+    columns = {row["name"]: row["notnull"] for row in conn.execute("PRAGMA table_info(contacts)")}
+    if not columns.get("fingerprint"):
+        return
+    conn.executescript(
+        "BEGIN IMMEDIATE;"
+        " CREATE TABLE contacts_keyless (school TEXT NOT NULL REFERENCES schools(code)"
+        " ON DELETE CASCADE, email TEXT NOT NULL, fingerprint TEXT,"
+        " channel TEXT NOT NULL DEFAULT 'openpgp', PRIMARY KEY (school, email));"
+        " INSERT INTO contacts_keyless (school, email, fingerprint, channel)"
+        " SELECT school, email, fingerprint, channel FROM contacts;"
+        " DROP TABLE contacts; ALTER TABLE contacts_keyless RENAME TO contacts; COMMIT;")
 
 
 def move_status_mails(conn: sqlite3.Connection) -> None:

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS schools (
     code TEXT PRIMARY KEY, name TEXT NOT NULL, place TEXT NOT NULL DEFAULT '', route TEXT);
 CREATE TABLE IF NOT EXISTS contacts (
     school TEXT NOT NULL REFERENCES schools(code) ON DELETE CASCADE,
-    email TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (school, email));
+    email TEXT NOT NULL, fingerprint TEXT, PRIMARY KEY (school, email));
 CREATE TABLE IF NOT EXISTS pupils (
     id INTEGER PRIMARY KEY, bsn_index TEXT, birthdate_index TEXT NOT NULL,
     school TEXT NOT NULL, blob BLOB NOT NULL);
