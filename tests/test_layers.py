@@ -10,7 +10,7 @@ ROOT = Path(__file__).parent.parent / "gateway"
 # Lowest first. Subpackages on one rank are siblings: neither may import the other.
 LAYERS: list[set[str]] = [
     {"core"}, {"observe"}, {"crypto"}, {"store"}, {"pipeline"}, {"ingress", "delivery"},
-    {"notify"}, {"service"}, {"admin"}, {"devkit"},
+    {"web"}, {"notify"}, {"service"}, {"admin"}, {"devkit"},
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 

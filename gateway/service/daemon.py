@@ -1,6 +1,7 @@
 """The daemon: start, run, shut down (what `hwc-gateway serve` and systemd run).
 
-Takes a `Context`; runs the SMTP listener and the runner on one event loop until `stop` is set.
+Takes a `Context`; runs the SMTP listener and the runner on one event loop until `stop` is set,
+and with `[web] listen` the pickup pages (`gateway.web.app`, HTTPS with `[web] tls_cert`) too.
 SIGTERM or SIGINT: `gateway.stopping` is logged at once, new sessions are answered 421 4.3.2,
 the sessions already open get `[smtp] shutdown_grace_seconds` to finish (those still open then
 are told 421 4.3.2 and closed), the runner ends its step, the store is closed, the gpg-agent of
@@ -32,6 +33,7 @@ from gateway.observe.sdnotify import notify
 from gateway.pipeline.context import Context
 from gateway.service import runner
 from gateway.service.preflight import listen_error
+from gateway.web.app import WebServer
 
 log = get_logger("daemon")
 
@@ -70,6 +72,7 @@ class Daemon:
         self.handler: IntakeHandler | None = None
         self._runner: asyncio.Task[None] | None = None
         self._metrics: Any = None
+        self.web: WebServer | None = None
 
     @property
     def bound_port(self) -> int:
@@ -88,6 +91,8 @@ class Daemon:
                 raise StartError(listen_error(self.ctx.config.metrics.listen,
                                               "[metrics] listen", exc)) from None
             log.info("metrics.started", listen=str(self.ctx.config.metrics.listen))
+        if self.ctx.config.web.enabled:
+            await self._start_web()
         await runner.recover_leases(self.ctx)
         if self.background:
             self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
@@ -98,6 +103,30 @@ class Daemon:
         if snapshot.signing_key is None:
             log.warning("gateway.no_signing_key", hint="run `hwc-gateway keys init`")
         notify(f"READY=1\nSTATUS=listening on {listen}")
+
+    async def _start_web(self) -> None:
+        web_config = self.ctx.config.web
+        assert web_config.listen is not None
+        server = WebServer(self.ctx)
+        try:
+            await server.start()
+        except (ssl.SSLError, OSError) as exc:
+            await self._close_listeners()
+            if isinstance(exc, ssl.SSLError):
+                raise StartError(f"cannot load the TLS pair {web_config.tls_cert}, "
+                                 f"{web_config.tls_key}: {exc.reason or exc}") from None
+            raise StartError(listen_error(web_config.listen, "[web] listen", exc)) from None
+        self.web = server
+        log.info("web.started", listen=f"{server.host}:{server.bound_port}",
+                 public_url=web_config.public_url, tls=server.scheme == "https")
+
+    async def _close_listeners(self) -> None:
+        """A start that fails half-way: what was already listening stops again."""
+        if self.server is not None:
+            self.server.close()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics = None
 
     async def _listen(self) -> tuple[asyncio.Server, IntakeHandler]:
         smtp = self.ctx.config.smtp
@@ -129,6 +158,10 @@ class Daemon:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
+            log.info("web.stopped")
         if self._runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
