@@ -20,20 +20,28 @@ import json
 import os
 import signal
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import (
     Protocol,
     Transport,
     VirtualAuthenticatorOptions,
 )
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -126,6 +134,7 @@ def browser_fixture(chrome: WebDriver) -> Iterator[WebDriver]:
     driver.get("about:blank")
     driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
     driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     driver.set_window_size(*DESKTOP)
     with contextlib.suppress(Exception):  # none there yet in the session's first test
         driver.remove_virtual_authenticator()
@@ -219,3 +228,95 @@ def console_errors(driver: WebDriver) -> list[str]:
     """The browser console's errors since the last call (a CSP violation is one)."""
     return [entry["message"] for entry in _log(driver, "browser")
             if entry.get("level") == "SEVERE"]
+
+
+# The steps a person takes on the pickup pages (ids from gateway/web/templates). Synchronous:
+# a test whose gateway runs on its own event loop calls them through asyncio.to_thread.
+
+def wait_id(driver: WebDriver, element_id: str, timeout: float = 15) -> WebElement:
+    """The element once it is on the page (after a navigation or a passkey ceremony)."""
+    found: WebElement = WebDriverWait(driver, timeout).until(
+        lambda d: d.find_element(By.ID, element_id))
+    return found
+
+
+def new_document(driver: WebDriver, action: Callable[[], object]) -> None:
+    """Do `action` (a click that submits, a link) and wait until another document is loaded:
+    the old one carries a mark the new one lacks."""
+    driver.execute_script("window.hwcOld = true")
+    action()
+
+    def loaded(d: WebDriver) -> bool:
+        return bool(d.execute_script(
+            "return window.hwcOld === undefined && document.readyState === 'complete'"))
+
+    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(loaded)
+
+
+def fill(driver: WebDriver, element_id: str, text: str, submit: str) -> None:
+    """Type `text` into a field and press the form's button; waits for the next page."""
+    field = wait_id(driver, element_id)
+    field.clear()
+    field.send_keys(text)
+    new_document(driver, driver.find_element(By.ID, submit).click)
+
+
+def passkey(driver: WebDriver, leaves: str) -> str:
+    """Press the passkey button; waits until the browser left the page `leaves` (a path end),
+    or the status line says why not. The status line's text, "" when the page changed."""
+    button = wait_id(driver, "passkey-button")
+    button.click()
+
+    def settled(d: WebDriver) -> tuple[str] | bool:
+        # A tuple: the wait ends on any answer, also on "" (the page changed).
+        if not d.current_url.endswith(leaves):
+            return ("",) if d.execute_script("return document.readyState") == "complete" \
+                else False
+        status = d.find_element(By.ID, "passkey-status").text
+        return (status,) if status and not status.startswith("Even geduld") and \
+            button.is_enabled() else False
+
+    result: tuple[str] = WebDriverWait(driver, 15, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(settled)
+    return result[0]
+
+
+def enrol_with_passkey(driver: WebDriver, url: str, code: str) -> None:
+    """The enrolment link, the phone code, a new passkey: the page that says it is done."""
+    driver.get(url)
+    fill(driver, "code", code, "code-submit")
+    wait_id(driver, "code-ok")
+    assert passkey(driver, "/kiezen") == ""
+    wait_id(driver, "done")
+
+
+def open_with_passkey(driver: WebDriver, url: str) -> None:
+    """The pickup link and the passkey: the notice page."""
+    driver.get(url)
+    assert passkey(driver, url[-20:]) == ""
+    wait_id(driver, "teacher-text")
+
+
+def phone(driver: WebDriver) -> None:
+    """The viewport of a phone held upright (undone by the `browser` fixture)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 1, "mobile": True})
+
+
+def horizontal_overflow(driver: WebDriver) -> int:
+    """How many CSS pixels the page is wider than its viewport (0: no sideways scrolling)."""
+    overflow: int = driver.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    return overflow
+
+
+def check_page(driver: WebDriver, name: str, canaries: Iterable[str] = (),
+               readme: bool = False) -> None:
+    """What every page must be: a screenshot taken, no serious or critical axe violation, no
+    CSP violation in the console, no canary in any URL."""
+    screenshot(driver, name, readme=readme)
+    violations = axe_violations(driver)
+    assert violations == [], f"{name}: {describe(violations)}"
+    csp = [e for e in console_errors(driver) if "Content Security Policy" in e]
+    assert csp == [], f"{name}: {csp}"
+    assert_no_canary_in_urls(driver, canaries)
