@@ -4,8 +4,9 @@ Takes: Debian's chromium and chromedriver (/usr/bin; `.ci/run` installs them) an
 (the Makefile's `$(AXE)`: `.venv/axe` of the checkout running the tests).
 Produces: `chrome`, one browser per test session (its own temporary profile), and `browser`, the
 same browser reset for one test (no cookies, no cache, a new virtual passkey authenticator, a
-desktop window); `axe_violations` (WCAG 2.0/2.1 A and AA through axe-core), `screenshot` (a
-temporary directory, and the README's PNG when HWC_SCREENSHOTS names its directory),
+desktop window); `axe_violations` (WCAG 2.0/2.1 A and AA through axe-core), `screenshot` (into
+$HWC_SCREENSHOT_DIR, or a new /tmp/hwc-screenshots-*, kept for a person to look at; the
+README's PNG too when HWC_SCREENSHOTS names its directory),
 `requested_urls` and `assert_no_canary_in_urls` (what the address bar and every request showed).
 Fails: without chromium the browser tests fail when env CI is set (CI must run them) and skip
 with the reason otherwise; when the browser is gone, every Chromium process of the session's
@@ -112,9 +113,12 @@ def chrome_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriv
             pytest.fail(f"the browser tests must run on CI: {missing}")
         pytest.skip(f"no browser tests: {missing}")
     base = tmp_path_factory.mktemp("browser")
-    _state["shots"] = base / "screenshots"
-    _state["shots"].mkdir()
+    # Out of pytest's rotation of temp dirs (it keeps three runs, of every suite of this user).
+    shots = os.environ.get("HWC_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="hwc-screenshots-")
+    _state["shots"] = Path(shots)
+    _state["shots"].mkdir(parents=True, exist_ok=True)
     profile = base / "profile"
+    _state["profile"] = profile
     service = Service(str(CHROMEDRIVER), log_output=str(base / "chromedriver.log"))
     driver = webdriver.Chrome(options=_options(profile), service=service)
     try:
@@ -136,16 +140,22 @@ def browser_fixture(chrome: WebDriver) -> Iterator[WebDriver]:
     driver.execute_cdp_cmd("Network.clearBrowserCache", {})
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     driver.set_window_size(*DESKTOP)
-    with contextlib.suppress(Exception):  # none there yet in the session's first test
-        driver.remove_virtual_authenticator()
-    driver.add_virtual_authenticator(VirtualAuthenticatorOptions(
-        protocol=Protocol.CTAP2, transport=Transport.INTERNAL, has_resident_key=True,
-        has_user_verification=True, is_user_verified=True, is_user_consenting=True))
+    new_authenticator(driver)
     _log(driver, "performance")  # what earlier tests requested is theirs
     _log(driver, "browser")
     _state["urls"] = []
     yield driver
     driver.get("about:blank")
+
+
+def new_authenticator(driver: WebDriver) -> None:
+    """A new passkey store in place of the browser's present one (a platform authenticator
+    that verifies its user: a phone's fingerprint, a laptop's PIN)."""
+    with contextlib.suppress(WebDriverException, ValueError):  # none yet: the first test
+        driver.remove_virtual_authenticator()
+    driver.add_virtual_authenticator(VirtualAuthenticatorOptions(
+        protocol=Protocol.CTAP2, transport=Transport.INTERNAL, has_resident_key=True,
+        has_user_verification=True, is_user_verified=True, is_user_consenting=True))
 
 
 def axe_violations(driver: WebDriver, impact: Iterable[str] = ("serious", "critical"),
@@ -190,6 +200,11 @@ def screenshot(driver: WebDriver, name: str, *, readme: bool = False) -> Path:
         readme_path.parent.mkdir(parents=True, exist_ok=True)
         readme_path.write_bytes(png)
     return path
+
+
+def profile_dir() -> Path:
+    """The browser's profile directory (cache, history, session state) for the sweeps."""
+    return Path(_state["profile"])
 
 
 def screenshots_dir() -> Path:
@@ -276,9 +291,10 @@ def passkey(driver: WebDriver, leaves: str) -> str:
         return (status,) if status and not status.startswith("Even geduld") and \
             button.is_enabled() else False
 
-    result: tuple[str] = WebDriverWait(driver, 15, ignored_exceptions=(
+    result = WebDriverWait(driver, 15, ignored_exceptions=(
         NoSuchElementException, StaleElementReferenceException)).until(settled)
-    return result[0]
+    assert isinstance(result, tuple)
+    return str(result[0])
 
 
 def enrol_with_passkey(driver: WebDriver, url: str, code: str) -> None:
