@@ -7,10 +7,22 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pyotp
 import pytest
 from conftest import Template
-from web_rig import CHILD, CONTACT, HELPDESK, OTHER, SCHOOL, TEACHER_TEXT, Authenticator, \
-    Client, Rig, csrf_of, rig_fixture
+from web_rig import (
+    CHILD,
+    CONTACT,
+    HELPDESK,
+    OTHER,
+    SCHOOL,
+    TEACHER_TEXT,
+    Authenticator,
+    Client,
+    Rig,
+    csrf_of,
+    rig_fixture,
+)
 
 from gateway.crypto import pickupbox
 
@@ -21,11 +33,11 @@ async def rig(template: Template, tmp_path: Path) -> AsyncIterator[Rig]:
         yield made
 
 
-async def sign_in(rig: Rig, client: Client, token: str, totp: object,
+async def sign_in(rig: Rig, client: Client, token: str, totp: pyotp.TOTP,
                   email: str = CONTACT) -> None:
     _, text = await client.get(f"/bericht/{token}")
     response, _ = await client.post(f"/bericht/{token}/code", {
-        "email": email, "code": totp.now()}, csrf=csrf_of(text))  # type: ignore[attr-defined]
+        "email": email, "code": totp.now()}, csrf=csrf_of(text))
     assert response.status == 303
 
 
@@ -51,16 +63,19 @@ async def test_the_landing_page_changes_and_counts_nothing(rig: Rig) -> None:
 async def test_an_app_code_opens_the_notice_in_dutch(rig: Rig) -> None:
     """The contact's address and a right code give a session; the notice page shows "Handle
     with Care", the child's name, birth date as DD-MM-YYYY, reference and the teacher text,
-    with the "Gelezen" button, and each showing is a receipt with contact and client."""
+    with the "Gelezen" button, and each showing (a GET, not a HEAD) is a receipt with contact
+    and client."""
     totp = await rig.add_totp()
     token, notice = await rig.pickup()
     client = rig.client()
     await sign_in(rig, client, token, totp)
+    async with client.session.head(client.base + f"/bericht/{token}/lezen") as head:
+        assert head.status == 405  # a HEAD shows nothing, so it records nothing either
     for _ in range(2):
         response, text = await client.get(f"/bericht/{token}/lezen")
         assert response.status == 200
         assert "<h1>Handle with Care</h1>" in text
-        assert CHILD["name"] in text and "12-04-2016" in text and CHILD["child_ref"] in text
+        assert CHILD["name"] in text and "12-04-2016" in text and CHILD["ref"] in text
         assert TEACHER_TEXT in text and 'id="gelezen"' in text
     opened = await rig.events("pickup_opened")
     assert [(o["notice"], o["contact"], o["client"]) for o in opened] == \
@@ -227,3 +242,37 @@ async def test_a_passkey_opens_the_notice_and_its_counter_must_grow(rig: Rig) ->
     response, _ = await reader.post(f"/bericht/{token}/passkey", csrf=csrf,
                                     json_body=authenticator.get(json.loads(options)))
     assert response.status == 400
+
+
+async def test_a_locked_contact_is_locked_on_every_link(rig: Rig) -> None:
+    """Wrong codes for one contact spread over two links (none of which reaches the limit
+    alone) lock the contact: its right code is then refused on a third link too."""
+    totp = await rig.add_totp()
+    links = [(await rig.pickup())[0] for _ in range(3)]
+    client = rig.client()
+    wrong = f"{(int(totp.now()) + 1) % 1_000_000:06d}"
+    statuses = []
+    for token in (links[0], links[0], links[1]):
+        _, text = await client.get(f"/bericht/{token}")
+        response, _ = await client.post(f"/bericht/{token}/code",
+                                        {"email": CONTACT, "code": wrong}, csrf=csrf_of(text))
+        statuses.append(response.status)
+    assert statuses == [400, 400, 429]
+    _, text = await client.get(f"/bericht/{links[2]}")
+    response, text = await client.post(f"/bericht/{links[2]}/code",
+                                       {"email": CONTACT, "code": totp.now()},
+                                       csrf=csrf_of(text))
+    assert response.status == 429 and HELPDESK in text
+
+
+async def test_behind_a_proxy_the_receipt_names_the_client(rig: Rig) -> None:
+    """On loopback without TLS of its own (behind a reverse proxy) the opening receipt names
+    the address the proxy appended to X-Forwarded-For; a value that is no address is ignored."""
+    totp = await rig.add_totp()
+    token, _ = await rig.pickup()
+    client = rig.client()
+    await sign_in(rig, client, token, totp)
+    for forwarded in ("198.51.100.1, 203.0.113.7", "<script>"):
+        await client.get(f"/bericht/{token}/lezen", headers={"X-Forwarded-For": forwarded})
+    assert [o["client"] for o in await rig.events("pickup_opened")] == \
+        ["203.0.113.7", "127.0.0.1"]

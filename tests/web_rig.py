@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.crypto import pickupbox
 from gateway.crypto.keyadmin import stop_agent
+from gateway.observe.logs import configure
 from gateway.pipeline.context import Context, open_context
 from gateway.store.api import Tx
 from gateway.web.app import WebServer
@@ -38,8 +39,8 @@ SCHOOL = "12AB00"
 CONTACT = "hwc@regenboog.example.nl"
 OTHER = "zorg@regenboog.example.nl"
 HELPDESK = "Bel de leerplichtambtenaar: 030 123 45 67."
-CHILD = {"name": "Sanne Canarie de Vries", "birthdate": "2016-04-12",
-         "child_ref": "HWC-TEST-1/1"}
+# A child as the pickup channel seals it in the box (gateway/delivery/pickup.py).
+CHILD = {"name": "Sanne Canarie de Vries", "birthdate": "2016-04-12", "ref": "HWC-TEST-1/1"}
 TEACHER_TEXT = "Wees er vandaag extra voor het kind."
 
 
@@ -129,6 +130,12 @@ class Client:
                                      **kw) as r:
             return r, await r.text()
 
+    async def post_raw(self, path: str, body: bytes,
+                       headers: dict[str, str]) -> tuple[aiohttp.ClientResponse, str]:
+        async with self.session.post(self.base + path, data=body, allow_redirects=False,
+                                     headers={"Origin": self.origin, **headers}) as r:
+            return r, await r.text()
+
     async def close(self) -> None:
         await self.session.close()
 
@@ -209,13 +216,15 @@ class Rig:
 
 
 async def start_rig(template: Template, base: Path, extra: str = "") -> Rig:
+    configure(json=True)  # on this test's stdout (an earlier test's capture is closed)
     port = free_port()
     config = copy_gateway_state(template, base, extra_config=web_config(port, extra))
     clock = FakeClock()
     ctx = await open_context(config, clock=clock)
     await ctx.store.write(lambda tx: tx.directory.upsert_school(SCHOOL, "De Regenboog",
                                                                  "Utrecht"))
-    server = WebServer(ctx)
+    assert config.web.listen is not None
+    server = WebServer(ctx, config.web.listen)
     await server.start()
     scheme = server.scheme
     return Rig(ctx, server, clock, f"{scheme}://127.0.0.1:{server.bound_port}",

@@ -91,8 +91,8 @@ class Daemon:
                 raise StartError(listen_error(self.ctx.config.metrics.listen,
                                               "[metrics] listen", exc)) from None
             log.info("metrics.started", listen=str(self.ctx.config.metrics.listen))
-        if self.ctx.config.web.enabled:
-            await self._start_web()
+        if self.ctx.config.web.listen is not None:
+            await self._start_web(self.ctx.config.web.listen)
         await runner.recover_leases(self.ctx)
         if self.background:
             self._runner = asyncio.create_task(runner.run(self.ctx, self.stop))
@@ -104,10 +104,9 @@ class Daemon:
             log.warning("gateway.no_signing_key", hint="run `hwc-gateway keys init`")
         notify(f"READY=1\nSTATUS=listening on {listen}")
 
-    async def _start_web(self) -> None:
+    async def _start_web(self, listen: HostPort) -> None:
         web_config = self.ctx.config.web
-        assert web_config.listen is not None
-        server = WebServer(self.ctx)
+        server = WebServer(self.ctx, listen)
         try:
             await server.start()
         except (ssl.SSLError, OSError) as exc:
@@ -115,7 +114,7 @@ class Daemon:
             if isinstance(exc, ssl.SSLError):
                 raise StartError(f"cannot load the TLS pair {web_config.tls_cert}, "
                                  f"{web_config.tls_key}: {exc.reason or exc}") from None
-            raise StartError(listen_error(web_config.listen, "[web] listen", exc)) from None
+            raise StartError(listen_error(listen, "[web] listen", exc)) from None
         self.web = server
         log.info("web.started", listen=f"{server.host}:{server.bound_port}",
                  public_url=web_config.public_url, tls=server.scheme == "https")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.core.validate import HostPort
 from gateway.ingress.listener import server_tls_context
 from gateway.pipeline.context import Context
 from gateway.web import confirm, enrol, pickup, reading
@@ -55,12 +56,9 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 class WebServer:
     """The pages on `[web] listen`, started and stopped with the daemon."""
 
-    def __init__(self, ctx: Context, host: str | None = None, port: int | None = None) -> None:
+    def __init__(self, ctx: Context, listen: HostPort) -> None:
         self.ctx = ctx
-        listen = ctx.config.web.listen
-        assert listen is not None  # the daemon starts a WebServer only when [web] is on
-        self.host = listen.host if host is None else host
-        self.port = listen.port if port is None else port
+        self.host, self.port = listen.host, listen.port
         self.runner: web.AppRunner | None = None
 
     @property

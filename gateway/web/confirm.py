@@ -15,6 +15,7 @@ import functools
 from aiohttp import web
 
 from gateway.core.records import NoticeRecord
+from gateway.crypto.pickupbox import ack_digest
 from gateway.observe.logs import get_logger
 from gateway.store.api import Tx
 from gateway.web.site import message, page, site_of
@@ -26,7 +27,7 @@ GONE = ("Deze link werkt niet (meer). Misschien hebt u het bericht al bevestigd;
 
 
 def _digest(request: web.Request) -> str:
-    return site_of(request).ctx.vault.digest("ack", request.match_info["token"])
+    return ack_digest(site_of(request).ctx.vault, request.match_info["token"])
 
 
 async def show(request: web.Request) -> web.Response:

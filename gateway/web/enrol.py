@@ -3,7 +3,8 @@
 Takes the invitation's link (mailed) and its code (given on the phone by the administrator);
 produces, once the code is right, a passkey (WebAuthn registration) or, where `[web]
 allow_totp`, an authenticator app whose secret is stored vault-sealed, confirmed by a first
-code; then the invitation is used up, with a receipt `enrolled` (school and method only).
+code; then the invitation is used up, with a receipt `school.contact_enrolled` (school,
+contact, method), as the administrator's `school.contact_invited` before it.
 Wrong codes count against the invitation (`gateway.web.links`). The pages in order: the code
 (GET, POST), the choice (`/kiezen`), the app (`/app`, GET, POST) or the passkey ceremony
 (`/passkey/opties`, `/passkey`, JSON for `static/passkey.js`), and `/klaar`. WebAuthn
@@ -13,6 +14,7 @@ signed (`gateway.web.site.Challenge`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hmac
@@ -168,7 +170,7 @@ async def app_setup(request: web.Request) -> web.Response:
         return message(request, 404, "Niet beschikbaar", "Een app gebruiken kan hier niet.")
     invitation, session = found
     if session.totp_secret is None:  # one secret per session: a reload shows the same code
-        session = Session(**{**session.__dict__, "totp_secret": totp.new_secret()})
+        session = dataclasses.replace(session, totp_secret=totp.new_secret())
         keep_session(request, session)
     return _app_page(request, invitation, session, None, 200)
 
@@ -225,7 +227,8 @@ async def _enrol(digest: str, session: Session, now: dt.datetime, passkey: NewPa
         # The confirming code is used: it cannot open a notice afterwards.
         await tx.pickups.use_credential(added, now, step=step)
         method = "totp"
-    await tx.receipts.append("enrolled", at=now, school=session.school, method=method)
+    await tx.receipts.append("school.contact_enrolled", at=now, school=session.school,
+                             contact=session.email, method=method)
     return True
 
 

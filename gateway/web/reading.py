@@ -8,8 +8,9 @@ the client's address); "Gelezen" (POST) marks the notice read and acknowledged, 
 `acknowledged` (via "pickup", the contact), in one transaction, which stops the escalation as an
 acknowledged mail does. Without a session each page sends the browser back to the landing.
 
-The box holds `{"children": [{"name", "birthdate" (ISO date), "child_ref"}], "teacher_text"}`,
-sealed with the associated data `pickup:{message_id}` of its notice.
+The box holds `{"children": [{"name", "birthdate" (ISO date), "ref"}], "teacher_text"}`, sealed
+with the associated data `pickup:{message_id}` of its notice (as `gateway.delivery.pickup`
+seals it).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def children_of(box: dict[str, Any]) -> list[ChildView]:
         with contextlib.suppress(ValueError):  # otherwise shown as sealed
             born = format_date_nl(dt.date.fromisoformat(born))
         shown.append(ChildView(str(child.get("name", "")), born,
-                               str(child.get("child_ref", ""))))
+                               str(child.get("ref", ""))))
     return shown
 
 
@@ -136,6 +137,7 @@ async def thanks(request: web.Request) -> web.Response:
 
 def routes(token: str) -> list[web.RouteDef]:
     base = f"/bericht/{token}"
-    return [web.get(f"{base}/lezen", show, name="pickup_read"),
+    # No HEAD for the notice: each showing is a receipt, and a HEAD shows nothing.
+    return [web.get(f"{base}/lezen", show, name="pickup_read", allow_head=False),
             web.post(f"{base}/gelezen", acknowledge, name="pickup_acknowledge"),
             web.get(f"{base}/bedankt", thanks, name="pickup_thanks")]
