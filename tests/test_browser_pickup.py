@@ -35,7 +35,7 @@ from gateway.crypto import pickupbox
 
 # Demo-like data for the README's screenshot: an invented child.
 EVA = {"name": "Eva Jansen", "birthdate": f"{dt.date.today().year - 7}-01-30",
-       "child_ref": f"HWC-{dt.date.today():%Y%m%d}-4K7Q-1"}
+       "ref": f"HWC-{dt.date.today():%Y%m%d}-4K7Q-1"}
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ async def test_notice_opened_with_a_passkey_and_read(browser: WebDriver, rig: Ri
     born = dt.date.fromisoformat(EVA["birthdate"])
     assert shown["h1"] == "Handle with Care"
     assert (shown["name"], shown["birthdate"], shown["reference"]) == (
-        EVA["name"], f"{born:%d-%m-%Y}", EVA["child_ref"])
+        EVA["name"], f"{born:%d-%m-%Y}", EVA["ref"])
     assert shown["teacher"] == TEACHER_TEXT
     assert "gelezen" in shown["thanks"]
     opened = await rig.events("pickup_opened")
