@@ -248,11 +248,23 @@ def console_errors(driver: WebDriver) -> list[str]:
 # The steps a person takes on the pickup pages (ids from gateway/web/templates). Synchronous:
 # a test whose gateway runs on its own event loop calls them through asyncio.to_thread.
 
+# What a page in the middle of a navigation answers (Chromium: "Node with given id does not
+# belong to the document"): the waits below try again instead of failing.
+NAVIGATING = (NoSuchElementException, StaleElementReferenceException, WebDriverException)
+
+
 def wait_id(driver: WebDriver, element_id: str, timeout: float = 15) -> WebElement:
     """The element once it is on the page (after a navigation or a passkey ceremony)."""
-    found: WebElement = WebDriverWait(driver, timeout).until(
+    found: WebElement = WebDriverWait(driver, timeout, ignored_exceptions=NAVIGATING).until(
         lambda d: d.find_element(By.ID, element_id))
     return found
+
+
+def text_of(driver: WebDriver, element_id: str, timeout: float = 15) -> str:
+    """The element's text once it is on the page (read in the same try as the finding)."""
+    text: str = WebDriverWait(driver, timeout, ignored_exceptions=NAVIGATING).until(
+        lambda d: d.find_element(By.ID, element_id).text or " ")
+    return text.strip()
 
 
 def new_document(driver: WebDriver, action: Callable[[], object]) -> None:
@@ -265,7 +277,7 @@ def new_document(driver: WebDriver, action: Callable[[], object]) -> None:
         return bool(d.execute_script(
             "return window.hwcOld === undefined && document.readyState === 'complete'"))
 
-    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(loaded)
+    WebDriverWait(driver, 15, ignored_exceptions=NAVIGATING).until(loaded)
 
 
 def fill(driver: WebDriver, element_id: str, text: str, submit: str) -> None:
@@ -291,8 +303,7 @@ def passkey(driver: WebDriver, leaves: str) -> str:
         return (status,) if status and not status.startswith("Even geduld") and \
             button.is_enabled() else False
 
-    result = WebDriverWait(driver, 15, ignored_exceptions=(
-        NoSuchElementException, StaleElementReferenceException)).until(settled)
+    result = WebDriverWait(driver, 15, ignored_exceptions=NAVIGATING).until(settled)
     assert isinstance(result, tuple)
     return str(result[0])
 

@@ -30,9 +30,11 @@ from browser import (
     new_document,
     passkey,
     profile_dir,
+    text_of,
     wait_id,
 )
 from conftest import PUPILS_CSV, Harness, HarnessFactory, free_port, start_relay
+from gateway.delivery.pickupmail import SUBJECT
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from test_cli import run_async
@@ -41,7 +43,6 @@ from test_process import CANARY_BIRTH, CANARY_BSN, CANARY_NAME, CANARY_STRINGS
 
 from gateway.admin.pupils import pupils_import
 from gateway.core.model import CODEWORD
-from gateway.delivery.pickupmail import SUBJECT
 from gateway.devkit.demokit import Received, SchoolInbox, json_payload
 from gateway.observe.logs import configure
 
@@ -78,7 +79,7 @@ async def gateway(harness_factory: HarnessFactory, tmp_path: Path) -> AsyncItera
             configure(json=True)
 
 
-def text_of(mail: Received) -> str:
+def mail_text(mail: Received) -> str:
     message = email.message_from_bytes(mail.data, policy=email.policy.default)
     assert isinstance(message, email.message.EmailMessage)
     part = message.get_body(("plain",))
@@ -87,8 +88,8 @@ def text_of(mail: Received) -> str:
 
 
 def link_in(mail: Received, path: str) -> str:
-    found = re.search(rf"http://localhost:\d+/{path}/[A-Za-z0-9_-]{{43}}", text_of(mail))
-    assert found is not None, text_of(mail)
+    found = re.search(rf"http://localhost:\d+/{path}/[A-Za-z0-9_-]{{43}}", mail_text(mail))
+    assert found is not None, mail_text(mail)
     return found[0]
 
 
@@ -134,7 +135,8 @@ def read(browser: WebDriver, url: str, canaries: list[str], readme: bool = False
     browser.get(url)
     check_page(browser, "chain-landing", canaries)
     assert passkey(browser, url[-20:]) == ""
-    shown = str(wait_id(browser, "inhoud").text)
+    wait_id(browser, "teacher-text")
+    shown = text_of(browser, "inhoud")
     check_page(browser, "notice" if readme else "chain-notice", canaries, readme=readme)
     new_document(browser, browser.find_element(By.ID, "gelezen").click)
     wait_id(browser, "thanks")

@@ -18,6 +18,7 @@ from browser import (
     fill,
     new_document,
     passkey,
+    text_of,
     wait_id,
 )
 from conftest import Template
@@ -82,12 +83,12 @@ async def test_enrolment_with_an_app_where_allowed(browser: WebDriver, rig: Rig)
         browser.get(f"{rig.origin}/inschrijven/{token}")
         fill(browser, "code", code, "code-submit")
         new_document(browser, wait_id(browser, "app-link").click)
-        secret = wait_id(browser, "totp-secret").text.replace(" ", "")
+        secret = text_of(browser, "totp-secret").replace(" ", "")
         assert browser.find_element(By.CSS_SELECTOR, ".qr svg").is_displayed()
         check_page(browser, "enrol-app-1-qr")
         fill(browser, "totp-code", "000000" if pyotp.TOTP(secret).at(rig.clock()) != "000000"
              else "111111", "totp-submit")
-        assert wait_id(browser, "error").text  # a wrong first code: said, not enrolled
+        assert text_of(browser, "error")  # a wrong first code: said, not enrolled
         check_page(browser, "enrol-app-2-wrong")
         fill(browser, "totp-code", pyotp.TOTP(secret).at(rig.clock()), "totp-submit")
         wait_id(browser, "done")
@@ -127,7 +128,7 @@ async def test_wrong_phone_codes_lock_the_invitation(browser: WebDriver, rig: Ri
         browser.get(f"{rig.origin}/inschrijven/{token}")
         for _ in range(2):
             fill(browser, "code", wrong, "code-submit")
-            assert wait_id(browser, "error").text
+            assert text_of(browser, "error")
         check_page(browser, "enrol-wrong-code")
         fill(browser, "code", wrong, "code-submit")
         assert browser.find_element(By.TAG_NAME, "h1").text == "Even geduld"

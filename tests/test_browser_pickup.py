@@ -24,6 +24,7 @@ from browser import (
     open_with_passkey,
     passkey,
     phone,
+    text_of,
     wait_id,
 )
 from conftest import Template
@@ -78,7 +79,7 @@ async def test_notice_opened_with_a_passkey_and_read(browser: WebDriver, rig: Ri
                     for c in ("name", "birthdate", "reference")},
                  "teacher": browser.find_element(By.ID, "teacher-text").text}
         new_document(browser, browser.find_element(By.ID, "gelezen").click)
-        shown["thanks"] = wait_id(browser, "thanks").text
+        shown["thanks"] = text_of(browser, "thanks")
         check_page(browser, "pickup-3-thanks")
         return shown
 
@@ -218,7 +219,7 @@ async def test_a_link_reused_after_reading(browser: WebDriver, rig: Rig) -> None
         browser.get(url + "/lezen")  # without the session: back to the landing
         landing = len(browser.find_elements(By.ID, "passkey-button"))
         assert passkey(browser, url[-20:]) == ""
-        read_at = wait_id(browser, "read-at").text
+        read_at = text_of(browser, "read-at")
         check_page(browser, "pickup-reused")
         return landing, len(browser.find_elements(By.ID, "gelezen")), read_at
 
