@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ AXE = ROOT / ".venv" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 WCAG_TAGS = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa")
 DESKTOP = (1280, 900)
 PHONE = (390, 844)  # an ordinary phone's CSS viewport (iPhone 12 to 15)
-# The settings LIBRARIES.md found working here; the rest keep the browser from calling home.
+# Headless without a sandbox or /dev/shm (containers, CI); the rest keep it from calling home.
 ARGUMENTS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--no-first-run", "--disable-gpu", "--lang=nl-NL")
@@ -79,8 +80,12 @@ def _profile_pids(profile: Path) -> list[int]:
 
 
 def _kill_leftovers(profile: Path) -> list[int]:
-    """SIGKILL whatever Chromium process of this profile is still there; their pids."""
-    left = _profile_pids(profile)
+    """SIGKILL whatever Chromium process of this profile is still there five seconds after
+    quitting (a renderer may take a moment to exit: nothing to wait on but its /proc entry);
+    their pids."""
+    deadline = time.monotonic() + 5
+    while (left := _profile_pids(profile)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -33,7 +33,15 @@ from browser import (
     text_of,
     wait_id,
 )
-from conftest import PUPILS_CSV, Harness, HarnessFactory, free_port, start_relay
+from conftest import (
+    PUPILS_CSV,
+    SANNE_BIRTH,
+    SCHOOL_A,
+    Harness,
+    HarnessFactory,
+    free_port,
+    start_relay,
+)
 from gateway.delivery.pickupmail import SUBJECT
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -195,3 +203,47 @@ async def test_canaries_go_nowhere_on_the_whole_way(browser: WebDriver, gateway:
                         *((str(p), p.read_bytes()) for p in [gw.log, *state, *profile])]:
         for canary in CANARIES:
             assert canary.encode() not in data, f"{canary!r} in {where}"
+
+
+async def test_a_pgp_notices_acknowledgement_link(browser: WebDriver, gateway: Gateway) -> None:
+    """With `[web]` on, a school with a key finds a link in its decrypted notice; its page
+    asks for one click, the click is the acknowledgement (via "link"), and the link then says
+    it no longer works, naming the helpdesk."""
+    gw = gateway
+    reply = await gw.h.send(gw.h.signal(json_payload(
+        [{"name": "Sanne de Vries", "birthdate": SANNE_BIRTH.isoformat()}])))
+    assert reply.code == 250, reply
+    await gw.h.drain()
+    [(text, _, _)] = gw.h.notices(SCHOOL_A)
+    found = re.search(r"http://localhost:\d+/bevestig/[A-Za-z0-9_-]+", text)
+    assert found is not None, text
+
+    def click() -> tuple[str, str]:
+        browser.get(found[0])
+        check_page(browser, "ack-1-confirm")
+        new_document(browser, browser.find_element(By.ID, "bevestig").click)
+        thanks = text_of(browser, "message")
+        check_page(browser, "ack-2-thanks")
+        browser.get(found[0])
+        check_page(browser, "ack-3-used")
+        return thanks, text_of(browser, "helpdesk")
+
+    thanks, helpdesk = await asyncio.to_thread(click)
+    assert "vastgelegd" in thanks and helpdesk == HELPDESK
+    [acked] = [r for r in await gw.h.receipts() if r.event == "acknowledged"]
+    assert (acked.school, acked.detail["via"]) == (SCHOOL_A, "link")
+
+
+async def test_an_unknown_link(browser: WebDriver, gateway: Gateway) -> None:
+    """A link with a token nobody was given (mistyped, cut off) is a plain Dutch page that
+    names the helpdesk, for a pickup and for an enrolment link alike."""
+    origin = gateway.h.ctx.config.web.public_url
+    token = "A" * 43
+
+    def visit(path: str) -> tuple[str, str]:
+        browser.get(f"{origin}/{path}/{token}")
+        check_page(browser, f"unknown-{path}")
+        return browser.find_element(By.TAG_NAME, "h1").text, text_of(browser, "helpdesk")
+
+    for path in ("bericht", "inschrijven"):
+        assert await asyncio.to_thread(visit, path) == ("Link niet geldig", HELPDESK)
