@@ -101,7 +101,7 @@ def _check_config(config: Config) -> int:
 def _serve(config: Config) -> int:
     """Run the daemon; what keeps it from starting is one line on stderr and exit 1 (issue 12:
     each of these was a traceback of 30 to 60 lines)."""
-    problem = preflight.storage_problem(config.storage.path)
+    problem = preflight.start_problem(config)
     try:
         if problem is not None:
             raise Refused(problem)

@@ -2,8 +2,9 @@
 
 Takes the config; produces one-line problems (`serve` refuses to start on the first, exit 1;
 `check-config` lists them all) and notes (said, not refused): the state directory creatable
-and writable, the database a SQLite database if it exists, the key material readable, the
-listen addresses free to bind, or held by this state's own running daemon (`statelock`).
+and writable, the database a SQLite database if it exists, the key material readable (the TLS
+pairs of `[smtp]` and `[web]` too), the listen addresses (`[smtp]`, `[metrics]`, `[web]`) free
+to bind, or held by this state's own running daemon (`statelock`).
 `listener` answers `status`: whether what answers on `[smtp] listen` is this gateway.
 
 Each check looks and leaves nothing behind (a probe file in the state directory is removed at
@@ -82,24 +83,43 @@ def storage_problem(database: Path) -> str | None:
     return None
 
 
+def _unreadable(path: Path) -> OSError | None:
+    """Why `path` cannot be read by this user (as the daemon will read it), or None."""
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def web_tls_files(config: Config) -> dict[Path, str]:
+    """`[web] tls_cert`/`tls_key` with their key names, when the daemon serves HTTPS itself.
+    No `keys init` makes them: the administrator brings the page's certificate."""
+    web = config.web
+    if not web.enabled or web.tls_cert is None or web.tls_key is None:
+        return {}
+    return {web.tls_cert: "[web] tls_cert", web.tls_key: "[web] tls_key"}
+
+
 def key_findings(config: Config) -> Findings:
     """Key material unreadable (a problem), or not made yet (a note: `keys init` makes it)."""
     found = Findings([], [])
     made_by_init = [config.smtp.tls_cert, config.smtp.tls_key,
                     config.secrets_dir / VAULT_KEY, config.secrets_dir / PSEUDONYM_KEY,
                     config.secrets_dir / RECEIPTS_KEY]
-    others = [config.smtp.client_ca_file] if config.smtp.client_ca_file else []
+    others = {config.smtp.client_ca_file: "[smtp] client_ca_file"} \
+        if config.smtp.client_ca_file else {}
+    others |= web_tls_files(config)
     missing = []
     for path in [*made_by_init, *others]:
-        try:
-            with path.open("rb") as fh:
-                fh.read(1)
-        except FileNotFoundError:
+        exc = _unreadable(path)
+        if isinstance(exc, FileNotFoundError):
             if path in others:
-                found.problems.append(f"{path}: no such file")
+                found.problems.append(f"{path}: no such file ({others[path]})")
             else:
                 missing.append(str(path))
-        except OSError as exc:
+        elif exc is not None:
             found.problems.append(f"cannot read {path}: {exc.strerror}")
     home = config.gnupg_home
     if home.exists():
@@ -149,6 +169,8 @@ def listen_findings(config: Config) -> Findings:
     addresses = [(config.smtp.listen, "[smtp] listen")]
     if config.metrics.listen is not None:
         addresses.append((config.metrics.listen, "[metrics] listen"))
+    if config.web.listen is not None:
+        addresses.append((config.web.listen, "[web] listen"))
     for address, what in addresses:
         error = bind_error(address)
         if error is None:
@@ -163,6 +185,25 @@ def listen_findings(config: Config) -> Findings:
         else:
             found.problems.append(listen_error(address, what, error))
     return found
+
+
+def start_problem(config: Config) -> str | None:
+    """What keeps `serve` from starting before it opens anything: the state (as
+    `storage_problem`), or a TLS certificate or key of `[smtp]` or `[web]` it cannot read.
+    Loading an unreadable pair fails with an errno that used to be reported as the listen
+    address ("cannot listen on ...: No such file or directory")."""
+    storage = storage_problem(config.storage.path)
+    if storage is not None:
+        return storage
+    files = {config.smtp.tls_cert: "[smtp] tls_cert", config.smtp.tls_key: "[smtp] tls_key",
+             **web_tls_files(config)}
+    for path, what in files.items():
+        exc = _unreadable(path)
+        if exc is not None:
+            made = isinstance(exc, FileNotFoundError) and what.startswith("[smtp]")
+            hint = " (run `hwc-gateway keys init`)" if made else ""
+            return f"cannot read {path} ({what}): {exc.strerror or exc}{hint}"
+    return None
 
 
 def check(config: Config) -> Findings:
