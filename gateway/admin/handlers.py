@@ -30,7 +30,13 @@ from gateway.admin.keys import (
     keys_update,
 )
 from gateway.admin.pupils import pupils_import
-from gateway.admin.queue import queue_list, queue_retry
+from gateway.admin.queue import (
+    PICKUP_COLUMNS,
+    PICKUP_SECTION,
+    pickup_list,
+    queue_list,
+    queue_retry,
+)
 from gateway.admin.receipts import receipts_find, receipts_list, receipts_verify
 from gateway.admin.schools import (
     PICKUP,
@@ -52,7 +58,7 @@ from gateway.admin.senders import (
     senders_remove_key,
     senders_unlock,
 )
-from gateway.admin.status import Status, status
+from gateway.admin.status import Status, pickup_lines, status
 from gateway.core.config import Config
 from gateway.core.fields import parse_date
 from gateway.core.inert import inert, inert_json
@@ -216,6 +222,8 @@ def _status_lines(st: Status, listener: preflight.Listener, config: Config) -> N
     if not d["gateway_keys"]:
         _say("key       none")
     _say(f"receipts  {d['receipts']}")
+    for line in pickup_lines(d):
+        _say(line)
     _say("attention " + ("\n          ".join(st.attention) if st.attention
                           else "none"))
 
@@ -305,10 +313,17 @@ async def _held_show(ctx: Context, args: argparse.Namespace, config: Config) -> 
 
 async def _queue_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
     states = ("failed", "parked") if args.failed else ("queued",)
-    return _listing(await queue_list(ctx, states),
-                    ["notice", "ref", "school", *(["state"] if args.failed else []),
-                     "attempts", "next_attempt", "time_left", "last_reply"], args.json,
+    rows = await queue_list(ctx, states)
+    waiting = [] if args.failed else await pickup_list(ctx)
+    if args.json:
+        return dumps(rows + waiting)
+    text = _listing(rows, ["notice", "ref", "school", *(["state"] if args.failed else []),
+                           "attempts", "next_attempt", "time_left", "last_reply"], False,
                     config.schedule.timezone)
+    if waiting:
+        text += f"\n\n{PICKUP_SECTION}\n" + _listing(waiting, PICKUP_COLUMNS, False,
+                                                     config.schedule.timezone)
+    return text
 
 
 async def _purge(ctx: Context, args: argparse.Namespace, config: Config) -> str:

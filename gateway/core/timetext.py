@@ -17,8 +17,8 @@ from typing import Any
 
 # The keys under which listings, status and receipts carry a time.
 TIME_KEYS = frozenset({
-    "at", "accepted", "created", "deadline", "decrypt_until", "expires", "next_attempt",
-    "next_attempt_at", "oldest_queued", "overlap_until",
+    "at", "accepted", "created", "deadline", "decrypt_until", "delivered", "expires",
+    "next_attempt", "next_attempt_at", "oldest_queued", "overlap_until",
 })
 
 
