@@ -78,7 +78,7 @@ def test_demo_notification_mail_shows_no_child(demo: str) -> None:
 def test_demo_opens_the_notice_with_the_app_code_and_records_gelezen(demo: str) -> None:
     """After the address and the app's code the notice page shows the child and the teacher
     text; "Gelezen" leads to the thank-you page."""
-    opened = section(demo, "The contact of school 56EF00 opens the link")
+    opened = section(demo, "Sint-Jozefschool (56EF00): its contact opens the link")
     assert "-> 303, on to /bericht/" in opened and "/lezen" in opened
     page = opened[opened.index("/lezen: the notice"):opened.index('POST "Gelezen"')]
     for shown in ("| Naam: Lotte de Vries", "| Geboortedatum: ", "| Referentie: HWC-",

@@ -298,8 +298,8 @@ def _show_notices(run: _Run) -> None:
 
 async def _open_pickup(run: _Run) -> None:
     """The pickup school's contact opens the notification's link and reads the notice."""
-    _say(f"\n== The contact of school {PICKUP_SCHOOL} opens the link in the mail (HTTP, as its"
-         " browser would)")
+    _say(f"\n== Sint-Jozefschool ({PICKUP_SCHOOL}): its contact opens the link in the mail and"
+         " reads the notice")
     mail = run.pickup_inbox.received[0]
     link = demopickup.link_in(str(demopickup.mail_of(mail).get_content()), "/bericht/")
     assert run.app is not None

@@ -269,7 +269,8 @@ async def open_pickup(browser: Browser, link: str, email: str, app: App) -> None
     landing = _expect(await browser.get(link), 200, "the landing page")
     _step("GET the link from the mail", landing)
     _shows(landing.lines()[1:2])
-    say("      (a mail scanner fetching the link sees only this: a GET uses nothing up)")
+    say("      (a mail scanner that fetches the link sees only this page: a GET uses nothing up\n"
+        "      and is not an opening)")
     code = app.next_code(dt.datetime.now(dt.UTC))
     signed_in = _expect(await browser.post(f"{link}/code", {
         "csrf": landing.csrf(), "email": email, "code": code}), 303, "the app's code")
