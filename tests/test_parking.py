@@ -38,7 +38,7 @@ async def test_notice_that_keeps_crashing_is_parked_and_kept(harness: Harness) -
     # A notice naming a channel this build does not have (as a newer gateway's database can
     # hold): the deliver stage never guesses one, so every attempt crashes it for real. (A
     # port-99999 route did this before the one host:port parser refused such a route.)
-    raw_sql(harness.ctx.config.storage.path, "UPDATE notices SET channel = 'pickup'")
+    raw_sql(harness.ctx.config.storage.path, "UPDATE notices SET channel = 'fax'")
 
     await harness.drain()
     [first] = await store.notices.all()

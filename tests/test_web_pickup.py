@@ -43,7 +43,8 @@ async def sign_in(rig: Rig, client: Client, token: str, totp: pyotp.TOTP,
 
 async def test_the_landing_page_changes_and_counts_nothing(rig: Rig) -> None:
     """A GET of the link (what a mail scanner does, three times) shows the page with the code
-    form and records nothing: no receipt, no opening, no wrong code."""
+    form and records nothing: no receipt, no opening, no wrong code; and the page tells
+    nothing of what waits (no child, not even the codeword)."""
     await rig.add_totp()
     token, notice = await rig.pickup()
     before = await rig.ctx.store.receipts.all()
@@ -52,7 +53,7 @@ async def test_the_landing_page_changes_and_counts_nothing(rig: Rig) -> None:
         response, text = await scanner.get(f"/bericht/{token}")
         assert response.status == 200
         assert 'id="totp-code"' in text and 'id="email"' in text
-        assert CHILD["name"] not in text
+        assert CHILD["name"] not in text and "Handle with Care" not in text
     assert await rig.ctx.store.receipts.all() == before
     record = await rig.ctx.store.pickups.of_notice(notice)
     assert record is not None and (record.opened, record.first_opened_at) == (0, None)

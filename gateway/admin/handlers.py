@@ -30,12 +30,21 @@ from gateway.admin.keys import (
     keys_update,
 )
 from gateway.admin.pupils import pupils_import
-from gateway.admin.queue import queue_list, queue_retry
+from gateway.admin.queue import (
+    PICKUP_COLUMNS,
+    PICKUP_SECTION,
+    pickup_list,
+    queue_list,
+    queue_retry,
+)
 from gateway.admin.receipts import receipts_find, receipts_list, receipts_verify
 from gateway.admin.schools import (
+    PICKUP,
     schools_add,
+    schools_add_pickup,
     schools_import_duo,
     schools_list,
+    schools_reenrol,
     schools_remove,
     schools_remove_contact,
     schools_set_contact,
@@ -49,11 +58,11 @@ from gateway.admin.senders import (
     senders_remove_key,
     senders_unlock,
 )
-from gateway.admin.status import Status, status
+from gateway.admin.status import Status, pickup_lines, status
 from gateway.core.config import Config
 from gateway.core.fields import parse_date
 from gateway.core.inert import inert, inert_json
-from gateway.core.timetext import local_times
+from gateway.core.timetext import local_time_text, local_times
 from gateway.pipeline.context import Context
 from gateway.service import preflight, retention
 
@@ -213,6 +222,8 @@ def _status_lines(st: Status, listener: preflight.Listener, config: Config) -> N
     if not d["gateway_keys"]:
         _say("key       none")
     _say(f"receipts  {d['receipts']}")
+    for line in pickup_lines(d):
+        _say(line)
     _say("attention " + ("\n          ".join(st.attention) if st.attention
                           else "none"))
 
@@ -248,17 +259,42 @@ async def _senders_list(ctx: Context, args: argparse.Namespace, config: Config) 
 
 
 async def _schools_add(ctx: Context, args: argparse.Namespace, config: Config) -> str:
+    if args.pickup:
+        if args.key is not None or args.fingerprint is not None:
+            raise Refused("--pickup is for a contact without a key: leave out --key and "
+                          "--fingerprint")
+        return await schools_add_pickup(ctx, args.code, args.name, args.email, args.route)
+    if args.key is None or args.fingerprint is None:
+        raise Refused("give --key FILE and --fingerprint FPR (a contact with an OpenPGP key), "
+                      "or --pickup (a contact who reads notices on the pickup page)")
     return await schools_add(ctx, args.code, args.name, args.email,
                              read_file(args.key), args.fingerprint,
                              args.route)
 
 
+def _contact_text(contact: dict[str, Any], zone: str) -> str:
+    """A contact in `schools list`: its address, as before for a key's, with its channel and
+    enrolment for a pickup contact."""
+    if contact["channel"] != PICKUP:
+        return str(contact["email"]) + ("" if contact["usable"] else "(no usable key)")
+    state = contact["enrolment"]
+    if state == "enrolled":
+        names = {"passkey": "passkey", "totp": "app"}
+        text = f"enrolled ({', '.join(names.get(k, k) for k in contact['second_factors'])})"
+    elif state == "invited":
+        text = f"invited until {local_time_text(contact['invited_until'], zone)}"
+    else:
+        text = "invitation expired" if state == "expired" else "not invited"
+    usable = "" if contact["usable"] or state != "enrolled" else ", not usable"
+    return f"{contact['email']}(pickup: {text}{usable})"
+
+
 async def _schools_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
     rows = await schools_list(ctx)
+    zone = config.schedule.timezone
     return dumps(rows) if args.json else _table(
-        [{**r, "contacts": " ".join(
-            c["email"] + ("" if c["usable"] else "(no usable key)")
-            for c in r["contacts"])} for r in rows],
+        [{**r, "contacts": " ".join(_contact_text(c, zone) for c in r["contacts"])}
+         for r in rows],
         ["code", "name", "place", "route", "contacts"])
 
 
@@ -277,10 +313,17 @@ async def _held_show(ctx: Context, args: argparse.Namespace, config: Config) -> 
 
 async def _queue_list(ctx: Context, args: argparse.Namespace, config: Config) -> str:
     states = ("failed", "parked") if args.failed else ("queued",)
-    return _listing(await queue_list(ctx, states),
-                    ["notice", "ref", "school", *(["state"] if args.failed else []),
-                     "attempts", "next_attempt", "time_left", "last_reply"], args.json,
+    rows = await queue_list(ctx, states)
+    waiting = [] if args.failed else await pickup_list(ctx)
+    if args.json:
+        return dumps(rows + waiting)
+    text = _listing(rows, ["notice", "ref", "school", *(["state"] if args.failed else []),
+                           "attempts", "next_attempt", "time_left", "last_reply"], False,
                     config.schedule.timezone)
+    if waiting:
+        text += f"\n\n{PICKUP_SECTION}\n" + _listing(waiting, PICKUP_COLUMNS, False,
+                                                     config.schedule.timezone)
+    return text
 
 
 async def _purge(ctx: Context, args: argparse.Namespace, config: Config) -> str:
@@ -338,6 +381,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
         ctx, args.code, args.email, args.new_email),
     ("schools", "remove-contact"): lambda ctx, args, _: schools_remove_contact(
         ctx, args.code, args.email),
+    ("schools", "reenrol"): lambda ctx, args, _: schools_reenrol(ctx, args.code, args.email),
     ("schools", "list"): _schools_list,
     ("pupils", "import"): lambda ctx, args, _: pupils_import(
         ctx, read_file(args.file), args.force, args.accept_refused),

@@ -117,12 +117,17 @@ def _schools(verbs: Verbs) -> None:
     duo.add_argument("--accept-refused", action="store_true",
                      help="import the valid rows even when some are refused (else a refused "
                           "row refuses the whole file)")
-    scadd = schools.add_parser("add", help="onboard a school contact with its pinned key")
+    scadd = schools.add_parser("add", help="onboard a school contact with its pinned key, or "
+                                           "one who reads notices on the pickup page")
     scadd.add_argument("code")
     scadd.add_argument("--name", help="school name (needed when the code is not imported)")
     scadd.add_argument("--email", required=True, metavar="ADDR")
-    scadd.add_argument("--key", required=True, metavar="FILE")
-    scadd.add_argument("--fingerprint", required=True, metavar="FPR")
+    scadd.add_argument("--key", metavar="FILE", help="the contact's public key (with "
+                                                     "--fingerprint)")
+    scadd.add_argument("--fingerprint", metavar="FPR")
+    scadd.add_argument("--pickup", action="store_true",
+                       help="no key: the contact reads notices on the pickup page ([web]); "
+                            "mails it an enrolment link and prints the code to give by phone")
     scadd.add_argument("--route", metavar="HOST:PORT", help="the school's own mail server")
     setkey = schools.add_parser("set-key", help="replace a contact's key")
     setkey.add_argument("code")
@@ -134,10 +139,17 @@ def _schools(verbs: Verbs) -> None:
     setcontact.add_argument("code")
     setcontact.add_argument("--email", required=True, metavar="ADDR", help="the address now")
     setcontact.add_argument("--new-email", required=True, metavar="ADDR")
-    rmcontact = schools.add_parser("remove-contact", help="remove one contact and its key")
+    reenrol = schools.add_parser("reenrol", help="invite a pickup contact anew (lost phone, "
+                                                 "expired link): its passkeys and app stop "
+                                                 "working at once")
+    reenrol.add_argument("code")
+    reenrol.add_argument("--email", required=True, metavar="ADDR")
+    rmcontact = schools.add_parser("remove-contact", help="remove one contact and its key (or "
+                                                          "its passkeys)")
     rmcontact.add_argument("code")
     rmcontact.add_argument("--email", required=True, metavar="ADDR")
-    sclist = schools.add_parser("list", help="schools with their contacts")
+    sclist = schools.add_parser("list", help="schools with their contacts (channel, and a "
+                                             "pickup contact's enrolment)")
     sclist.add_argument("--json", action="store_true")
     scrm = schools.add_parser("remove", help="remove a school and its contacts")
     scrm.add_argument("code")

@@ -1,7 +1,9 @@
 """What the `queue` verbs do: notices not yet delivered, and queueing one again.
 
 Takes a `Context`; produces rows (with each signal's deadline and time left) or a line for the
-administrator; fails with `Refused` and a one-line reason.
+administrator; fails with `Refused` and a one-line reason. Besides the notices not yet
+delivered, `queue list` shows the pickup notices delivered and waiting to be read on the pickup
+page (`pickup_list`), in a section of their own.
 """
 
 from __future__ import annotations
@@ -30,6 +32,30 @@ async def queue_list(ctx: Context, states: tuple[str, ...] = ("queued",)
                     "state": r.state, "attempts": r.attempts,
                     "next_attempt": r.next_attempt_at, "last_reply": r.last_reply,
                     "deadline": iso(due), "time_left": time_left(due, now)})
+    return out
+
+
+PICKUP_SECTION = "waiting to be read on the pickup page"
+PICKUP_COLUMNS = ("notice", "ref", "school", "delivered", "deadline", "time_left", "expires",
+                  "opened")
+
+
+async def pickup_list(ctx: Context) -> list[dict[str, Any]]:
+    """Pickup notices whose mail was delivered and that nobody has read yet, oldest first:
+    when the mail went out, the signal's deadline, when the link expires, how often the notice
+    was shown. Their state is "waiting_to_be_read" (in `--json`, after the queued ones)."""
+    now = ctx.clock()
+    out = []
+    for p in await ctx.store.pickups.waiting():
+        signal = await ctx.store.signals.get(p.ref)
+        due = signal_deadline(ctx, signal.accepted_at if signal else p.created_at)
+        delivered = [r.at for r in await ctx.store.receipts.all(ref=p.ref)
+                     if r.event == "delivered" and r.detail.get("notice") == p.notice_id]
+        out.append({"notice": p.notice_id, "ref": p.ref, "school": p.school,
+                    "state": "waiting_to_be_read",
+                    "delivered": delivered[-1] if delivered else None,
+                    "deadline": iso(due), "time_left": time_left(due, now),
+                    "expires": p.expires_at, "opened": p.opened})
     return out
 
 

@@ -2,7 +2,7 @@
 
 Takes a `Context` and whether the listener answers; produces a `Status`: the data for
 `status --json` and one line per thing that needs the administrator (the exit is 1 when there
-is one). Reads only.
+is one), and the pickup notices delivered and waiting to be read (`pickup_lines`). Reads only.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ async def status(ctx: Context, listener_up: bool) -> Status:
     if escalated:
         attention.append(f"{len(escalated)} signals escalated: {', '.join(escalated[:5])}")
     unacked = await ctx.store.notices.unacknowledged()
+    pickup = await pickup_waiting(ctx)
     last = await ctx.store.receipts.last("delivered")
     data = {"listener": {"address": str(ctx.config.smtp.listen), "up": listener_up},
             "counts": counts, "queued": counts.get("notice.queued", 0), "oldest_queued": oldest,
@@ -71,11 +72,33 @@ async def status(ctx: Context, listener_up: bool) -> Status:
             "next_deadline": ({"ref": deadlines[0][1], "deadline": iso(deadlines[0][0]),
                                "time_left": time_left(deadlines[0][0], now)}
                               if deadlines else None),
-            "escalated": escalated, "unacknowledged": len(unacked),
+            "escalated": escalated, "unacknowledged": len(unacked), "pickup_waiting": pickup,
             "last_delivery": ({"at": last.at, "ref": last.ref, "school": last.school}
                               if last else None),
             "receipts": count, **setup_data, "attention": attention}
     return Status(data, attention)
+
+
+async def pickup_waiting(ctx: Context) -> dict[str, Any]:
+    """Pickup notices delivered and not yet read: how many, the earliest deadline of their
+    signals and the earliest expiry of their links (None while none waits)."""
+    rows = await ctx.store.pickups.waiting()
+    deadlines = []
+    for row in rows:
+        signal = await ctx.store.signals.get(row.ref)
+        deadlines.append(signal_deadline(ctx, signal.accepted_at if signal else row.created_at))
+    return {"count": len(rows), "deadline": iso(min(deadlines)) if deadlines else None,
+            "expires": min(row.expires_at for row in rows) if rows else None}
+
+
+def pickup_lines(data: dict[str, Any]) -> list[str]:
+    """`status`'s lines for the pickup page, from `data` (times already as a person reads
+    them): added after the others, which stay as they were."""
+    waiting = data.get("pickup_waiting") or {"count": 0}
+    if not waiting["count"]:
+        return ["pickup    nothing waiting to be read"]
+    return [f"pickup    {waiting['count']} waiting to be read on the pickup page"
+            f" (first due {waiting['deadline']}, first link expires {waiting['expires']})"]
 
 
 async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dict[str, Any]]:
@@ -85,7 +108,8 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
     config, snapshot = ctx.config, await ctx.refresh()
     lines: list[str] = []
     relay = config.delivery.relay
-    with_contacts = sorted({str(c.school) for c in await ctx.store.directory.contacts()})
+    contacts = await ctx.store.directory.contacts()
+    with_contacts = sorted({str(c.school) for c in contacts})
     unreachable = [code for code in with_contacts if relay is None
                    and code not in snapshot.routes]
     if unreachable:
@@ -93,6 +117,12 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
                      f"relay is empty: their notices are never delivered "
                      f"({', '.join(unreachable[:5])}); `schools add CODE ... --route` or set"
                      " the relay")
+    no_page = [] if config.web.enabled else sorted(
+        {str(c.school) for c in contacts if c.channel == "pickup"})
+    if no_page:
+        lines.append(f"{len(no_page)} schools are reached through the pickup page, but [web] is"
+                     f" off: their children are held ({', '.join(no_page[:5])}); set [web]"
+                     " listen and public_url")
     keyless = sorted(name for name, sender in snapshot.senders.items()
                      if not sender.fingerprints)
     if keyless:
@@ -125,7 +155,8 @@ async def setup_problems(ctx: Context, now: dt.datetime) -> tuple[list[str], dic
         until = max(i["until"] for i in items)
         lines.append(f"sender {name} is locked out of AUTH until {until} ({what}):"
                      f" `senders unlock {name}` once its password is right")
-    data = {"unreachable_schools": unreachable, "senders_without_key": keyless,
+    data = {"unreachable_schools": unreachable, "pickup_without_web": no_page,
+            "senders_without_key": keyless,
             "relay": str(relay) if relay else None, "alerts_address": config.alerts.address,
             "auth_lockouts": lockouts, "waiting_on_setup": waiting_on_us}
     return lines, data

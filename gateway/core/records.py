@@ -129,8 +129,10 @@ class SealAttempt:
 class OutboxRecord:
     """A sealed mail in the outbox: `kind` "status" (to a sender: `child` 0 the signal's, n the
     follow-up about child n; `pending` lists the children whose follow-up has yet to be
-    queued) or "alert" (to `[alerts] address`: no ref, child or sender; `topic` the alert's
-    kind; `fingerprint` "" when it went unencrypted, no [alerts] key being set)."""
+    queued), "alert" (to `[alerts] address`: no ref, child or sender; `topic` the alert's
+    kind; `fingerprint` "" when it went unencrypted, no [alerts] key being set) or "enrol" (to
+    a pickup contact: `topic` its school, `message` sealed with the vault, gateway.notify.
+    enrolment)."""
 
     id: int
     kind: str
@@ -163,9 +165,12 @@ class OutboxRecord:
         return str(self.ref) if not self.child else f"{self.ref}-{self.child}"
 
     def log_fields(self) -> dict[str, object]:
-        """References only: a status mail's signal, child and sender; an alert's kind."""
+        """References only: a status mail's signal, child and sender; an alert's kind; an
+        enrolment mail's school (never the contact's address)."""
         if self.kind == "alert":
             return {"alert": self.id, "kind": self.topic}
+        if self.kind == "enrol":
+            return {"school": self.topic, "enrolment_mail": self.id}
         return {"ref": self.ref, "child": self.child, "sender": self.sender,
                 "status_mail": self.id}
 

@@ -12,7 +12,10 @@ on the notice). A `Channel`:
 - `stale_reason(stale, pinned)`: pure; the fixed text a supersession is recorded with;
 - `seal(ctx, school, contacts, children, now)`: a `Parcel`, or `SealError`;
 - `deliver(ctx, parcel, connection)`: one attempt's `deliver.Outcome`.
-Adding a channel: its module in gateway/delivery/ and one line in `CHANNELS`.
+Adding a channel: its module in gateway/delivery/ and one line in `CHANNELS`. Registered:
+"openpgp" (`gateway.delivery.openpgp`) and "pickup" (`gateway.delivery.pickup`, the pickup
+page for contacts without a key). A school's contacts share one channel (the admin verbs keep
+it so).
 Fails: `channel_of` raises KeyError for a channel name no module registered (a stored row
 naming a channel this build does not have: never guessed).
 """
@@ -34,6 +37,7 @@ from gateway.delivery.parcel import (
     Reachability,
     SealError,
 )
+from gateway.delivery.pickup import PickupChannel
 from gateway.delivery.seal import NoticeChild
 from gateway.pipeline.context import Context
 from gateway.pipeline.directory import Snapshot
@@ -80,6 +84,7 @@ class Channel(Protocol):
 
 CHANNELS: dict[str, Channel] = {
     DEFAULT_CHANNEL: OpenPgpChannel(),
+    "pickup": PickupChannel(),
 }
 
 

@@ -23,11 +23,13 @@ from collections.abc import Mapping, Sequence
 from gateway.core.keyinfo import KeyInfo, key_usable
 from gateway.core.resolve import HELD_NO_USABLE_KEY
 from gateway.crypto.gpg import GpgError
+from gateway.crypto.pickupbox import ack_digest
 from gateway.delivery import deliver
 from gateway.delivery.parcel import REACHABLE, ContactEntry, Parcel, Reachability, SealError
 from gateway.delivery.seal import (
     NoticeChild,
     ack_address,
+    ack_link,
     make_message_id,
     new_ack_token,
     seal_notice,
@@ -101,7 +103,8 @@ class OpenPgpChannel:
     async def seal(self, ctx: Context, school: str, contacts: Sequence[ContactEntry],
                    children: Sequence[NoticeChild], now: dt.datetime) -> Parcel:
         """One notice for `children` at `school`, signed by the gateway's current key and
-        encrypted to every contact's key, with a fresh Message-ID and acknowledgement token.
+        encrypted to every contact's key, with a fresh Message-ID and acknowledgement token
+        (a link on the pickup site when `[web]` is on, else the reply address).
         Raises SealError when there is no signing key or gpg refuses a key (the directory is
         then reloaded, so that the retry sees the key as gpg does), ValueError when a contact
         is not of this channel and school (a caller bug)."""
@@ -115,18 +118,24 @@ class OpenPgpChannel:
         fingerprints = tuple(c.key for c in contacts)
         message_id = make_message_id(gateway.address.rpartition("@")[2])
         token = new_ack_token()
+        # With the pickup page on, the acknowledgement is a link inside the encryption instead
+        # of the reply address (issue 15); the token and its digest ("ack") are the same kind,
+        # so replies to notices sent before keep working (gateway.ingress.acks).
+        web = ctx.config.web
+        public_url = ctx.snapshot.pickup_url or (web.public_url if web.enabled else "")
+        link = ack_link(token, public_url) if public_url else None
         try:
             message = await seal_notice(
                 ctx.gpg, children, sender=gateway.address, recipients=recipients,
                 fingerprints=fingerprints, signer=signer, message_id=message_id,
                 teacher_text=gateway.teacher_text, now=now,
-                ack_to=ack_address(token, gateway.address))
+                ack_to=None if link else ack_address(token, gateway.address), ack_link=link)
         except GpgError as exc:
             # A key became unusable between the snapshot and now: retry with a fresh one.
             await ctx.refresh(force=True)
             raise SealError(SEAL_REFUSED) from exc
         return Parcel(self.name, recipients, fingerprints, message_id, message,
-                      ctx.vault.digest("ack", token), signed_by=signer)
+                      ack_digest(ctx.vault, token), signed_by=signer)
 
     async def deliver(self, ctx: Context, parcel: Parcel,
                       connection: deliver.Connection | None) -> deliver.Outcome:

@@ -11,10 +11,12 @@ Header protection per RFC 9788: the real header section is inside the encryption
 with `HP-Outer` copies of what the outside shows); outside, only neutral fields. The
 `protected-headers="v1"` parameter is the older convention Thunderbird and mutt read.
 
-The acknowledgement address (`ack+TOKEN@`) is only inside: the protected `Reply-To`, which an
-RFC 9788 client answers to, and a line of the body for any other client. Outside it would let
-anyone who sees the message pass by (a relay, a scanner, an out-of-office) acknowledge a notice
-nobody read (issue 11).
+The acknowledgement is only inside. With the pickup page configured (`[web]`), it is a link
+in the body (`{public_url}/bevestig/TOKEN`, whose page asks for one click): a token nobody
+outside ever sees (issue 15). Without it, it is the address `ack+TOKEN@`: the protected
+`Reply-To`, which an RFC 9788 client answers to, and a line of the body for any other client.
+Outside, either would let anyone who sees the message pass by (a relay, a scanner, an
+out-of-office) acknowledge a notice nobody read (issue 11).
 """
 
 from __future__ import annotations
@@ -54,12 +56,18 @@ ACK_TEXT = ("Wilt u laten weten dat u dit bericht gelezen hebt? Stuur dan een e-
             "Beantwoorden kan ook, als uw e-mailprogramma dit adres als antwoordadres\n"
             "invult. De inhoud van uw antwoord wordt niet gelezen. Een automatisch\n"
             "antwoord (zoals een afwezigheidsbericht) telt niet.")
+# With the pickup page on: a link whose page asks for one click (a GET alone records nothing,
+# since mail scanners fetch links).
+ACK_LINK_TEXT = ("Hebt u dit bericht gelezen? Klik dan op deze link:\n\n"
+                 "    {link}\n\n"
+                 "Op de pagina die dan opent, bevestigt u het met één klik.")
 
 
 def notice_body(children: Sequence[NoticeChild], teacher_text: str,
-                ack_to: str | None = None) -> str:
+                ack_to: str | None = None, ack_link: str | None = None) -> str:
     """What a school contact reads (docs/protocol.md §8): codeword, then per child its three lines;
-    with `ack_to`, the request to acknowledge to that address."""
+    with `ack_link`, the request to acknowledge by that link; else with `ack_to`, to that
+    address."""
     lines = [CODEWORD, ""]
     for child in children:
         lines += [f"Naam: {child.name}",
@@ -68,9 +76,16 @@ def notice_body(children: Sequence[NoticeChild], teacher_text: str,
                   f"Referentie: {child.child_ref}",
                   ""]
     lines.append(teacher_text.strip())
-    if ack_to is not None:
+    if ack_link is not None:
+        lines += ["", ACK_LINK_TEXT.format(link=ack_link)]
+    elif ack_to is not None:
         lines += ["", ACK_TEXT.format(address=ack_to)]
     return "\n".join(lines) + "\n"
+
+
+def ack_link(token: str, public_url: str) -> str:
+    """The acknowledgement link of a notice: its page on the gateway's pickup site."""
+    return f"{public_url.rstrip('/')}/bevestig/{token}"
 
 
 def ack_address(token: str, gateway_address: str) -> str:
@@ -154,10 +169,13 @@ async def seal_text(gpg: Gpg, body: str, *, subject: str, sender: str,
 async def seal_notice(gpg: Gpg, children: Sequence[NoticeChild], *, sender: str,
                       recipients: Sequence[str], fingerprints: Sequence[str], signer: str,
                       message_id: str, teacher_text: str, now: dt.datetime,
-                      ack_to: str | None = None) -> bytes:
-    """One school's notice (docs/protocol.md §8); with `ack_to`, it asks for a reply there, in
-    the protected Reply-To and in the body, never outside."""
-    return await seal_text(gpg, notice_body(children, teacher_text, ack_to),
+                      ack_to: str | None = None, ack_link: str | None = None) -> bytes:
+    """One school's notice (docs/protocol.md §8); with `ack_link`, it asks for a click on that
+    link in the body (and has no Reply-To); else with `ack_to`, for a reply there, in the
+    protected Reply-To and in the body; never outside."""
+    if ack_link is not None:
+        ack_to = None
+    return await seal_text(gpg, notice_body(children, teacher_text, ack_to, ack_link),
                            subject=INNER_SUBJECT, sender=sender, recipients=recipients,
                            fingerprints=fingerprints, signer=signer, message_id=message_id,
                            now=now, reply_to=ack_to)

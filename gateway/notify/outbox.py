@@ -7,7 +7,8 @@ plain text only where the caller says there is no key to encrypt to (an alert wi
 [alerts] key set), with a Message-ID from `gateway.delivery.seal.make_message_id`. The caller
 stores it (`gateway.store.outbox`) in the transaction of the state change it stands for.
 
-`deliver` is the one send path: per kind of item (a `Kind`: status mails, alerts) a `Stage`
+`deliver` is the one send path: per kind of item (a `Kind`: status mails, alerts, enrolment
+mails, whose kind opens the mail as stored only to send it: `Kind.message`) a `Stage`
 claims the due items with a lease carrying the node id, sends each through `[delivery] relay`
 over the delivery loop's SMTP session, and has its fate (`gateway.core.policy`: sent, retried
 with backoff, failed at a permanent answer or past `give_up_after_hours`) recorded with the
@@ -25,7 +26,7 @@ import datetime as dt
 import email.utils
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.core.policy import (
     Done,
@@ -90,7 +91,10 @@ class Kind:
     `check`: why the item may not go now (sent nowhere: failed), or None. `receipt`: inside
     the transaction that applies a fate. `after`: the log events (and alerts) once applied.
     `crashed`: inside the transaction of a crash (`Retry` or `Parked`). `on_parked`: once
-    parked (after the stage's `<event>.parked` log event)."""
+    parked (after the stage's `<event>.parked` log event). `message`: the mail to send, from
+    the item as stored (as it is, unless the kind stores it sealed). `erase_failed`: a failed
+    item's mail goes too (it is never sent again: an enrolment mail's link is renewed by a new
+    invitation, not by a retry)."""
 
     name: str
     event: str
@@ -99,6 +103,8 @@ class Kind:
     after: Callable[[Context, OutboxRecord, Fate, Verdict], Awaitable[None]]
     crashed: Callable[[Tx, OutboxRecord, Retry | Parked, str, dt.datetime], Awaitable[None]]
     on_parked: Callable[[Context, OutboxRecord, int], Awaitable[None]]
+    message: Callable[[Context, OutboxRecord], bytes] = lambda ctx, item: item.message
+    erase_failed: bool = False
 
 
 class Sessions(Protocol):
@@ -137,7 +143,8 @@ class OutboxQueue:
                 applied = await tx.outbox.defer(item.id, reply, fate.next_at)
             else:
                 state = "sent" if isinstance(fate, Done) else "failed"
-                applied = await tx.outbox.finish(item.id, state, reply, erase=fate.erase)
+                applied = await tx.outbox.finish(item.id, state, reply,
+                                                 erase=fate.erase or self.kind.erase_failed)
             if applied:
                 await self.kind.receipt(tx, item, fate, verdict, now)
             return applied
@@ -162,6 +169,25 @@ class OutboxQueue:
         return await self.ctx.store.outbox.leased(self.kind.name, node)
 
 
+def fate_word(fate: Fate) -> str:
+    """How an attempt's fate is named in an outbox kind's receipts and log events."""
+    if isinstance(fate, Done):
+        return "sent"
+    return "deferred" if isinstance(fate, Retry) else "failed"
+
+
+def attempt_detail(item: OutboxRecord, fate: Fate, verdict: Verdict,
+                   **ids: Any) -> dict[str, Any]:
+    """The detail of an attempt's receipt: `ids` (whom and which mail), the attempt and the
+    reply, and the Message-ID once sent or the next attempt's time when deferred."""
+    detail: dict[str, Any] = {**ids, "attempt": item.attempts, "reply": verdict.reply}
+    if isinstance(fate, Done):
+        detail["message_id"] = item.message_id
+    elif isinstance(fate, Retry):
+        detail["next_attempt_at"] = fate.next_at.isoformat()
+    return detail
+
+
 def rules(ctx: Context) -> RetryRules:
     """The outbox retries as notices do (`[delivery]`)."""
     d = ctx.config.delivery
@@ -180,7 +206,8 @@ def stage(ctx: Context, kind: Kind,
         connection = connect()
         if connection is None:
             return Verdict(Outcome.TEMPORARY, NO_ROUTE)
-        outcome = await connection.send(item.message, mail_from=ctx.config.gateway.address,
+        outcome = await connection.send(kind.message(ctx, item),
+                                        mail_from=ctx.config.gateway.address,
                                         recipients=[item.recipient])
         return Verdict(Outcome(outcome.result.value), outcome.reply, outcome.reason)
 

@@ -8,7 +8,8 @@ about any child, sender case or school. The registry is the process's own, so te
 Every counter is exported from the start, at 0, for each label value it can take: a rate or an
 alert on `hwc_signals_total{outcome="bad_signature"}` then works before the first one happens,
 not from its first increase on. `hwc_next_deadline_seconds` has no sample while nothing waits:
-0 would read as "a deadline now".
+0 would read as "a deadline now"; nor has `hwc_pickup_next_expiry_seconds` while no pickup
+notice waits to be read.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class OptionalGauge:
 DEADLINE = OptionalGauge("hwc_next_deadline_seconds", "Seconds until the earliest deadline of a "
                          "signal not yet delivered (negative: past); absent while none waits",
                          REGISTRY)
+PICKUP_WAITING = Gauge("hwc_pickup_waiting", "Pickup notices delivered and not yet read on "
+                       "the pickup page", registry=REGISTRY)
+PICKUP_EXPIRY = OptionalGauge("hwc_pickup_next_expiry_seconds", "Seconds until the first link "
+                              "of a pickup notice not yet read expires (negative: past); "
+                              "absent while none waits", REGISTRY)
 KEY_DAYS = Gauge("hwc_key_expiry_days", "Days until the first pinned key of each class expires",
                  ["key_class"], registry=REGISTRY)
 
@@ -88,8 +94,11 @@ def serve(listen: HostPort) -> Any:
 
 def set_gauges(*, counts: dict[str, int], oldest: dt.timedelta | None,
                next_deadline: dt.timedelta | None,
-               key_expiry: Iterable[tuple[str, dt.timedelta]]) -> None:
+               key_expiry: Iterable[tuple[str, dt.timedelta]], pickup_waiting: int = 0,
+               pickup_expiry: dt.timedelta | None = None) -> None:
     """Pure over its arguments: the gauges from one look at the store and the keyring."""
+    PICKUP_WAITING.set(pickup_waiting)
+    PICKUP_EXPIRY.set(pickup_expiry.total_seconds() if pickup_expiry is not None else None)
     for state in STATES:
         QUEUE.labels(state).set(counts.get(f"notice.{state}", 0))
     HELD_NOW.set(counts.get("child.held", 0))

@@ -6,8 +6,9 @@ lease naming this node (the attempt counted in the same statement), and the stag
 (`deliver_one`) decides only that notice's fate:
 - before the attempt, the notice's recipients and keys are checked against the directory as
   it is then (`Channel.still_valid`): a notice sealed to a contact or key no longer pinned and
-  reachable (removed, replaced, revoked, expired) never goes out; it is superseded, its parcel
-  erased, and its children go back to be sealed again (or held: `gateway.service.sealing`);
+  reachable (removed, replaced, revoked, expired; a pickup contact removed or without a second
+  factor) never goes out; it is superseded, its parcel (and a pickup notice's box) erased, and
+  its children go back to be sealed again (or held: `gateway.service.sealing`);
 - else its channel delivers the parcel (`Channel.deliver`), and `gateway.core.policy.decide`
   makes the outcome delivered (parcel erased), deferred (retried with backoff) or failed
   (kept, alert), recorded with its receipt in one transaction.
@@ -163,6 +164,8 @@ async def _supersede(tx: Tx, row: NoticeRecord, reason: str,
     None when another attempt finished it meanwhile (nothing changed)."""
     numbers = await tx.notices.supersede(row.id, reason, now)
     if numbers is not None:
+        # A pickup notice's box: its link went with the parcel, so nobody can open it any more.
+        await tx.pickups.erase(row.id)
         await tx.receipts.append("superseded", at=now, ref=row.ref, school=row.school,
                                  notice=row.id, reason=reason,
                                  fingerprints=list(row.fingerprints),

@@ -4,7 +4,9 @@ Takes a `Context` and `now`; for every signal that still has a child undelivered
 or held) at its deadline minus `[schedule] escalate_before_minutes`, and for every delivered
 notice that its school has not acknowledged by the deadline itself, it raises an alert once:
 a receipt `escalated`, a log event `signal.escalated`, and a mail to `[alerts] address`. The
-alert names references, school codes and what is missing, never a child.
+alert names references, school codes and what is missing, never a child. A pickup notice is
+acknowledged by "Gelezen" on the pickup page, so one nobody read yet is an unacknowledged
+notice like any other; its alert says it was not read on the pickup page.
 
 Runs on one node only (`SINGLE_NODE`): two nodes would each see the escalation not yet raised
 and both alert.
@@ -62,6 +64,11 @@ async def escalate(ctx: Context, now: dt.datetime) -> list[Escalation]:
     open_rows = await store.signals.open()
     unacked_rows = await store.notices.unacknowledged()
     done = await store.receipts.escalations()
+    on_page = {p.notice_id for p in await store.pickups.waiting()}
+    pickup_schools: dict[str, set[str]] = {}
+    for r in unacked_rows:
+        if r.id in on_page:
+            pickup_schools.setdefault(r.ref, set()).add(r.school)
     due = due_escalations(
         [(r.ref, from_iso(r.accepted_at), tuple(str(r.states).split(",")),
           tuple(s for s in str(r.schools or "").split(",") if s)) for r in open_rows],
@@ -77,14 +84,32 @@ async def escalate(ctx: Context, now: dt.datetime) -> list[Escalation]:
         await store.write(record)
         log.warning("signal.escalated", ref=item.ref, what=item.what,
                     schools=list(item.schools), deadline=iso(item.deadline))
-        missing = ("is not delivered yet" if item.what == "undelivered"
-                   else "was delivered but its school has not confirmed receipt")
-        await send_alert(ctx, "signal.escalated", f"signal {item.ref} {missing}", [
-            f"Signal {item.ref} {missing}; the school day starts at "
-            f"{item.deadline:%Y-%m-%d %H:%M} UTC.",
-            f"Schools: {', '.join(item.schools) or '(not known yet)'}; "
-            f"state: {', '.join(item.states) or 'delivered'}.",
-            "See `hwc-gateway held list` and `hwc-gateway queue list`; call the school if"
-            " the notice cannot reach it in time.",
-        ])
+        missing = _missing(item, pickup_schools)
+        await send_alert(ctx, "signal.escalated", f"signal {item.ref} {missing}",
+                         _alert_lines(item, missing, pickup_schools))
     return due
+
+
+def _missing(item: Escalation, pickup_schools: dict[str, set[str]]) -> str:
+    """What is missing: delivery, or a confirmation (on the pickup page: reading)."""
+    if item.what == "undelivered":
+        return "is not delivered yet"
+    if set(item.schools) <= pickup_schools.get(item.ref, set()):
+        return "was delivered but not read on the pickup page"
+    return "was delivered but its school has not confirmed receipt"
+
+
+def _alert_lines(item: Escalation, missing: str,
+                 pickup_schools: dict[str, set[str]]) -> list[str]:
+    """The alert's text: references, school codes, states and times only."""
+    on_page = sorted(set(item.schools) & pickup_schools.get(item.ref, set()))
+    return [
+        f"Signal {item.ref} {missing}; the school day starts at "
+        f"{item.deadline:%Y-%m-%d %H:%M} UTC.",
+        f"Schools: {', '.join(item.schools) or '(not known yet)'}; "
+        f"state: {', '.join(item.states) or 'delivered'}.",
+        *([f"Not read on the pickup page yet: {', '.join(on_page)}."]
+          if item.what == "unacknowledged" and on_page else []),
+        "See `hwc-gateway held list` and `hwc-gateway queue list`; call the school if"
+        " the notice cannot reach it in time.",
+    ]

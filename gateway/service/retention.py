@@ -2,9 +2,11 @@
 
 Takes a `Context` and `now`; deletes receipts older than `receipts_days` (the chain then starts at
 a recorded anchor, so `receipts verify` still proves the rest), drops children held longer than
-`held_days` (their sealed data erased, a receipt and a warning left), and forgets finished
-signals older than both the receipt period and the replay window. A dry run does all of it in a
-transaction that is rolled back, so it reports exactly what a real run would remove.
+`held_days` (their sealed data erased, a receipt and a warning left), erases the box of every
+pickup notice whose link expired, read or not (a `pickup_erased` receipt and the event
+`pickup.erased` each), and forgets finished signals older than both the receipt period and the
+replay window. A dry run does all of it in a transaction that is rolled back, so it reports
+exactly what a real run would remove.
 
 Runs on one node only (`SINGLE_NODE`): the purge re-anchors the receipt chain, and two nodes
 purging at once would each record a `purged` receipt for the same work.
@@ -36,13 +38,17 @@ class PurgeReport:
     receipts: int = 0
     signals: int = 0
     expired: list[str] = field(default_factory=list)
+    # Pickup notices whose box was erased: (notice id, ref, school, whether it was read).
+    pickups: list[tuple[int, str, str, bool]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         verb = "would remove" if self.dry_run else "removed"
         return [f"{verb} {self.receipts} receipts older than the retention period",
                 f"{verb} {self.signals} finished signals",
                 f"{verb} {len(self.expired)} children held too long"
-                + (f": {', '.join(self.expired)}" if self.expired else "")]
+                + (f": {', '.join(self.expired)}" if self.expired else ""),
+                *([f"{verb} {len(self.pickups)} pickup notices whose link expired: "
+                   + ", ".join(str(p[0]) for p in self.pickups)] if self.pickups else [])]
 
 
 async def purge(ctx: Context, now: dt.datetime, dry_run: bool = False) -> PurgeReport:
@@ -50,8 +56,17 @@ async def purge(ctx: Context, now: dt.datetime, dry_run: bool = False) -> PurgeR
     report = PurgeReport(dry_run)
     # Read before the transaction: its body may await only the transaction's own work.
     too_long = await ctx.store.children.held_before(now - dt.timedelta(days=days.held_days))
+    links_expired = await ctx.store.pickups.expired(now)
 
     async def body(tx: Tx) -> None:
+        for box in links_expired:
+            # Read or not: after its link expired nobody may open it, and the database keeps
+            # no notice longer than it must (issue 15).
+            read = box.read_at is not None or box.acked_at is not None
+            if await tx.pickups.erase(box.notice_id):
+                await tx.receipts.append("pickup_erased", at=now, ref=box.ref,
+                                         school=box.school, notice=box.notice_id, read=read)
+                report.pickups.append((box.notice_id, box.ref, box.school, read))
         for row in too_long:
             child_id = f"{row.ref}-{row.n}"
             if await tx.children.set_state(row.ref, row.n, "dropped", now,
@@ -74,6 +89,8 @@ async def purge(ctx: Context, now: dt.datetime, dry_run: bool = False) -> PurgeR
         await ctx.store.write(body)
     except _RollBack:
         return report
+    for notice_id, ref, school, read in report.pickups:
+        log.info("pickup.erased", ref=ref, school=school, notice=notice_id, read=read)
     for child_id in report.expired:
         # An administrator must know a child was never routed: this is the last word on it.
         log.warning("child.expired", ref=child_id)

@@ -26,6 +26,7 @@ from gateway.core.config import Config
 from gateway.delivery.sessions import Sessions
 from gateway.notify import outbox
 from gateway.notify.alerts import ALERTS
+from gateway.notify.enrolment import ENROLMENTS
 from gateway.notify.report import report_finished
 from gateway.notify.statusmail import STATUS_MAILS
 from gateway.observe.logs import get_logger, safe_exception
@@ -58,7 +59,7 @@ async def recover_leases(ctx: Context) -> int:
     """At start-up: the leases of seal attempts, notices and outbox items that died with their
     process are taken back, each counted as a crash (`Stage.recover`); how many."""
     return (await recover_seal_leases(ctx) + await recover_notice_leases(ctx)
-            + await outbox.recover(ctx, (STATUS_MAILS, ALERTS)))
+            + await outbox.recover(ctx, (STATUS_MAILS, ALERTS, ENROLMENTS)))
 
 
 async def prepare(ctx: Context) -> StepReport:
@@ -78,9 +79,9 @@ async def deliver_and_report(ctx: Context, sessions: Sessions) -> StepReport:
 
 
 async def deliver_status_mails(ctx: Context, sessions: Sessions) -> int:
-    """The outbox (status mails, then alerts: gateway.notify.outbox) over one session to the
-    relay taken from the notices' sessions; returns how many were attempted."""
-    return await outbox.deliver_due(ctx, sessions, (STATUS_MAILS, ALERTS))
+    """The outbox (status mails, alerts, enrolment mails: gateway.notify.outbox) over one
+    session to the relay taken from the notices' sessions; returns how many were attempted."""
+    return await outbox.deliver_due(ctx, sessions, (STATUS_MAILS, ALERTS, ENROLMENTS))
 
 
 async def step(ctx: Context) -> StepReport:

@@ -168,7 +168,8 @@ class SealQueue:
             await tx.receipts.append("sealed", at=now, ref=item.ref, school=item.school,
                                      notice=notice_id,
                                      children=[f"{item.ref}-{n}" for n in item.numbers],
-                                     fingerprints=list(parcel.keys), signer=parcel.signed_by)
+                                     fingerprints=list(parcel.keys), signer=parcel.signed_by,
+                                     channel=parcel.channel)
             return notice_id
 
         try:
@@ -235,7 +236,8 @@ async def seal_one(ctx: Context, snapshot: Snapshot, item: SealItem) -> Verdict:
                                     dt.date.fromisoformat(str(record["birthdate"])),
                                     f"{item.ref}-{row.n}"))
     # One notice per signal and school: for the channel of the school's first reachable
-    # contact (every contact is openpgp so far; docs/architecture.md §7).
+    # contact. A school's contacts share one channel (openpgp or pickup: the admin verbs keep
+    # it so), so this is every reachable contact of the school (docs/architecture.md §7).
     name, contacts = next(iter(reachable_by_channel(item.school, snapshot, now).items()))
     try:
         item.parcel = await CHANNELS[name].seal(ctx, item.school, contacts, children, now)
@@ -252,7 +254,8 @@ async def _recorded(ctx: Context, item: SealItem, fate: Fate, verdict: Verdict) 
         metrics.HELD.inc(len(item.children))
         return
     log.info("notice.sealed", ref=item.ref, school=item.school, notice=item.notice,
-             children=len(item.children))
+             children=len(item.children),
+             channel=item.parcel.channel if item.parcel else None)
     ctx.sealed.set()
     crash_point("after-seal")
 

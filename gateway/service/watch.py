@@ -106,9 +106,12 @@ async def update_metrics(ctx: Context, now: dt.datetime, with_keys: bool) -> Non
                  for r in await ctx.store.signals.open()]
     expiry = [(owner.split(" ", 1)[0], expires - now)
               for _, owner, expires in (await expiring_keys(ctx) if with_keys else [])]
+    waiting = await ctx.store.pickups.waiting()
     metrics.set_gauges(counts=counts, oldest=oldest,
                        next_deadline=min(deadlines) - now if deadlines else None,
-                       key_expiry=expiry)
+                       key_expiry=expiry, pickup_waiting=len(waiting),
+                       pickup_expiry=min(from_iso(p.expires_at) for p in waiting) - now
+                       if waiting else None)
 
 
 @dataclass

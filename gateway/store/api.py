@@ -277,7 +277,8 @@ class Directory(DirectoryReads, Protocol):
     async def rename_contact(self, school: str, email: str, new_email: str) -> bool: ...
 
     async def remove_contact(self, school: str, email: str) -> str | None:
-        """The fingerprint the removed contact had, or None if there was none."""
+        """The fingerprint the removed contact had ("" for a contact without a key), or None
+        when there was no such contact."""
 
     async def add_gateway_key(self, fingerprint: str, at: dt.datetime,
                               overlap_until: dt.datetime | None = None) -> str | None:

@@ -2,7 +2,9 @@
 
 Takes plain values; produces `gateway.core.records.OutboxRecord`s. Each item has a `kind`
 ("status": a sender's status mail or follow-up, by signal and child; "alert": a mail to
-`[alerts] address`, with no signal), is claimed with a lease that carries the node id, as a
+`[alerts] address`, with no signal; "enrol": the enrolment mail of a pickup contact, `topic`
+its school, `recipient` the contact, the message sealed with the vault because it holds the
+link), is claimed with a lease that carries the node id, as a
 notice, and is finished, deferred or parked by the caller's decision (the fate policy is
 `gateway.core.policy`'s, never the store's). Reads of status mails (`all`, `due`,
 `pending_follow_ups`) see only kind "status", as the `status` and receipts output did when
@@ -44,6 +46,14 @@ class Outbox(OutboxReads, Protocol):
     async def insert_alert(self, topic: str, recipient: str, fingerprint: str, message_id: str,
                            message: bytes, at: dt.datetime) -> int:
         """Queue one alert (`topic`: its kind, for the log), due now."""
+
+    async def insert_enrolment(self, school: str, recipient: str, message_id: str,
+                               message: bytes, at: dt.datetime) -> int:
+        """Queue one enrolment mail (`message` as the vault sealed it), due now."""
+
+    async def supersede_enrolments(self, school: str, recipient: str | None, reply: str) -> int:
+        """The queued enrolment mails of a contact (of every contact of the school with
+        `recipient` None) will not go: state "superseded", the message erased; how many."""
 
     async def claim(self, mail_id: int, lease_until: dt.datetime,
                     now: dt.datetime) -> OutboxRecord | None:

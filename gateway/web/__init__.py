@@ -1,1 +1,2 @@
-"""The pickup pages: enrolment, opening a pickup notice, acknowledging (docs/architecture.md §1)."""
+"""The pickup pages: enrolment, opening a pickup notice, acknowledging (docs/architecture.md
+§9, docs/protocol.md §17)."""

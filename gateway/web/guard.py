@@ -1,7 +1,7 @@
 """What every request and response of the web side passes: headers, CSRF, origin, errors.
 
-Takes each request before its handler; produces the response with the security headers of
-docs/architecture.md §1's web layer (CSP with no third-party source, HSTS on HTTPS, no-referrer,
+Takes each request before its handler; produces the response with the security headers
+docs/protocol.md §17 names (CSP with no third-party source, HSTS on HTTPS, no-referrer,
 no-store, nosniff, no framing), or a Dutch error page in place of any failure: a POST from
 another origin or without the CSRF token is refused (403), an unknown path is 404, a body over
 the cap 413, and an unexpected exception a plain page without a trace (logged with its type and

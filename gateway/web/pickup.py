@@ -68,7 +68,6 @@ def _landing(request: web.Request, link: Link, credentials: Sequence[CredentialR
              status: int = 200, error: str | None = None, email: str = "") -> web.Response:
     return page(request, "landing.html", status, title=TITLE, token=link.token,
                 passkey=any(c.kind == "passkey" for c in credentials),
-                passkeys=any(c.kind == "passkey" for c in credentials),
                 totp=any(c.kind == "totp" for c in credentials), error=error, email=email,
                 expires_at=from_iso(link.record.expires_at))
 

@@ -149,7 +149,7 @@ class SqliteDirectory:
             return None
         self._s.run("DELETE FROM contacts WHERE school = ? AND email = ?", (school, email))
         self._s.bump_directory_version()
-        return str(row["fingerprint"])
+        return str(row["fingerprint"] or "")
 
     async def add_gateway_key(self, fingerprint: str, at: dt.datetime,
                               overlap_until: dt.datetime | None = None) -> str | None:

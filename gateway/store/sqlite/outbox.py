@@ -1,11 +1,13 @@
-"""The outbox in SQLite: mails that are not notices (status mails, alerts), leased as notices.
+"""The outbox in SQLite: mails that are not notices (status mails, alerts, enrolment mails),
+leased as notices.
 
-One row per mail, `kind` "status" or "alert". A status mail has `child` 0 for a signal's own
-mail, n for the follow-up about child n; UNIQUE(ref, child) makes each exist once, whoever
-queues it (an alert has no ref and no child: NULLs never collide). `message` is the mail as
-sealed (encrypted and signed; an alert in plain text only when no [alerts] key is set);
-`pending` (JSON, on a status mail) lists the children it reported as with leerplicht whose
-follow-up has yet to be queued. Produces `OutboxRecord`s and `PendingFollowUp`s.
+One row per mail, `kind` "status", "alert" or "enrol" (`topic` its school). A status mail has
+`child` 0 for a signal's own mail, n for the follow-up about child n; UNIQUE(ref, child) makes
+each exist once, whoever queues it (an alert or an enrolment mail has no ref and no child:
+NULLs never collide). `message` is the mail as sealed (encrypted and signed; an alert in plain
+text only when no [alerts] key is set; an enrolment mail sealed with the vault); `pending`
+(JSON, on a status mail) lists the children it reported as with leerplicht whose follow-up has
+yet to be queued. Produces `OutboxRecord`s and `PendingFollowUp`s.
 """
 
 from __future__ import annotations
@@ -92,6 +94,22 @@ class SqliteOutbox:
             " next_attempt_at, created_at) VALUES ('alert', ?, ?, ?, ?, ?, 'queued', ?, ?)",
             (topic, recipient, fingerprint, message_id, message, iso(at), iso(at)))
         return int(cur.lastrowid or 0)
+
+    async def insert_enrolment(self, school: str, recipient: str, message_id: str,
+                               message: bytes, at: dt.datetime) -> int:
+        cur = self._s.run(
+            "INSERT INTO outbox (kind, topic, recipient, fingerprint, message_id, message, state,"
+            " next_attempt_at, created_at) VALUES ('enrol', ?, ?, '', ?, ?, 'queued', ?, ?)",
+            (school, recipient, message_id, message, iso(at), iso(at)))
+        return int(cur.lastrowid or 0)
+
+    async def supersede_enrolments(self, school: str, recipient: str | None, reply: str) -> int:
+        cur = self._s.run(
+            "UPDATE outbox SET state = 'superseded', last_reply = ?, message = X'',"
+            " lease_until = NULL, lease_owner = NULL WHERE kind = 'enrol' AND topic = ?"
+            " AND (? IS NULL OR recipient = ?) AND state = 'queued'",
+            (reply, school, recipient, recipient))
+        return cur.rowcount
 
     async def claim(self, mail_id: int, lease_until: dt.datetime,
                     now: dt.datetime) -> OutboxRecord | None:

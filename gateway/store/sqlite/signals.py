@@ -82,6 +82,9 @@ class SqliteSignals:
             " children c WHERE c.ref = signals.ref AND c.state IN ('routed', 'held', 'sealed'))",
             (iso(cutoff),))]
         for ref in old:
+            # A pickup notice's row goes first: it refers to its notice.
+            s.run("DELETE FROM pickups WHERE notice_id IN (SELECT id FROM notices WHERE ref = ?)",
+                  (ref,))
             s.run("DELETE FROM notices WHERE ref = ?", (ref,))
             s.run("DELETE FROM outbox WHERE kind = 'status' AND ref = ?", (ref,))
             s.run("DELETE FROM seal_attempts WHERE ref = ?", (ref,))
