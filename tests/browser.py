@@ -20,14 +20,16 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
 import pytest
+from aiohttp import web
 from selenium import webdriver
 from selenium.common.exceptions import (
     NoSuchElementException,
@@ -352,3 +354,25 @@ def check_page(driver: WebDriver, name: str, canaries: Iterable[str] = (),
     csp = [e for e in console_errors(driver) if "Content Security Policy" in e]
     assert csp == [], f"{name}: {csp}"
     assert_no_canary_in_urls(driver, canaries)
+
+
+@contextlib.asynccontextmanager
+async def other_site(pages: dict[str, str]) -> AsyncIterator[str]:
+    """HTML pages of another site on the test's own event loop: http://127.0.0.1:PORT, which
+    is not the same site as the gateway's http://localhost (what an attacker's page is)."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=pages[request.path], content_type="text/html")
+
+    app = web.Application()
+    for path in pages:
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    try:
+        await web.SockSite(runner, sock).start()
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+        sock.close()

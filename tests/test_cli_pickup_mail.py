@@ -18,9 +18,10 @@ from test_cli import run_async
 from test_cli_pickup import CODE_LINE, web_config
 
 from gateway.core.records import from_iso
+from gateway.core.timetext import moment_nl
 from gateway.crypto import pickupbox
 from gateway.devkit.demokit import Received, SchoolInbox
-from gateway.notify.enrolment import SUBJECT, enrolment_body, moment_nl
+from gateway.notify.enrolment import SUBJECT, enrolment_body
 
 PICKUP = "ib@sintjozef.example.nl"
 HELPDESK = "Bel Leerplicht Utrecht: 030 123 45 67."
@@ -87,7 +88,7 @@ async def test_enrolment_mail_is_sent_by_the_outbox_and_only_it_holds_the_link(
                                                            phone_code)
     until = moment_nl(from_iso(invitation.expires_at), h.ctx.config.schedule.timezone)
     for said in ("Leerplicht van uw gemeente", GATEWAY, "Sint-Jozefschool", "telefonisch",
-                 "passkey", "authenticator-app", f"De link werkt tot {until} uur.", HELPDESK):
+                 "passkey", "authenticator-app", f"De link werkt tot {until}.", HELPDESK):
         assert said in " ".join(body.split()), said
     assert "kind" not in body.lower().replace("handle with care", "")
     secrets = (token, phone_code, phone_code.replace("-", ""))
@@ -177,6 +178,6 @@ def test_enrolment_text_follows_the_deployment() -> None:
     assert "\x1b" not in with_app and "De Regenboog\\x1b[2J" in with_app
     zone = "Europe/Amsterdam"
     assert moment_nl(dt.datetime(2026, 12, 4, 18, 30, tzinfo=dt.UTC), zone) == \
-        "vrijdag 4 december 2026 om 19:30"
+        "vrijdag 4 december 2026 om 19:30 uur"
     assert moment_nl(dt.datetime(2026, 7, 1, 6, 5, tzinfo=dt.UTC), zone) == \
-        "woensdag 1 juli 2026 om 08:05"
+        "woensdag 1 juli 2026 om 08:05 uur"

@@ -27,6 +27,7 @@ from gateway.admin.pupils import pupils_import
 from gateway.admin.status import status
 from gateway.core.model import CODEWORD, Contact
 from gateway.core.resolve import HELD_NO_USABLE_KEY
+from gateway.core.timetext import moment_nl
 from gateway.crypto import pickupbox
 from gateway.delivery.channel import CHANNELS, ContactEntry, hold_reason, reachable_contacts
 from gateway.delivery.pickup import (
@@ -36,7 +37,7 @@ from gateway.delivery.pickup import (
     STALE_REMOVED,
     PickupChannel,
 )
-from gateway.delivery.pickupmail import SUBJECT, moment_nl, notification_text
+from gateway.delivery.pickupmail import SUBJECT, notification_text
 from gateway.devkit.demokit import Received, json_payload
 from gateway.pipeline.directory import Snapshot
 from gateway.store.api import Tx

@@ -5,7 +5,8 @@ offset, or an aware datetime, and a zone name (`[schedule] timezone`). Produces
 `2026-12-01 09:30 +01:00`: the local wall clock the administrator lives by, with the offset that
 says which one it is (a time in the hour after the autumn change is otherwise ambiguous). Never
 raises: text that is not a time comes back as it was, so one odd value cannot break a listing.
-`--json` does not use this: programs get ISO UTC.
+`--json` does not use this: programs get ISO UTC. For what school contacts read (mails, the
+pickup page), `moment_nl` says a moment the Dutch way: `woensdag 2 december 2026 om 08:30 uur`.
 """
 
 from __future__ import annotations
@@ -51,3 +52,17 @@ def local_times(value: Any, zone: str) -> Any:
     if isinstance(value, list):
         return [local_times(item, zone) for item in value]
     return value
+
+
+_WEEKDAYS_NL = ("maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag")
+_MONTHS_NL = ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
+              "september", "oktober", "november", "december")
+
+
+def moment_nl(moment: dt.datetime, zone: str) -> str:
+    """Pure: `woensdag 2 december 2026 om 08:30 uur`, a moment as a Dutch reader says it, on
+    the schools' wall clock (`[schedule] timezone`), summer or winter."""
+    local = moment.astimezone(zoneinfo.ZoneInfo(zone))
+    return (f"{_WEEKDAYS_NL[local.weekday()]} {local.day} {_MONTHS_NL[local.month - 1]} "
+            f"{local.year} om {local:%H:%M} uur")
+

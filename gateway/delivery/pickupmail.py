@@ -15,23 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import quopri
-import zoneinfo
 from collections.abc import Sequence
 
+from gateway.core.timetext import moment_nl
+
 SUBJECT = "Er staat een vertrouwelijk bericht voor u klaar"
-_WEEKDAYS = ("maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag")
-_MONTHS = ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
-           "september", "oktober", "november", "december")
-
-
-def moment_nl(moment: dt.datetime, zone: str) -> str:
-    """`dinsdag 3 december 2026 om 08:30 uur`: a moment as a Dutch reader says it, on the
-    schools' wall clock (`[schedule] timezone`)."""
-    local = moment.astimezone(zoneinfo.ZoneInfo(zone))
-    return (f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} "
-            f"{local.year} om {local:%H:%M} uur")
-
-
 def notification_text(link: str, expires_text: str, helpdesk: str, allow_app: bool) -> str:
     """What the contact reads: who it is from, the link, how to open it, until when, whom to
     call. Written for a teacher, not for an engineer."""

@@ -29,16 +29,16 @@ import datetime as dt
 import email.message
 import email.policy
 import email.utils
-import zoneinfo
 from typing import Any
 
 from gateway.core.inert import inert
 from gateway.core.policy import Done, Failed, Fate, Parked, Retry, Verdict
 from gateway.core.records import OutboxRecord, from_iso
+from gateway.core.timetext import moment_nl
 from gateway.crypto.pickupbox import token_digest
 from gateway.delivery.seal import make_message_id
 from gateway.notify.alerts import send_alert
-from gateway.notify.outbox import Kind
+from gateway.notify.outbox import Kind, attempt_detail, fate_word
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.store.api import Tx
@@ -47,10 +47,6 @@ log = get_logger("enrolment")
 
 SUBJECT = "Uitnodiging voor de beveiligde ophaalpagina van Handle with Care"
 ENROL_PATH = "/inschrijven/"
-MONTHS_NL = ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
-             "september", "oktober", "november", "december")
-DAYS_NL = ("maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag")
-
 REPLACED = "the invitation was replaced or its contact removed"
 USED = "the invitation was used already"
 EXPIRED = "the invitation expired before its mail could go"
@@ -60,13 +56,6 @@ WEB_OFF = "the pickup page is off ([web] listen is empty)"
 def enrolment_link(public_url: str, token: str) -> str:
     """The page where the contact enrols."""
     return f"{public_url.rstrip('/')}{ENROL_PATH}{token}"
-
-
-def moment_nl(moment: dt.datetime, zone: str) -> str:
-    """Pure: a time as a Dutch reader says it, in `zone`: "vrijdag 4 december 2026 om 19:30"."""
-    local = moment.astimezone(zoneinfo.ZoneInfo(zone))
-    return (f"{DAYS_NL[local.weekday()]} {local.day} {MONTHS_NL[local.month - 1]} "
-            f"{local.year} om {local:%H:%M}")
 
 
 def enrolment_body(*, school: str, link: str, until: str, allow_totp: bool, helpdesk: str,
@@ -100,7 +89,7 @@ def enrolment_body(*, school: str, link: str, until: str, allow_totp: bool, help
         "   nodig.",
         *app,
         "",
-        f"De link werkt tot {until} uur.",
+        f"De link werkt tot {until}.",
         "Daarna kunt u een nieuwe uitnodiging vragen.",
         "",
         f"Vragen, of werkt de link niet? {inert(helpdesk)}",
@@ -171,21 +160,12 @@ async def _check(ctx: Context, item: OutboxRecord) -> str | None:
     return None
 
 
-def _event(fate: Fate) -> str:
-    if isinstance(fate, Done):
-        return "sent"
-    return "deferred" if isinstance(fate, Retry) else "failed"
-
-
 async def _receipt(tx: Tx, item: OutboxRecord, fate: Fate, verdict: Verdict,
                    now: dt.datetime) -> None:
-    detail: dict[str, Any] = {"contact": item.recipient, "enrolment_mail": item.id,
-                              "attempt": item.attempts, "reply": verdict.reply}
-    if isinstance(fate, Done):
-        detail["message_id"] = item.message_id
-    elif isinstance(fate, Retry):
-        detail["next_attempt_at"] = fate.next_at.isoformat()
-    await tx.receipts.append(f"enrolment_{_event(fate)}", at=now, school=item.topic, **detail)
+    detail = attempt_detail(item, fate, verdict, contact=item.recipient,
+                            enrolment_mail=item.id)
+    await tx.receipts.append(f"enrolment_{fate_word(fate)}", at=now, school=item.topic,
+                             **detail)
 
 
 async def _after(ctx: Context, item: OutboxRecord, fate: Fate, verdict: Verdict) -> None:

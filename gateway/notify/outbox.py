@@ -26,7 +26,7 @@ import datetime as dt
 import email.utils
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.core.policy import (
     Done,
@@ -167,6 +167,25 @@ class OutboxQueue:
 
     async def leased(self, node: str) -> list[OutboxRecord]:
         return await self.ctx.store.outbox.leased(self.kind.name, node)
+
+
+def fate_word(fate: Fate) -> str:
+    """How an attempt's fate is named in an outbox kind's receipts and log events."""
+    if isinstance(fate, Done):
+        return "sent"
+    return "deferred" if isinstance(fate, Retry) else "failed"
+
+
+def attempt_detail(item: OutboxRecord, fate: Fate, verdict: Verdict,
+                   **ids: Any) -> dict[str, Any]:
+    """The detail of an attempt's receipt: `ids` (whom and which mail), the attempt and the
+    reply, and the Message-ID once sent or the next attempt's time when deferred."""
+    detail: dict[str, Any] = {**ids, "attempt": item.attempts, "reply": verdict.reply}
+    if isinstance(fate, Done):
+        detail["message_id"] = item.message_id
+    elif isinstance(fate, Retry):
+        detail["next_attempt_at"] = fate.next_at.isoformat()
+    return detail
 
 
 def rules(ctx: Context) -> RetryRules:

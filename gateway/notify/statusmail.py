@@ -14,12 +14,11 @@ Fails: as the store and gateway.notify.alerts.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
-from gateway.core.policy import Done, Fate, Parked, Retry, Verdict
+from gateway.core.policy import Fate, Parked, Retry, Verdict
 from gateway.core.records import OutboxRecord
 from gateway.notify.alerts import send_alert
-from gateway.notify.outbox import Kind
+from gateway.notify.outbox import Kind, attempt_detail, fate_word
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.store.api import Tx
@@ -37,25 +36,14 @@ async def _check(ctx: Context, item: OutboxRecord) -> str | None:
     return None
 
 
-def _event(fate: Fate) -> str:
-    if isinstance(fate, Done):
-        return "sent"
-    return "deferred" if isinstance(fate, Retry) else "failed"
-
-
 async def _receipt(tx: Tx, item: OutboxRecord, fate: Fate, verdict: Verdict,
                    now: dt.datetime) -> None:
-    detail: dict[str, Any] = {"sender": item.sender, "status_mail": item.id,
-                             "attempt": item.attempts, "reply": verdict.reply}
-    if isinstance(fate, Done):
-        detail["message_id"] = item.message_id
-    elif isinstance(fate, Retry):
-        detail["next_attempt_at"] = fate.next_at.isoformat()
-    await tx.receipts.append(f"status_{_event(fate)}", at=now, ref=item.about, **detail)
+    detail = attempt_detail(item, fate, verdict, sender=item.sender, status_mail=item.id)
+    await tx.receipts.append(f"status_{fate_word(fate)}", at=now, ref=item.about, **detail)
 
 
 async def _after(ctx: Context, item: OutboxRecord, fate: Fate, verdict: Verdict) -> None:
-    event = _event(fate)
+    event = fate_word(fate)
     code = verdict.reply[:3] if verdict.reply[:3].isdigit() else None
     if event == "sent":
         log.info("status_mail.sent", ref=item.ref, child=item.child, sender=item.sender,

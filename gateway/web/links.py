@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.core.records import EnrolmentRecord, PickupRecord, Throttle, from_iso
+from gateway.core.timetext import moment_nl
 from gateway.crypto.pickupbox import token_digest, well_formed_token
 from gateway.observe.logs import get_logger
 from gateway.store.api import Tx
-from gateway.web.site import message, moment_nl, site_of
+from gateway.web.site import message, site_of
 
 log = get_logger("web")
 

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 import jinja2
 from aiohttp import web
 
-from gateway.core.fields import format_date_nl
+from gateway.core.timetext import moment_nl
 from gateway.pipeline.context import Context
 from gateway.web.memory import Expiring, new_id
 
@@ -60,17 +59,11 @@ class Challenge:
     email: str = ""
 
 
-def moment_nl(at: dt.datetime, timezone: str) -> str:
-    """Pure: "01-12-2026 om 14:05", in the schools' time zone."""
-    local = at.astimezone(zoneinfo.ZoneInfo(timezone))
-    return f"{format_date_nl(local.date())} om {local:%H:%M}"
-
-
 def _environment(timezone: str) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters["tijd"] = functools.partial(moment_nl, timezone=timezone)
+    env.filters["tijd"] = functools.partial(moment_nl, zone=timezone)
     return env
 
 
