@@ -42,7 +42,6 @@ from conftest import (
     free_port,
     start_relay,
 )
-from gateway.delivery.pickupmail import SUBJECT
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from test_cli import run_async
@@ -51,6 +50,7 @@ from test_process import CANARY_BIRTH, CANARY_BSN, CANARY_NAME, CANARY_STRINGS
 
 from gateway.admin.pupils import pupils_import
 from gateway.core.model import CODEWORD
+from gateway.delivery.pickupmail import SUBJECT
 from gateway.devkit.demokit import Received, SchoolInbox, json_payload
 from gateway.observe.logs import configure
 
