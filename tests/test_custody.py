@@ -385,3 +385,23 @@ def test_tls_key_and_gpg_home_behind_links_are_judged_where_they_point(
     assert code == 1
     assert f"{tmp_path / 'tls.key'} (a link to {outside / 'server.key'}): readable by others" in err
     assert f"{home} (a link to {outside / 'gnupg'}): directory is open to others" in err
+
+
+def test_the_pickup_pages_tls_key_is_kept_as_safely(
+        capsys: pytest.CaptureFixture[str], template: Template, tmp_path: Path) -> None:
+    """`[web] tls_key`, wherever it lies, is secret material like the listener's: readable by
+    others, check-config refuses it by name."""
+    copy_gateway_state(template, tmp_path)
+    key = tmp_path / "keys" / "tls" / "server.key"
+    web_key = tmp_path / "web.key"
+    web_key.write_bytes(key.read_bytes())
+    web_key.chmod(0o644)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(cfg.read_text() + f'\n[web]\nlisten = "127.0.0.1:8449"\n'
+                   f'public_url = "https://ophalen.example.nl"\n'
+                   f'tls_cert = "{tmp_path / "keys" / "tls" / "server.pem"}"\n'
+                   f'tls_key = "{web_key}"\n')
+    code, _, err = run(capsys, "--config", str(cfg), "check-config")
+    assert code == 1
+    assert f"{web_key}: readable by others" in err
+

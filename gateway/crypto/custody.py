@@ -78,13 +78,13 @@ def _walk(path: Path, seen: set[Path]) -> Iterator[Path]:
 
 def _secret_paths(config: Config) -> list[Path]:
     """Every path that holds secret material: keys/ and all in it (a fresh checkout's keys/
-    with only its README holds nothing yet), the gpg home, the secrets, the TLS key and the
-    passphrase file, wherever the config puts them."""
+    with only its README holds nothing yet), the gpg home, the secrets, the TLS keys (of the
+    listener and of the pickup page) and the passphrase file, wherever the config puts them."""
     root = config.keys.dir
     inside = [p for p in root.rglob("*") if p.name != "README.md"] if root.exists() else []
     starts = [root] if inside else []
     for path in (config.gnupg_home, config.secrets_dir, config.smtp.tls_key,
-                 _passphrase_source(config)):
+                 config.web.tls_key, _passphrase_source(config)):
         if path is not None and (path.is_symlink() or path.exists()):
             starts.append(path)
     seen: set[Path] = set()
