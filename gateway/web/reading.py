@@ -9,7 +9,7 @@ the client's address); "Gelezen" (POST) marks the notice read and acknowledged, 
 acknowledged mail does. Without a session each page sends the browser back to the landing.
 
 The box holds `{"children": [{"name", "birthdate" (ISO date), "ref"}], "teacher_text"}`, sealed
-with the associated data `pickup:{message_id}` of its notice (as `gateway.delivery.pickup`
+with the associated data of its notice (`gateway.delivery.pickup.box_aad`, as that channel
 seals it).
 """
 
@@ -27,6 +27,7 @@ from gateway.core.fields import format_date_nl
 from gateway.core.model import CODEWORD
 from gateway.core.records import PickupRecord, from_iso
 from gateway.crypto.pickupbox import BoxError, ack_digest, open_box
+from gateway.delivery.pickup import box_aad
 from gateway.observe.logs import get_logger
 from gateway.store.api import Tx
 from gateway.web.links import Link, pickup_link
@@ -81,7 +82,7 @@ async def show(request: web.Request) -> web.Response:
     try:
         if notice is None:
             raise BoxError("no notice")
-        box = open_box(link.token, link.sealed, f"pickup:{notice.message_id}")
+        box = open_box(link.token, link.sealed, box_aad(notice.message_id))
     except BoxError:
         log.error("web.box_unreadable", notice=link.record.notice_id, school=link.record.school)
         return message(request, 500, "Er ging iets mis",
