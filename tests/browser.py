@@ -66,7 +66,8 @@ _state: dict[str, Any] = {"shots": Path(tempfile.gettempdir()), "urls": []}
 def _missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER, AXE):
         if not path.exists():
-            return f"{path} is missing (apt-get install chromium chromium-driver; make {AXE})"
+            return (f"{path} is missing (apt-get install chromium chromium-driver; "
+                    f"make {AXE.relative_to(ROOT)})")
     return None
 
 

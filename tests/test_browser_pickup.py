@@ -31,7 +31,9 @@ from browser import (
 )
 from conftest import Template
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from web_rig import CONTACT, HELPDESK, TEACHER_TEXT, Rig, rig_fixture
 
 from gateway.crypto import pickupbox
@@ -234,7 +236,7 @@ async def test_a_link_reused_after_reading(browser: WebDriver, rig: Rig) -> None
 
 async def test_the_notice_fits_a_phone(browser: WebDriver, rig: Rig) -> None:
     """On a 390x844 phone screen the landing, the notice and the thank-you page need no
-    sideways scrolling and pass axe."""
+    sideways scrolling and pass axe; nor does the notice at 320 pixels wide."""
     await enrolled(browser, rig)
     long_name = {**EVA, "name": "Eva Zwaluwstaart-Vandenberghe-Oosterhuis van Rijckevorsel"}
     token, _ = await rig.pickup(children=(long_name, EVA))
@@ -249,13 +251,17 @@ async def test_the_notice_fits_a_phone(browser: WebDriver, rig: Rig) -> None:
         wait_id(browser, "teacher-text")
         check_page(browser, "phone-2-notice")
         overflow.append(horizontal_overflow(browser))
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 320, "height": 640, "deviceScaleFactor": 1, "mobile": True})
+        overflow.append(horizontal_overflow(browser))  # WCAG 1.4.10 reflow: 320 CSS pixels
+        phone(browser)
         new_document(browser, browser.find_element(By.ID, "gelezen").click)
         wait_id(browser, "thanks")
         check_page(browser, "phone-3-thanks")
         overflow.append(horizontal_overflow(browser))
         return overflow
 
-    assert await asyncio.to_thread(flow) == [0, 0, 0]
+    assert await asyncio.to_thread(flow) == [0, 0, 0, 0]
 
 
 async def test_the_browser_keeps_the_session_out_of_reach(browser: WebDriver, rig: Rig) -> None:
@@ -308,3 +314,33 @@ async def test_back_after_the_session_lapsed_shows_no_notice(browser: WebDriver,
 
     current, notices, buttons = await asyncio.to_thread(back)
     assert (notices, buttons) == (0, 1), current
+
+
+def tab_to(browser: WebDriver, element_id: str) -> None:
+    """Press Tab on a freshly loaded page (the focus at its top) until `element_id` has the
+    focus (at most 20 times)."""
+    for _ in range(20):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element.get_attribute("id") == element_id:
+            return
+    raise AssertionError(f"Tab never reaches #{element_id}")
+
+
+async def test_with_the_keyboard_only(browser: WebDriver, rig: Rig) -> None:
+    """Without a mouse (WCAG 2.1.1): Tab reaches the passkey button and Enter opens the
+    notice; Tab reaches "Gelezen" and Enter records it."""
+    await enrolled(browser, rig)
+    token, _ = await rig.pickup()
+    url = f"{rig.origin}/bericht/{token}"
+
+    def flow() -> str:
+        browser.get(url)
+        tab_to(browser, "passkey-button")
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        wait_id(browser, "teacher-text")
+        tab_to(browser, "gelezen")
+        new_document(browser, ActionChains(browser).send_keys(Keys.ENTER).perform)
+        return text_of(browser, "thanks")
+
+    assert "gelezen" in await asyncio.to_thread(flow)
+    assert len(await rig.events("acknowledged")) == 1
