@@ -287,18 +287,12 @@ async def test_the_browser_keeps_the_session_out_of_reach(browser: WebDriver, ri
     assert lapses["csrf"] < 0  # -1: a session cookie, gone when the browser closes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: Chromium keeps no-store pages in its back-forward cache for up to 3 minutes unless "
-    "a cookie changes, and neither the server forgetting the session nor the cookie's Max-Age "
-    "running out (tried with session_minutes = 1) is such a change: Back restores the notice "
-    "without asking the server (a deleted cookie does evict it). Needs the web side, e.g. a "
-    "pageshow handler reloading a restored page, or a 'Sluiten' deleting the session cookie; "
-    "then drop this mark."))
 async def test_back_after_the_session_lapsed_shows_no_notice(browser: WebDriver,
                                                              rig: Rig) -> None:
     """On a shared computer: the contact read the notice and went on to another page; once
     the session lapsed, the browser's Back button brings the landing page, not the notice
-    (no-store: the notice is neither cached nor restored from the back-forward cache)."""
+    (Chromium keeps even a no-store page in its back-forward cache for a few minutes: the
+    notice page's script fetches a restored page anew, so the server decides)."""
     await enrolled(browser, rig)
     token, _ = await rig.pickup()
     url = f"{rig.origin}/bericht/{token}"

@@ -65,8 +65,8 @@ async def test_every_response_carries_the_security_headers(rig: Rig) -> None:
 
 async def test_pages_are_dutch_accessible_and_script_free_but_one(rig: Rig) -> None:
     """Each page says lang="nl", has a viewport, one h1, labels for its inputs, and loads no
-    script but /static/passkey.js (and that only where a passkey is used); no inline style or
-    script."""
+    script but /static/passkey.js (and that only where a passkey is used) and, on the notice
+    page alone, /static/fresh.js; no inline style or script."""
     await rig.add_totp()
     token, _ = await rig.pickup()
     enrol, _ = await rig.invite("nieuw@regenboog.example.nl")

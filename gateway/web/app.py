@@ -25,14 +25,15 @@ from gateway.web.site import SITE, STATIC, Site
 # A link's token: 43 base64url characters for a pickup or an enrolment link, 26 base32 ones
 # for a PGP notice's acknowledgement; anything else is no route (404) before a handler runs.
 TOKEN = "{token:[A-Za-z0-9_-]{20,64}}"  # noqa: S105 - a route pattern, not a secret
-_STATIC_TYPES = {"style.css": "text/css", "passkey.js": "text/javascript"}
+_STATIC_TYPES = {"style.css": "text/css", "passkey.js": "text/javascript",
+                 "fresh.js": "text/javascript"}
 
 
 def _static(name: str, body: bytes) -> web.RouteDef:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type=_STATIC_TYPES[name], charset="utf-8")
 
-    return web.get(f"/static/{name}", handler, name=f"static_{name.split('.')[1]}")
+    return web.get(f"/static/{name}", handler, name=f"static_{name.replace('.', '_')}")
 
 
 def make_app(ctx: Context) -> web.Application:

@@ -96,7 +96,7 @@ async def show(request: web.Request) -> web.Response:
     return page(request, "notice.html", title=CODEWORD, token=link.token,
                 children=children_of(box), teacher_text=str(box.get("teacher_text", "")),
                 read_at=from_iso(read_at) if read_at else None,
-                expires_at=from_iso(link.record.expires_at))
+                expires_at=from_iso(link.record.expires_at), fresh=True)
 
 
 async def _acknowledge(record: PickupRecord, digest: str, contact: str, now: dt.datetime,
