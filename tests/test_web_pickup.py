@@ -277,3 +277,18 @@ async def test_behind_a_proxy_the_receipt_names_the_client(rig: Rig) -> None:
         await client.get(f"/bericht/{token}/lezen", headers={"X-Forwarded-For": forwarded})
     assert [o["client"] for o in await rig.events("pickup_opened")] == \
         ["203.0.113.7", "127.0.0.1"]
+
+
+async def test_a_hostile_name_is_shown_as_text(rig: Rig) -> None:
+    """A name that looks like markup (a register typed or imported carelessly, or worse) is
+    shown as the text it is: escaped, never a tag or a script the browser would run."""
+    totp = await rig.add_totp()
+    hostile = {**CHILD, "name": '<script>alert("x")</script><img src=x onerror=alert(1)>'}
+    token, _ = await rig.pickup(children=[hostile])
+    client = rig.client()
+    await sign_in(rig, client, token, totp)
+    response, text = await client.get(f"/bericht/{token}/lezen")
+    assert response.status == 200
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" \
+        in text
+    assert "<script>alert" not in text and "<img" not in text

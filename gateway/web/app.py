@@ -25,6 +25,7 @@ from gateway.web.site import SITE, STATIC, Site
 # A link's token: 43 base64url characters for a pickup or an enrolment link, 26 base32 ones
 # for a PGP notice's acknowledgement; anything else is no route (404) before a handler runs.
 TOKEN = "{token:[A-Za-z0-9_-]{20,64}}"  # noqa: S105 - a route pattern, not a secret
+KEEPALIVE = 15.0  # seconds an idle connection is kept open between two requests
 _STATIC_TYPES = {"style.css": "text/css", "passkey.js": "text/javascript",
                  "fresh.js": "text/javascript"}
 
@@ -74,8 +75,10 @@ class WebServer:
     async def start(self) -> None:
         web_config = self.ctx.config.web
         context = tls_context(web_config.tls_cert, web_config.tls_key)
+        # An idle keep-alive connection is closed after KEEPALIVE seconds (aiohttp's own
+        # default through AppRunner is an hour: docs/libraries.md §9).
         runner = web.AppRunner(make_app(self.ctx), access_log=None, handle_signals=False,
-                               shutdown_timeout=5)
+                               shutdown_timeout=5, keepalive_timeout=KEEPALIVE)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port, ssl_context=context).start()
