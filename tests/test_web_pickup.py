@@ -25,6 +25,7 @@ from web_rig import (
 )
 
 from gateway.crypto import pickupbox
+from gateway.web.reading import paragraphs
 
 
 @pytest.fixture
@@ -292,3 +293,12 @@ async def test_a_hostile_name_is_shown_as_text(rig: Rig) -> None:
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" \
         in text
     assert "<script>alert" not in text and "<img" not in text
+
+
+def test_the_teacher_text_reads_as_paragraphs_on_any_screen() -> None:
+    """The teacher text is written for a mail, its lines broken at ~90 characters: on the page
+    a line break inside a paragraph would cut a sentence, so only a blank line starts one."""
+    text = "Dit kind heeft iets meegemaakt. U hoeft niets\nte vragen.\n\n  Deel het niet.\n"
+    assert paragraphs(text) == ["Dit kind heeft iets meegemaakt. U hoeft niets te vragen.",
+                                "Deel het niet."]
+    assert paragraphs("") == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,13 @@ from gateway.web.links import Link, pickup_link
 from gateway.web.site import Session, client_address, message, page, see_other, session_of, site_of
 
 log = get_logger("web")
+
+
+def paragraphs(text: str) -> list[str]:
+    """Pure: the teacher text as the page's paragraphs. It is written for a mail (lines broken
+    at about 90 characters, `[gateway] teacher_text`); on a screen of any width a line break
+    within a paragraph would cut a sentence, so only a blank line separates paragraphs."""
+    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", text) if block.strip()]
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,8 @@ async def show(request: web.Request) -> web.Response:
              notice=link.record.notice_id)
     read_at = link.record.read_at or link.record.acked_at
     return page(request, "notice.html", title=CODEWORD, token=link.token,
-                children=children_of(box), teacher_text=str(box.get("teacher_text", "")),
+                children=children_of(box),
+                teacher_text=paragraphs(str(box.get("teacher_text", ""))),
                 read_at=from_iso(read_at) if read_at else None,
                 expires_at=from_iso(link.record.expires_at), fresh=True)
 
