@@ -54,8 +54,11 @@ def public_url_problem(url: str) -> str | None:
     except ValueError:
         return 'must be an origin like "https://ophalen.gemeente.nl"'
     local = parts.hostname in ("localhost", "127.0.0.1", "::1")
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.username \
-            or parts.path not in ("", "/") or parts.query or parts.fragment \
+    # "@", "?" and "#" have no place in an origin, even with nothing after them (parts.username,
+    # .query and .fragment are then ""): a link is this text plus "/bericht/TOKEN", and the
+    # page compares the browser's Origin with it.
+    if parts.scheme not in ("https", "http") or not parts.hostname or "@" in parts.netloc \
+            or parts.path not in ("", "/") or "?" in url or "#" in url \
             or not url.isascii() or any(c.isspace() for c in url):
         return 'must be an origin like "https://ophalen.gemeente.nl" (no path)'
     if parts.scheme == "http" and not local:
