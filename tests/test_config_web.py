@@ -53,3 +53,27 @@ def test_plain_http_on_this_machine_is_for_development(tmp_path: Path) -> None:
     web = load_config(write(tmp_path, MINIMAL + '[web]\nlisten = "127.0.0.1:8080"\n'
                             'public_url = "http://localhost:8080"\n')).web
     assert web.rp_id == "localhost"
+
+
+@pytest.mark.parametrize(("url", "canonical"), [
+    ("https://Ophalen.Gemeente.nl", "https://ophalen.gemeente.nl"),
+    ("HTTPS://ophalen.gemeente.nl", "https://ophalen.gemeente.nl"),
+    ("https://ophalen.gemeente.nl:443", "https://ophalen.gemeente.nl"),
+    ("https://ophalen.gemeente.nl:", "https://ophalen.gemeente.nl"),
+    ("http://localhost:80", "http://localhost"),
+])
+def test_public_url_is_written_as_a_browser_writes_the_origin(
+        tmp_path: Path, url: str, canonical: str) -> None:
+    """The page compares each POST's Origin header with public_url: an origin a browser would
+    write otherwise (capitals, the default or an empty port) would refuse every form, so it is
+    refused at once, saying how to write it."""
+    assert problems_of(tmp_path, MINIMAL + f'[web]\nlisten = "127.0.0.1:8080"\n'
+                       f'public_url = "{url}"\n') == [
+        f'web.public_url: must be written as a browser writes the origin: "{canonical}"']
+
+
+def test_an_ipv6_origin_with_its_port(tmp_path: Path) -> None:
+    """http://[::1]:8080 is an origin as a browser writes it (development on IPv6)."""
+    web = load_config(write(tmp_path, MINIMAL + '[web]\nlisten = "[::1]:8080"\n'
+                            'public_url = "http://[::1]:8080"\n')).web
+    assert web.rp_id == "::1"

@@ -63,6 +63,15 @@ def public_url_problem(url: str) -> str | None:
         return 'must be an origin like "https://ophalen.gemeente.nl" (no path)'
     if parts.scheme == "http" and not local:
         return "must be https (plain http only for localhost)"
+    # The page compares the browser's Origin header with this text: it must be written as a
+    # browser serialises an origin (lower case, no default or empty port), else every form
+    # would be refused as coming from elsewhere.
+    default = {"https": 443, "http": 80}[parts.scheme]
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = f":{parts.port}" if parts.port not in (None, default) else ""
+    canonical = f"{parts.scheme}://{host}{port}"
+    if url.rstrip("/") != canonical:
+        return f'must be written as a browser writes the origin: "{canonical}"'
     return None
 
 
