@@ -48,12 +48,16 @@ def contact_subject(school: str, email: str) -> Subject:
     return ("contact", f"{school}/{email.lower()}")
 
 
+def locked_text(request: web.Request, until: dt.datetime) -> str:
+    """What a locked link, contact or invitation tells the person, with until when."""
+    zone = site_of(request).ctx.config.schedule.timezone
+    return ("Er is te vaak een verkeerde code ingevuld. Daarom kan dit nu even niet. Probeer "
+            f"het opnieuw na {moment_nl(until, zone)}.")
+
+
 def locked_page(request: web.Request, until: dt.datetime) -> web.Response:
     site = site_of(request)
-    response = message(
-        request, 429, "Even geduld",
-        "Er is te vaak een verkeerde code ingevuld. Daarom kan dit nu even niet. Probeer het "
-        f"opnieuw na {moment_nl(until, site.ctx.config.schedule.timezone)}.")
+    response = message(request, 429, "Even geduld", locked_text(request, until))
     response.headers["Retry-After"] = str(max(1, int((until - site.ctx.clock())
                                                      .total_seconds())))
     return response

@@ -33,6 +33,7 @@ from gateway.web.links import (
     count_failure,
     lock_of,
     locked_page,
+    locked_text,
     pickup_link,
 )
 from gateway.web.passkeys import PasskeyError
@@ -51,8 +52,6 @@ log = get_logger("web")
 
 TITLE = "Er staat een vertrouwelijk bericht voor u klaar"
 WRONG = "Het e-mailadres of de code klopt niet. Probeer het opnieuw met de nieuwste code."
-LOCKED_TEXT = ("Er is te vaak een verkeerde code ingevuld. Probeer het over een kwartier "
-               "opnieuw.")
 
 
 async def recipients_credentials(request: web.Request, link: Link) -> list[CredentialRecord]:
@@ -89,8 +88,9 @@ async def passkey_options(request: web.Request) -> web.Response:
     found = await pickup_link(request)
     if not isinstance(found, Link):
         return refusal(found.status, "Deze link werkt niet (meer).")
-    if await lock_of(request, [("link", found.digest)]) is not None:
-        return refusal(429, LOCKED_TEXT)
+    until = await lock_of(request, [("link", found.digest)])
+    if until is not None:
+        return refusal(429, locked_text(request, until))
     site = site_of(request)
     allowed = [c.credential_id for c in await recipients_credentials(request, found)
                if c.kind == "passkey" and c.credential_id]
@@ -105,8 +105,9 @@ async def passkey_login(request: web.Request) -> web.Response:
     found = await pickup_link(request)
     if not isinstance(found, Link):
         return refusal(found.status, "Deze link werkt niet (meer).")
-    if await lock_of(request, [("link", found.digest)]) is not None:
-        return refusal(429, LOCKED_TEXT)
+    until = await lock_of(request, [("link", found.digest)])
+    if until is not None:
+        return refusal(429, locked_text(request, until))
     site = site_of(request)
     try:
         answer: Any = await request.json()
@@ -126,8 +127,9 @@ async def passkey_login(request: web.Request) -> web.Response:
     new_count = None
     if credential is not None and credential.public_key is not None:
         subjects.append(contact_subject(credential.school, credential.email))
-        if await lock_of(request, subjects[1:]) is not None:
-            return refusal(429, LOCKED_TEXT)
+        until = await lock_of(request, subjects[1:])
+        if until is not None:
+            return refusal(429, locked_text(request, until))
         try:
             new_count = passkeys.verify_login(answer, challenge, site.ctx.config.web.rp_id,
                                               site.origin, credential.public_key,
@@ -136,14 +138,15 @@ async def passkey_login(request: web.Request) -> web.Response:
             new_count = None
     if credential is None or new_count is None:
         log.warning("web.passkey_refused", route="pickup_passkey", school=found.record.school)
-        if await count_failure(request, "pickup_passkey", subjects) is not None:
-            return refusal(429, LOCKED_TEXT)
+        until = await count_failure(request, "pickup_passkey", subjects)
+        if until is not None:
+            return refusal(429, locked_text(request, until))
         return refusal(400, "Deze passkey hoort niet bij dit bericht, of controleren lukte "
                             "niet. Probeer het opnieuw.")
     await site.ctx.store.write(functools.partial(
         _use, credential.id, site.ctx.clock(), new_count, None))
     return await _signed_in(request, found, credential, subjects,
-                      web.json_response({"next": f"/bericht/{found.token}/lezen"}))
+                            web.json_response({"next": f"/bericht/{found.token}/lezen"}))
 
 
 async def code_login(request: web.Request) -> web.Response:
@@ -181,7 +184,7 @@ async def code_login(request: web.Request) -> web.Response:
             return locked_page(request, until)
         return _landing(request, found, credentials, 400, WRONG, email)
     return await _signed_in(request, found, credential, subjects,
-                      see_other(f"/bericht/{found.token}/lezen"))
+                            see_other(f"/bericht/{found.token}/lezen"))
 
 
 async def _use(credential: int, now: dt.datetime, sign_count: int | None, step: int | None,
