@@ -173,13 +173,17 @@ def test_add_pickup_to_a_new_school_with_name_and_route(capsys: pytest.CaptureFi
     assert (school["name"], school["route"]) == ("De Nieuwe School", "127.0.0.1:2626")
 
 
-def test_without_a_relay_the_administrator_is_warned_the_mail_waits(
+def test_without_a_route_or_relay_the_administrator_is_warned_the_mail_waits(
         capsys: pytest.CaptureFixture[str], web: Config) -> None:
-    """With no `[delivery] relay` the enrolment mail cannot go: the command says so."""
+    """The enrolment mail goes where the school's notices go (its route, else the relay):
+    with neither, the command says that it and the notices wait; with a route, no warning."""
     code, out, _ = cli(capsys, web, "schools", "add", SCHOOL_A, "--email", PICKUP_A, "--pickup")
     assert code == 0
-    assert ("warning: [delivery] relay is empty: the enrolment mail waits in the outbox until "
-            "it is set") in out
+    assert (f"warning: school {SCHOOL_A} has no route and [delivery] relay is empty: its notices"
+            " (and enrolment mails) wait and are never delivered") in out
+    code, out, _ = cli(capsys, web, "schools", "add", "99ZZ00", "--name", "De Nieuwe School",
+                       "--email", "ib@nieuw.example.nl", "--pickup", "--route", "127.0.0.1:2626")
+    assert code == 0 and "warning" not in out
 
 
 @pytest.mark.parametrize(("extra", "reason"), [

@@ -42,8 +42,8 @@ def test_demo_shows_each_openpgp_school_its_notice(demo: str) -> None:
 
 
 def test_demo_invites_the_pickup_contact_with_a_phone_code_and_a_mail(demo: str) -> None:
-    """`schools add --pickup` prints the code to read out; the enrolment mail reached the relay
-    with its link and without the code."""
+    """`schools add --pickup` prints the code to read out; the enrolment mail reached the
+    school's server (its route, as its notices) with its link and without the code."""
     code = re.search(r"enrolment code for ib@sintjozef\.example\.nl: ([A-Z0-9]{4}-[A-Z0-9]{4})",
                      demo)
     assert code is not None

@@ -131,7 +131,8 @@ async def _route_warning(ctx: Context, code: str) -> str:
     if ctx.config.delivery.relay is not None or school is None or school.route:
         return ""
     return (f"\nwarning: school {code} has no route and [delivery] relay is empty: its notices"
-            " wait and are never delivered; give it --route HOST:PORT or set [delivery] relay")
+            " (and enrolment mails) wait and are never delivered; give it --route HOST:PORT or"
+            " set [delivery] relay")
 
 
 async def _contact_warning(ctx: Context, code: str) -> str:
@@ -164,14 +165,11 @@ async def _invite(ctx: Context, tx: Tx, code: str, school_name: str, email: str,
 
 
 def _code_lines(ctx: Context, email: str, phone_code: str, expires: dt.datetime) -> str:
-    """What the administrator reads out, and a warning when the mail cannot go."""
+    """What the administrator reads out (the enrolment mail goes where the school's notices
+    go: `_route_warning` says when that is nowhere)."""
     until = local_time_text(expires, ctx.config.schedule.timezone)
-    text = (f"\nenrolment code for {email}: {phone_code} (read it to the contact by phone; the"
+    return (f"\nenrolment code for {email}: {phone_code} (read it to the contact by phone; the"
             f" link in the mail expires {until})")
-    if ctx.config.delivery.relay is None:
-        text += ("\nwarning: [delivery] relay is empty: the enrolment mail waits in the outbox"
-                 " until it is set")
-    return text
 
 
 async def schools_add_pickup(ctx: Context, code: str, name: str | None, email: str,
@@ -238,7 +236,7 @@ async def schools_reenrol(ctx: Context, code: str, email: str) -> str:
     dropped, phone_code, expires = await ctx.store.write(reenrol)
     return (f"school {code}: pickup contact {email} re-enrolled: {dropped} passkey(s) and app(s)"
             " removed (they open nothing from now on), new enrolment mail queued"
-            + _code_lines(ctx, email, phone_code, expires))
+            + _code_lines(ctx, email, phone_code, expires) + await _route_warning(ctx, code))
 
 
 async def schools_set_contact(ctx: Context, code: str, email: str, new_email: str) -> str:

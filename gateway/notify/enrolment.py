@@ -35,6 +35,7 @@ from gateway.core.inert import inert
 from gateway.core.policy import Done, Failed, Fate, Parked, Retry, Verdict
 from gateway.core.records import OutboxRecord, from_iso
 from gateway.core.timetext import moment_nl
+from gateway.core.validate import HostPort
 from gateway.crypto.pickupbox import token_digest
 from gateway.delivery.seal import make_message_id
 from gateway.notify.alerts import send_alert
@@ -212,5 +213,10 @@ async def _parked(ctx: Context, item: OutboxRecord, crashes: int) -> None:
     ])
 
 
+def _destination(ctx: Context, item: OutboxRecord) -> HostPort | None:
+    """The contact's school's route, as its notices take, else the relay."""
+    return ctx.snapshot.routes.get(str(item.topic)) or ctx.config.delivery.relay
+
+
 ENROLMENTS = Kind("enrol", "enrolment_mail", _check, _receipt, _after, _crashed, _parked,
-                  _message, erase_failed=True)
+                  _message, erase_failed=True, destination=_destination)

@@ -105,6 +105,8 @@ class Kind:
     on_parked: Callable[[Context, OutboxRecord, int], Awaitable[None]]
     message: Callable[[Context, OutboxRecord], bytes] = lambda ctx, item: item.message
     erase_failed: bool = False
+    destination: Callable[[Context, OutboxRecord], HostPort | None] = \
+        lambda ctx, item: ctx.config.delivery.relay
 
 
 class Sessions(Protocol):
@@ -195,15 +197,15 @@ def rules(ctx: Context) -> RetryRules:
 
 
 def stage(ctx: Context, kind: Kind,
-          connect: Callable[[], deliver.Connection | None]) -> Stage[OutboxRecord]:
-    """The outbox stage of one kind, sending over the connection `connect` gives (None: no
-    relay configured)."""
+          connect: Callable[[HostPort | None], deliver.Connection | None]) -> Stage[OutboxRecord]:
+    """The outbox stage of one kind, sending each item over the connection `connect` gives
+    for the kind's destination of it (None: no route and no relay configured)."""
 
     async def send(item: OutboxRecord) -> Verdict:
         why = await kind.check(ctx, item)
         if why is not None:
             return Verdict(Outcome.PERMANENT, why)
-        connection = connect()
+        connection = connect(kind.destination(ctx, item))
         if connection is None:
             return Verdict(Outcome.TEMPORARY, NO_ROUTE)
         outcome = await connection.send(kind.message(ctx, item),
@@ -219,42 +221,48 @@ def stage(ctx: Context, kind: Kind,
 
 
 async def deliver_due(ctx: Context, sessions: Sessions, kinds: Sequence[Kind]) -> int:
-    """One attempt for each due item of each kind, over one session to the relay taken from
-    the delivery loop's sessions (only when there is something to send); how many."""
-    relay = ctx.config.delivery.relay
-    taken: list[deliver.Connection] = []
+    """One attempt for each due item of each kind, over one session per destination (the
+    relay, or a school's route) taken from the delivery loop's sessions only when there is
+    something to send there; how many."""
+    taken: dict[HostPort, deliver.Connection] = {}
 
-    def connect() -> deliver.Connection | None:
-        if relay is None:
+    def connect(destination: HostPort | None) -> deliver.Connection | None:
+        if destination is None:
             return None
-        if not taken:
-            taken.append(sessions.take(relay))
-        return taken[0]
+        if destination not in taken:
+            taken[destination] = sessions.take(destination)
+        return taken[destination]
 
     attempted = 0
     try:
         for kind in kinds:
             attempted += len(await stage(ctx, kind, connect).run_once())
     finally:
-        for connection in taken:
+        for connection in taken.values():
             sessions.give_back(connection)
     return attempted
 
 
 async def recover(ctx: Context, kinds: Sequence[Kind]) -> int:
     """At start: the leases this node still holds on outbox items, each counted as a crash."""
-    return sum([await stage(ctx, kind, lambda: None).recover() for kind in kinds])
+    return sum([await stage(ctx, kind, lambda _: None).recover() for kind in kinds])
 
 
 async def deliver_now(ctx: Context, kind: Kind, mail_id: int) -> Fate | None:
     """One attempt at once for one queued item, over a connection of its own; its fate, or
     None when it was not to be claimed (another attempt holds it)."""
     config = ctx.config
-    relay = config.delivery.relay
-    connection = None if relay is None else deliver.Connection(
-        relay, context=deliver.tls_context(config.delivery.ca_file),
-        timeout=config.delivery.timeout_seconds, local_hostname=config.smtp.hostname)
-    one = stage(ctx, kind, lambda: connection)
+    opened: list[deliver.Connection] = []
+
+    def connect(destination: HostPort | None) -> deliver.Connection | None:
+        if destination is None:
+            return None
+        opened.append(deliver.Connection(
+            destination, context=deliver.tls_context(config.delivery.ca_file),
+            timeout=config.delivery.timeout_seconds, local_hostname=config.smtp.hostname))
+        return opened[-1]
+
+    one = stage(ctx, kind, connect)
     now = ctx.clock()
     item = await ctx.store.write(lambda tx: tx.outbox.claim(mail_id, now + one.lease, now))
     if item is None:
@@ -262,5 +270,5 @@ async def deliver_now(ctx: Context, kind: Kind, mail_id: int) -> Fate | None:
     try:
         return await one.handle(item)
     finally:
-        if connection is not None:
+        for connection in opened:
             await connection.close()
