@@ -70,7 +70,7 @@ def public_url_problem(url: str) -> str | None:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     port = f":{parts.port}" if parts.port not in (None, default) else ""
     canonical = f"{parts.scheme}://{host}{port}"
-    if url.rstrip("/") != canonical:
+    if url != canonical:  # (the caller strips trailing slashes first)
         return f'must be written as a browser writes the origin: "{canonical}"'
     return None
 
