@@ -46,6 +46,7 @@ def sweep(lab: Lab, rep: Report) -> None:
     in_db = sorted(c for c in lab.canaries if c.encode() in blobs)
     rep.add("sweep", "personal data in the database (and WAL) and the daemon's TMPDIR", "none",
             ", ".join(in_db) or "none", FAIL if in_db else PASS)
+    web_secrets(lab, rep, log_text, blobs)
     r451 = [(sent, got) for sent, got in SEEN if got.startswith("451")]
     leaks = [(sent, got) for sent, got in SEEN if any(c in got for c in lab.canaries)]
     rep.add("sweep", f"every SMTP reply of the run ({len(SEEN)})",
@@ -55,3 +56,20 @@ def sweep(lab: Lab, rep: Report) -> None:
             + f"; {len(leaks)} with personal data"
             + (f" (`{short(leaks[0][1], 80)}`)" if leaks else ""),
             FAIL if r451 or leaks else PASS)
+
+
+def web_secrets(lab: Lab, rep: Report, log_text: str, blobs: bytes) -> None:
+    """W11: the pickup page's secrets of the run (link tokens, the enrolment code, the app's
+    secret) in the daemon's log and database; with the pickup pupil among the canaries above."""
+    found: set[str] = getattr(lab.web, "secrets", set())
+    if not found:
+        return
+    named = {s: ("the enrolment code" if len(s) <= 9 else "the app secret" if len(s) == 32
+                 else "a link token") for s in found}
+    in_log = sorted({named[s] for s in found if s in log_text})
+    in_db = sorted({named[s] for s in found if s.encode() in blobs})
+    rep.add("W11", f"the pickup page's secrets of the run ({len(found)}: link tokens, the "
+            "enrolment code with and without its dash, the app secret) in the daemon log",
+            "none", ", ".join(in_log) or "none", FAIL if in_log else PASS)
+    rep.add("W11", "the same in the database (and WAL) and the daemon's TMPDIR", "none",
+            ", ".join(in_db) or "none", FAIL if in_db else PASS)

@@ -113,6 +113,7 @@ class Lab:
         self.cli_log: list[str] = []
         self.gateway_fpr = ""
         self.canaries: set[str] = set()
+        self.web: Any = None  # lab_web.Web once [web] is on (the first web attack)
 
     # -- processes
 

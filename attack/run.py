@@ -4,12 +4,13 @@
                          [--only 1,2,13] [--skip 1] [--keep]
 
 Sets a gateway up from its README in a temporary directory (`lab.py`), attacks it over
-127.0.0.1 and writes a report (attack | expected | observed | verdict). The daemon and every
-CLI verb run as `PYTHONPATH=REPO python -m gateway ...` with this interpreter, so the checkout
-given with --repo (default: the one this file is in) is the code under test. The report goes
-to stdout and to --out, or else to `report.md` in a new temporary directory (its path is
-printed at the end); progress goes to stderr. Exits 0 when every verdict is PASS or INFO, 1
-when one is FAIL or ERROR or the set-up failed (one line on stderr), 2 on a usage error.
+127.0.0.1 (the pickup page last, W1-W10: `lab_web.py`) and writes a report (attack |
+expected | observed | verdict). The daemon and every CLI verb run as `PYTHONPATH=REPO python
+-m gateway ...` with this interpreter, so the checkout given with --repo (default: the one
+this file is in) is the code under test. The report goes to stdout and to --out, or else to
+`report.md` in a new temporary directory (its path is printed at the end); progress goes to
+stderr. Exits 0 when every verdict is PASS or INFO, 1 when one is FAIL or ERROR or the set-up
+failed (one line on stderr), 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from checks_smtp import (
 )
 from checks_state import a6_escape_reply, a7_receipt_chain, a10_symlink
 from checks_sweep import sweep
+from checks_web import w1_scanner, w2_guessing, w3_lockout, w4_forged_posts, w5_replay, w6_headers
+from checks_webdata import w7_bodies, w8_slow_headers, w9_database, w10_ack_link
 from lab import Lab
 from report import ERROR, FAIL, Report, short
 
@@ -78,6 +81,18 @@ ATTACKS: list[tuple[str, Callable[[Lab, Report], None], bool]] = [
     ("13", a13_rotation, False),
     ("7", a7_receipt_chain, False),
     ("10", a10_symlink, False),
+    # The pickup page (W1-W11): last, since the first one turns [web] on (lab_web.ensure_web),
+    # and with it OpenPGP notices carry a link instead of the ack address attack 5 replies to.
+    ("W1", w1_scanner, False),
+    ("W5", w5_replay, False),
+    ("W2", w2_guessing, False),
+    ("W4", w4_forged_posts, False),
+    ("W7", w7_bodies, False),
+    ("W10", w10_ack_link, False),
+    ("W9", w9_database, False),
+    ("W3", w3_lockout, False),  # after every sign-in: it locks the contact for a minute
+    ("W8", w8_slow_headers, True),
+    ("W6", w6_headers, False),  # over every answer the others got
 ]
 
 
@@ -97,7 +112,8 @@ def main() -> int:
     p.add_argument("--out", type=Path,
                    help="write the report here (default: report.md in a new temp directory)")
     p.add_argument("--name", help="the name in the report's title (default: the checkout's)")
-    p.add_argument("--only", help="comma-separated attack numbers (1-13) to run")
+    p.add_argument("--only", help="comma-separated attack numbers (1-13, W1-W10; web: all "
+                   "attacks on the pickup page) to run")
     p.add_argument("--skip", help="comma-separated attack numbers to leave out")
     p.add_argument("--keep", action="store_true",
                    help="keep the laboratory's temp directory (its path is printed first)")
@@ -106,8 +122,11 @@ def main() -> int:
     if not (repo / "gateway" / "__main__.py").is_file() or not (repo / "config.toml").is_file():
         p.error(f"{repo} is not a hwc-gateway checkout (no gateway/ and config.toml)")
     name = args.name or repo.name
-    only = set(args.only.split(",")) if args.only else None
-    skip = set(args.skip.split(",")) if args.skip else set()
+    only = set(args.only.upper().split(",")) if args.only else None
+    skip = set(args.skip.upper().split(",")) if args.skip else set()
+    for chosen in (only or set(), skip):
+        if "WEB" in chosen:  # every attack on the pickup page
+            chosen.update(num for num, _, _ in ATTACKS if num.startswith("W"))
     if only and "8" in only:
         only.add("11")
     commit = git(repo, "log", "-1", "--format=%h %s")
