@@ -4,6 +4,8 @@ a 5xx for anything a client sends."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -173,3 +175,61 @@ async def test_no_request_makes_a_5xx(rig: Rig) -> None:
     async with client.session.request("PUT", client.base + f"/bericht/{token}") as response:
         assert response.status == 405
 
+
+
+async def test_bodies_that_do_not_parse_are_a_400(rig: Rig) -> None:
+    """A body that does not parse as the type it declares (invalid UTF-8, an unknown charset,
+    a broken multipart, JSON nested past Python's recursion limit, also inside a passkey's
+    clientDataJSON) is the sender's fault: a 400 page, never a 500."""
+    await rig.add_totp()
+    token, _ = await rig.pickup()
+    client = rig.client()
+    _, text = await client.get(f"/bericht/{token}")
+    csrf = csrf_of(text)
+    deep = b"[" * 60_000
+    client_data = base64.urlsafe_b64encode(b"[" * 15_000).decode().rstrip("=")
+    sent = [
+        (f"/bericht/{token}/code", "application/x-www-form-urlencoded",
+         f"csrf={csrf}&code=%ff%fe".encode(), False),
+        (f"/bericht/{token}/code", "application/x-www-form-urlencoded; charset=x-unknown",
+         f"csrf={csrf}&code=1".encode(), False),
+        (f"/bericht/{token}/code", "multipart/form-data; boundary=zzz", b"--zzz\r\ngarbage",
+         False),
+        (f"/bericht/{token}/code", "multipart/form-data; boundary=zzz", b"--zzz\r\ngarbage",
+         True),
+        (f"/bericht/{token}/passkey", "application/json; charset=x-unknown", b"{}", True),
+        (f"/bericht/{token}/passkey", "application/json", deep, True),
+        (f"/bericht/{token}/passkey", "application/json", json.dumps(
+            {"id": "x", "rawId": "x", "response": {"clientDataJSON": client_data}}).encode(),
+         True),
+    ]
+    for path, kind, body, in_header in sent:
+        headers = {"Content-Type": kind, **({"X-CSRF-Token": csrf} if in_header else {})}
+        response, page = await client.post_raw(path, body, headers)
+        assert 400 <= response.status < 500, (kind, body[:40])
+        assert "Traceback" not in page
+
+
+async def test_a_request_aiohttp_cannot_parse_leaves_one_plain_event(
+        rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
+    """A request line or header with a stray byte (a link mangled by a mail client) is
+    refused by aiohttp's parser, whose own log would quote the line, token and cookie
+    included, with a traceback: the log gets one JSON event `web.bad_request` with the
+    error's type, and nothing of the request."""
+    token, _ = await rig.pickup()
+    host, port = rig.base.removeprefix("http://").rsplit(":", 1)
+    for request in (f"GET /bericht/{token}\xa0 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                    f"GET / HTTP/1.1\r\nHost: x\r\nCookie: session={token}\x01\r\n\r\n"
+                    .encode()):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request)
+        await writer.drain()
+        status = await reader.readline()
+        assert status.split()[1:2] == [b"400"], status
+        writer.close()
+        await writer.wait_closed()
+    out = capsys.readouterr().out
+    assert token not in out and "Traceback" not in out
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events if e["event"] == "web.bad_request"] == \
+        ["web.bad_request"] * 2

@@ -10,6 +10,7 @@ The access log is off: every path holds a link's token (docs/architecture.md inv
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 
@@ -17,10 +18,13 @@ from aiohttp import web
 
 from gateway.core.validate import HostPort
 from gateway.ingress.listener import server_tls_context
+from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.web import confirm, enrol, pickup, reading
 from gateway.web.guard import MAX_BODY, add_headers, guard
 from gateway.web.site import SITE, STATIC, Site
+
+log = get_logger("web")
 
 # A link's token: 43 base64url characters for a pickup or an enrolment link, 26 base32 ones
 # for a PGP notice's acknowledgement; anything else is no route (404) before a handler runs.
@@ -28,6 +32,27 @@ TOKEN = "{token:[A-Za-z0-9_-]{20,64}}"  # noqa: S105 - a route pattern, not a se
 KEEPALIVE = 15.0  # seconds an idle connection is kept open between two requests
 _STATIC_TYPES = {"style.css": "text/css", "passkey.js": "text/javascript",
                  "fresh.js": "text/javascript"}
+
+
+class _ServerLog(logging.Handler):
+    """aiohttp's own log of a request it could not even parse (a stray byte in the request
+    line or a header): its record quotes the offending line, which can hold a link's token or
+    a cookie, with a traceback in plain text. Kept as one JSON event with the error's type
+    only (docs/libraries.md §9); its debug chatter is dropped."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:
+            return
+        error = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        log.warning("web.bad_request", error=error or "unknown")
+
+
+def server_logger() -> logging.Logger:
+    """The logger given to aiohttp's request handler instead of its `aiohttp.server`."""
+    logger = logging.Logger("gateway.web.server", logging.DEBUG)  # not in the global tree
+    logger.propagate = False
+    logger.addHandler(_ServerLog())
+    return logger
 
 
 def _static(name: str, body: bytes) -> web.RouteDef:
@@ -78,7 +103,8 @@ class WebServer:
         # An idle keep-alive connection is closed after KEEPALIVE seconds (aiohttp's own
         # default through AppRunner is an hour: docs/libraries.md §9).
         runner = web.AppRunner(make_app(self.ctx), access_log=None, handle_signals=False,
-                               shutdown_timeout=5, keepalive_timeout=KEEPALIVE)
+                               shutdown_timeout=5, keepalive_timeout=KEEPALIVE,
+                               logger=server_logger())
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port, ssl_context=context).start()

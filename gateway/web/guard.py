@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.observe.logs import get_logger, safe_exception
 from gateway.web.site import CSRF_NEW, Site, csrf_ok, message, set_cookie, site_of
@@ -29,6 +30,27 @@ CSRF_HEADER = "X-CSRF-Token"
 MAX_BODY = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+# What reading a malformed body raises (invalid UTF-8 or an unknown charset, a broken
+# multipart, JSON nested past Python's recursion limit): the sender's fault, a 400, never a 500.
+MALFORMED = (ValueError, LookupError, RecursionError, HttpProcessingError)
+
+
+class MalformedBody(Exception):
+    """A POST's body that does not parse as the type it declares."""
+
+
+async def read_body(request: web.Request) -> None:
+    """Parse a POST's form or JSON body once, before any handler: aiohttp keeps a parsed form,
+    and a JSON body that parsed here parses again in the handler. MalformedBody when it does
+    not parse."""
+    try:
+        if request.content_type in FORMS:
+            await request.post()
+        elif request.content_type == "application/json":
+            await request.json()
+    except MALFORMED:
+        raise MalformedBody from None
 
 
 def security_headers(secure: bool) -> dict[str, str]:
@@ -73,9 +95,9 @@ async def _post_refusal(request: web.Request, site: Site) -> web.Response | None
         log.warning("web.refused", route=route_name(request), reason="origin")
         return message(request, 403, "Niet toegestaan",
                        "Dit formulier kwam niet van deze website en is daarom niet verwerkt.")
+    await read_body(request)
     token = request.headers.get(CSRF_HEADER)
-    if token is None and request.content_type in ("application/x-www-form-urlencoded",
-                                                  "multipart/form-data"):
+    if token is None and request.content_type in FORMS:
         value = (await request.post()).get("csrf")
         token = value if isinstance(value, str) else None
     if token is None or not csrf_ok(request, token):
@@ -119,6 +141,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         response = error_page(request, exc.status)
+    except MalformedBody:
+        log.warning("web.refused", route=route_name(request), reason="malformed")
+        response = error_page(request, 400)
     except Exception as exc:
         log.error("web.failed", route=route_name(request), **safe_exception(exc))
         response = message(request, 500, "Er ging iets mis",

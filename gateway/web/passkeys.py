@@ -82,8 +82,8 @@ def answered_challenge(answer: dict[str, Any]) -> str | None:
         response = answer["response"]
         data = json.loads(base64url_to_bytes(response["clientDataJSON"]))
         challenge = data["challenge"]
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        return None
+    except (KeyError, TypeError, ValueError, RecursionError, binascii.Error):
+        return None  # RecursionError: JSON nested past Python's limit
     return challenge if isinstance(challenge, str) and 0 < len(challenge) <= 128 else None
 
 
