@@ -153,3 +153,13 @@ async def pickup_link(request: web.Request) -> Link | web.Response:
             or from_iso(record.expires_at) <= ctx.clock():
         return message(request, 410, "Link verlopen", EXPIRED)
     return Link(token, digest, record, record.sealed)
+
+
+async def open_pickup_link(request: web.Request) -> Link | web.Response:
+    """The pickup notice the path's token names while its link is not locked, or the page
+    saying why not (`pickup_link`'s, or the lock's 429)."""
+    found = await pickup_link(request)
+    if not isinstance(found, Link):
+        return found
+    until = await lock_of(request, [("link", found.digest)])
+    return found if until is None else locked_page(request, until)

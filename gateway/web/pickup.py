@@ -34,6 +34,7 @@ from gateway.web.links import (
     lock_of,
     locked_page,
     locked_text,
+    open_pickup_link,
     pickup_link,
 )
 from gateway.web.passkeys import PasskeyError
@@ -73,12 +74,9 @@ def _landing(request: web.Request, link: Link, credentials: Sequence[CredentialR
 
 async def landing(request: web.Request) -> web.Response:
     """What a scanner and a person both see first; it records nothing."""
-    found = await pickup_link(request)
+    found = await open_pickup_link(request)
     if not isinstance(found, Link):
         return found
-    until = await lock_of(request, [("link", found.digest)])
-    if until is not None:
-        return locked_page(request, until)
     if session_of(request, "pickup", found.digest) is not None:
         return see_other(f"/bericht/{found.token}/lezen")
     return _landing(request, found, await recipients_credentials(request, found))
@@ -150,12 +148,9 @@ async def passkey_login(request: web.Request) -> web.Response:
 
 
 async def code_login(request: web.Request) -> web.Response:
-    found = await pickup_link(request)
+    found = await open_pickup_link(request)
     if not isinstance(found, Link):
         return found
-    until = await lock_of(request, [("link", found.digest)])
-    if until is not None:
-        return locked_page(request, until)
     site = site_of(request)
     form = await request.post()
     email = str(form.get("email", "")).strip()[:254]
