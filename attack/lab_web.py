@@ -196,11 +196,13 @@ def ensure_web(lab: Lab) -> Web:
     lab.must("pupils", "import", str(lab.base / "leerlingen.csv"))
     lab.add_canary(PICKUP_PUPIL[1], PICKUP_PUPIL[2], PICKUP_PUPIL[0])
     lab.start_daemon()
-    mail = lab.wait_for(lambda: [g for g in lab.relay.all() if PICKUP_CONTACT in g.rcpt_tos
+    # The enrolment mail goes where the school's notices go: its route.
+    school = lab.inbox[PICKUP_CODE]
+    mail = lab.wait_for(lambda: [g for g in school.all() if PICKUP_CONTACT in g.rcpt_tos
                                  and b"/inschrijven/" in g.data.replace(b"=\r\n", b"")], 30)
     token = link_token(mail_text(mail[-1].data), "inschrijven") if mail else None
     if token is None:
-        raise RuntimeError("no enrolment mail with a link reached the relay in 30 s")
+        raise RuntimeError("no enrolment mail with a link reached the school's server in 30 s")
     web = Web(port, origin, m.group(1), token, pyotp.TOTP(pyotp.random_base32()), 0)
     web.secrets.update({token, m.group(1), m.group(1).replace("-", "")})
     enrol(web)
