@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -114,3 +116,14 @@ async def test_logs_hold_no_token_code_address_or_name(
     for secret_text in (enrol_token, enrol_code, enrol_code.replace("-", ""), token, wrong,
                         right, CONTACT, CHILD["name"], CHILD["ref"]):
         assert secret_text not in out
+
+
+def test_a_gateway_without_the_page_does_not_load_it() -> None:
+    """The daemon module loads no web library: aiohttp, Jinja2 and webauthn (some 17 MB of
+    memory) come in only when `[web] listen` starts the page."""
+    code = ("import sys, gateway.service.daemon, gateway.admin.cli; "
+            "print(sorted(m for m in ('aiohttp', 'jinja2', 'webauthn', 'gateway.web.app')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent.parent).stdout
+    assert out.strip() == "[]"
