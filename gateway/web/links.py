@@ -23,7 +23,7 @@ from gateway.core.timetext import moment_nl
 from gateway.crypto.pickupbox import token_digest, well_formed_token
 from gateway.observe.logs import get_logger
 from gateway.store.api import Tx
-from gateway.web.site import message, site_of
+from gateway.web.site import message, refusal, site_of
 
 log = get_logger("web")
 
@@ -155,11 +155,15 @@ async def pickup_link(request: web.Request) -> Link | web.Response:
     return Link(token, digest, record, record.sealed)
 
 
-async def open_pickup_link(request: web.Request) -> Link | web.Response:
-    """The pickup notice the path's token names while its link is not locked, or the page
-    saying why not (`pickup_link`'s, or the lock's 429)."""
+async def open_pickup_link(request: web.Request,
+                           json: bool = False) -> Link | web.Response:
+    """The pickup notice the path's token names while its link is not locked, or why not:
+    the page (`pickup_link`'s, or the lock's 429), or with `json` the passkey script's answer
+    with the same status."""
     found = await pickup_link(request)
     if not isinstance(found, Link):
-        return found
+        return refusal(found.status, "Deze link werkt niet (meer).") if json else found
     until = await lock_of(request, [("link", found.digest)])
-    return found if until is None else locked_page(request, until)
+    if until is None:
+        return found
+    return refusal(429, locked_text(request, until)) if json else locked_page(request, until)

@@ -35,7 +35,6 @@ from gateway.web.links import (
     locked_page,
     locked_text,
     open_pickup_link,
-    pickup_link,
 )
 from gateway.web.passkeys import PasskeyError
 from gateway.web.site import (
@@ -83,12 +82,9 @@ async def landing(request: web.Request) -> web.Response:
 
 
 async def passkey_options(request: web.Request) -> web.Response:
-    found = await pickup_link(request)
+    found = await open_pickup_link(request, json=True)
     if not isinstance(found, Link):
-        return refusal(found.status, "Deze link werkt niet (meer).")
-    until = await lock_of(request, [("link", found.digest)])
-    if until is not None:
-        return refusal(429, locked_text(request, until))
+        return found
     site = site_of(request)
     allowed = [c.credential_id for c in await recipients_credentials(request, found)
                if c.kind == "passkey" and c.credential_id]
@@ -100,12 +96,9 @@ async def passkey_options(request: web.Request) -> web.Response:
 
 
 async def passkey_login(request: web.Request) -> web.Response:
-    found = await pickup_link(request)
+    found = await open_pickup_link(request, json=True)
     if not isinstance(found, Link):
-        return refusal(found.status, "Deze link werkt niet (meer).")
-    until = await lock_of(request, [("link", found.digest)])
-    if until is not None:
-        return refusal(429, locked_text(request, until))
+        return found
     site = site_of(request)
     try:
         answer: Any = await request.json()
