@@ -24,11 +24,12 @@ from gateway.admin.keys import keys_init
 from gateway.admin.parser import build_parser as build_parser
 from gateway.core.config import Config, ConfigError, config_warnings, load_config
 from gateway.crypto.custody import CustodyError, custody_problems
+from gateway.crypto.keyadmin import stop_agent
 from gateway.crypto.vault import VaultError
 from gateway.observe.logs import configure
 from gateway.pipeline.context import Context, open_context, utc_now
 from gateway.service import preflight
-from gateway.service.statelock import StateLock, StateLocked
+from gateway.service.statelock import StateLock, StateLocked, holder
 from gateway.store.api import StoreError
 
 
@@ -163,14 +164,25 @@ def main(argv: Sequence[str] | None = None, demo: Callable[[], int] | None = Non
             for problem in problems:
                 _say(f"  {problem}", file=sys.stderr)
             return EXIT_REFUSED
-    if args.verb == "check-config":
-        return _check_config(config)
     if args.verb == "serve":
         return _serve(config)
     try:
+        if args.verb == "check-config":
+            return _check_config(config)
         return asyncio.run(_run_verb(args, config))
     except Refused as exc:
         _say(f"hwc-gateway: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return EXIT_REFUSED
+    finally:
+        _let_go_of_the_keys(config)
+
+
+def _let_go_of_the_keys(config: Config) -> None:
+    """gpg starts an agent in the gateway's GnuPG home for a verb that uses its keys (`keys
+    init` and `keys rotate` unlock the secret key), and the agent kept running after the
+    command, with the key it unlocked cached. Stopped when the verb ends, unless a daemon
+    serves this state: that agent is the daemon's (`serve` stops it when it ends)."""
+    if config.gnupg_home.is_dir() and holder(config.storage.path) is None:
+        stop_agent(config.gnupg_home)
