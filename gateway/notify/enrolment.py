@@ -39,7 +39,7 @@ from gateway.core.validate import HostPort
 from gateway.crypto.pickupbox import token_digest
 from gateway.delivery.seal import make_message_id
 from gateway.notify.alerts import send_alert
-from gateway.notify.outbox import Kind, attempt_detail, fate_word
+from gateway.notify.outbox import Kind, attempt_detail, crash_detail, fate_word
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.store.api import Tx
@@ -192,16 +192,9 @@ async def _after(ctx: Context, item: OutboxRecord, fate: Fate, verdict: Verdict)
 
 async def _crashed(tx: Tx, item: OutboxRecord, fate: Retry | Parked, why: str,
                    now: dt.datetime) -> None:
-    if isinstance(fate, Parked):
-        await tx.receipts.append("enrolment_parked", at=now, school=item.topic,
-                                 contact=item.recipient, enrolment_mail=item.id,
-                                 attempt=item.attempts, why=why)
-    else:
-        await tx.receipts.append("enrolment_deferred", at=now, school=item.topic,
-                                 contact=item.recipient, enrolment_mail=item.id,
-                                 attempt=item.attempts,
-                                 reply=f"the attempt failed inside the gateway: {why}",
-                                 next_attempt_at=fate.next_at.isoformat())
+    word, detail = crash_detail(item, fate, why, contact=item.recipient,
+                                enrolment_mail=item.id)
+    await tx.receipts.append(f"enrolment_{word}", at=now, school=item.topic, **detail)
 
 
 async def _parked(ctx: Context, item: OutboxRecord, crashes: int) -> None:

@@ -190,6 +190,18 @@ def attempt_detail(item: OutboxRecord, fate: Fate, verdict: Verdict,
     return detail
 
 
+def crash_detail(item: OutboxRecord, fate: Retry | Parked, why: str,
+                 **ids: Any) -> tuple[str, dict[str, Any]]:
+    """The receipt of an attempt that crashed inside the gateway: `parked` with why, or
+    `deferred` with the reply it stands for and the next attempt's time; `ids` as for
+    `attempt_detail`."""
+    if isinstance(fate, Parked):
+        return "parked", {**ids, "attempt": item.attempts, "why": why}
+    return "deferred", {**ids, "attempt": item.attempts,
+                        "reply": f"the attempt failed inside the gateway: {why}",
+                        "next_attempt_at": fate.next_at.isoformat()}
+
+
 def rules(ctx: Context) -> RetryRules:
     """The outbox retries as notices do (`[delivery]`)."""
     d = ctx.config.delivery

@@ -18,7 +18,7 @@ import datetime as dt
 from gateway.core.policy import Fate, Parked, Retry, Verdict
 from gateway.core.records import OutboxRecord
 from gateway.notify.alerts import send_alert
-from gateway.notify.outbox import Kind, attempt_detail, fate_word
+from gateway.notify.outbox import Kind, attempt_detail, crash_detail, fate_word
 from gateway.observe.logs import get_logger
 from gateway.pipeline.context import Context
 from gateway.store.api import Tx
@@ -67,14 +67,8 @@ async def _after(ctx: Context, item: OutboxRecord, fate: Fate, verdict: Verdict)
 
 async def _crashed(tx: Tx, item: OutboxRecord, fate: Retry | Parked, why: str,
                    now: dt.datetime) -> None:
-    if isinstance(fate, Parked):
-        await tx.receipts.append("status_parked", at=now, ref=item.about, sender=item.sender,
-                                 status_mail=item.id, attempt=item.attempts, why=why)
-    else:
-        await tx.receipts.append("status_deferred", at=now, ref=item.about, sender=item.sender,
-                                 status_mail=item.id, attempt=item.attempts,
-                                 reply=f"the attempt failed inside the gateway: {why}",
-                                 next_attempt_at=fate.next_at.isoformat())
+    word, detail = crash_detail(item, fate, why, sender=item.sender, status_mail=item.id)
+    await tx.receipts.append(f"status_{word}", at=now, ref=item.about, **detail)
 
 
 async def _parked(ctx: Context, item: OutboxRecord, crashes: int) -> None:

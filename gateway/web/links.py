@@ -108,14 +108,23 @@ class Invitation:
     record: EnrolmentRecord
 
 
+def _path_token(request: web.Request) -> tuple[str, str] | web.Response:
+    """The path's token and its look-up digest, or the 404 page for text that is no token
+    (checked before anything is derived or looked up)."""
+    token = request.match_info["token"]
+    if not well_formed_token(token):
+        return message(request, 404, "Link niet geldig", UNKNOWN)
+    return token, token_digest(site_of(request).ctx.vault, token)
+
+
 async def enrolment_link(request: web.Request,
                          check_lock: bool = True) -> Invitation | web.Response:
     """The open invitation the path's token names, or the page saying why there is none."""
     ctx = site_of(request).ctx
-    token = request.match_info["token"]
-    if not well_formed_token(token):
-        return message(request, 404, "Link niet geldig", UNKNOWN)
-    digest = token_digest(ctx.vault, token)
+    named = _path_token(request)
+    if isinstance(named, web.Response):
+        return named
+    token, digest = named
     record = await ctx.store.pickups.enrolment(digest)
     if record is None:
         return message(request, 404, "Link niet geldig", UNKNOWN)
@@ -142,10 +151,10 @@ async def pickup_link(request: web.Request) -> Link | web.Response:
     not. A lock is not checked here: a locked link can still be read in a session opened
     before, and the forms say it is locked."""
     ctx = site_of(request).ctx
-    token = request.match_info["token"]
-    if not well_formed_token(token):
-        return message(request, 404, "Link niet geldig", UNKNOWN)
-    digest = token_digest(ctx.vault, token)
+    named = _path_token(request)
+    if isinstance(named, web.Response):
+        return named
+    token, digest = named
     record = await ctx.store.pickups.get(digest)
     if record is None:
         return message(request, 404, "Link niet geldig", UNKNOWN)
